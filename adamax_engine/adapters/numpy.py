@@ -1,0 +1,48 @@
+"""The numpy adapter: ``adamax_engine.Parameter`` (an ndarray ``.data`` and ``.grad``)."""
+from ..parameter import Parameter, check_array
+
+
+class NumpyAdapter:
+    """Reads/re-points Parameter.data and .grad. Adopt and borrow both work for numpy."""
+    default_mode = "adopt"
+
+    @staticmethod
+    def accepts(param):
+        return isinstance(param, Parameter)
+
+    @staticmethod
+    def attributes(param):
+        """(name, lr multiplier, regularizer, need_clip) as paddle's ParamAttr would give them."""
+        return (param.name, param.optimize_attr["learning_rate"], param.regularizer,
+                param.need_clip)
+
+    @staticmethod
+    def trainable(param):
+        return not param.stop_gradient
+
+    @staticmethod
+    def data(param):
+        return param._data
+
+    @staticmethod
+    def grad(param):
+        return param._grad
+
+    @staticmethod
+    def point(param, data=None, grad=None):
+        """Re-point .data/.grad at registry views without counting it as a user mutation."""
+        if data is not None:
+            param._data = data
+        if grad is not None:
+            param._grad = grad
+
+    @staticmethod
+    def clear_grad(param):
+        param.grad = None
+
+    @staticmethod
+    def mutation_count():
+        """Changes whenever any Parameter's .data/.grad/trainable is assigned (cheap rescan test)."""
+        return Parameter.mutations
+
+    check = staticmethod(check_array)

@@ -1,0 +1,56 @@
+"""The one place a backend is chosen (torch.optim's ``_default_to_fused_or_foreach`` idea).
+
+``backend=None`` follows where the buffers live (host memory -> numba CPU kernels);
+``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
+falls back quietly.
+"""
+BACKENDS = ("cpu", "reference")
+
+
+def resolve(backend, device):
+    if backend is None:
+        return "cpu" if device == "cpu" else device
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS} or None, got {backend!r}")
+    return backend
+
+
+def _kernels(backend):
+    if backend == "reference":
+        from .kernels import reference as k
+    else:
+        from .kernels import cpu as k
+    return k
+
+
+def _borrowed_arrays(bucket, backend):
+    """Reference backend: the lists of arrays; cpu: the address tables (+ arrays to keep alive)."""
+    if backend == "reference":
+        empty = bucket.moment[:0]
+        ps = [e.adapter.data(e.param) if bucket.active[i] else empty
+              for i, e in enumerate(bucket.entries)]
+        gs = [e.adapter.grad(e.param) if bucket.active[i] else empty
+              for i, e in enumerate(bucket.entries)]
+        return ps, gs, None
+    return bucket.addresses()
+
+
+def segment_sumsq(backend, bucket, flags):
+    """Per-segment sum of grad^2 for the segments with flags[:, ACTIVE] set."""
+    k = _kernels(backend)
+    if bucket.mode == "adopt":
+        return k.segment_sumsq(bucket.grads, bucket.chunks, flags)
+    _, grads, _alive = _borrowed_arrays(bucket, backend)
+    return k.borrowed_sumsq(grads, bucket.offsets, bucket.chunks, flags, bucket.moment)
+
+
+def fused_update(backend, bucket, flavor):
+    """The whole bucket's Adamax step in one kernel call."""
+    k = _kernels(backend)
+    if bucket.mode == "adopt":
+        k.fused_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.chunks,
+                       bucket.hyper, bucket.flags, flavor)
+    else:
+        params, grads, _alive = _borrowed_arrays(bucket, backend)
+        k.borrowed_update(params, grads, bucket.moment, bucket.inf_norm, bucket.offsets,
+                          bucket.chunks, bucket.hyper, bucket.flags, flavor)

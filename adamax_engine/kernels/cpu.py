@@ -1,0 +1,207 @@
+"""Numba CPU kernels: the table-driven Adamax step, its borrow twin, and the norm reduction.
+
+Same arguments and results as kernels/reference.py (the formula is documented there and in
+optimizer.Adamax). ``parallel=True`` spreads chunks over threads; each chunk is independent,
+so the update is thread-count independent by construction, and the reduction is made so by
+summing in a fixed order (layout.SUMSQ_LANES lanes per chunk, chunk partials in chunk order).
+
+No ``fastmath``: LLVM may then neither contract a*b+c into an FMA nor reorder sums, which is
+what keeps fp32 results bit-identical to the numpy reference (and to paddle).
+Scalars come from the hyper table, already in the buffer dtype, so no float64 literal ever
+promotes an fp32 expression.
+"""
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
+                     EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
+                     SCALE_GRAD)
+
+
+@intrinsic
+def _as_pointer(typingctx, address, like):
+    """Reinterpret an integer address as a pointer to ``like``'s dtype (for the borrow table)."""
+    if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+        return None
+    sig = types.CPointer(like.dtype)(address, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode):
+    """Paddle's order: ClipGradByValue, then a norm-clip scale, then L2/L1 decay (never clipped)."""
+    if clip_value:
+        g = lo if g < lo else (hi if g > hi else g)
+    if scale_grad:
+        g = g * scale
+    if decay_mode == L2_DECAY:
+        g = g + decay * p
+    elif decay_mode == L1_DECAY:
+        g = g + (decay if p > 0 else (-decay if p < 0 else decay * p))
+    return g
+
+
+@njit(inline="always")
+def _update_slices(p, g, m, u, h, f, flavor):
+    """One chunk: p, g, m, u are equal-length 1-D views; h/f the segment's hyper/flag rows."""
+    # every scalar is read into a local first: a load from ``h`` inside the loop could alias the
+    # stores to p/m/u, which would stop LLVM from hoisting it, unswitching and vectorising.
+    lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
+    lo, hi, scale, decay = h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY]
+    clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
+    if flavor == PADDLE:
+        for i in range(p.shape[0]):
+            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
+            mi = b1 * m[i] + omb1 * gi
+            a = abs(gi)
+            b = b2 * u[i] + eps
+            ui = b if a < b else a
+            m[i] = mi
+            u[i] = ui
+            p[i] = p[i] - lr_t * (mi / ui)
+    elif flavor == KERAS:
+        for i in range(p.shape[0]):
+            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
+            mi = b1 * m[i] + omb1 * gi
+            a = b2 * u[i]
+            b = abs(gi)
+            ui = b if a < b else a
+            m[i] = mi
+            u[i] = ui
+            p[i] = p[i] - lr_t * (mi / (ui + eps))
+    else:  # TORCH, OPTAX: eps on the gradient branch
+        for i in range(p.shape[0]):
+            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
+            mi = b1 * m[i] + omb1 * gi
+            a = b2 * u[i]
+            b = abs(gi) + eps
+            ui = b if a < b else a
+            m[i] = mi
+            u[i] = ui
+            p[i] = p[i] - lr_t * (mi / ui)
+
+
+@njit(parallel=True, cache=True)
+def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
+    """One Adamax step for every active segment of one flat bucket, in a single call."""
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            _update_slices(params[start:end], grads[start:end], moment[start:end],
+                           inf_norm[start:end], hyper[seg], flags[seg], flavor)
+
+
+@njit(inline="always")
+def _borrowed(addresses, offsets, seg, start, end, like):
+    """The [start, end) slice (state coordinates) of a borrowed array given by its address."""
+    base = _as_pointer(addresses[seg] + (start - offsets[seg]) * like.itemsize, like)
+    return numba.carray(base, (end - start,))
+
+
+@njit(parallel=True, cache=True)
+def borrowed_update(param_addrs, grad_addrs, moment, inf_norm, offsets, chunks, hyper, flags, flavor):
+    """Like fused_update, but params/grads live in caller-owned arrays given by address.
+
+    Segment ``s`` of the state buffers starts at ``offsets[s]``; its param and grad are
+    C-contiguous arrays of the state dtype at ``param_addrs[s]`` / ``grad_addrs[s]``.
+    The caller keeps those arrays alive for the duration of the call.
+    """
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            p = _borrowed(param_addrs, offsets, seg, start, end, moment)
+            g = _borrowed(grad_addrs, offsets, seg, start, end, moment)
+            _update_slices(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
+                           flavor)
+
+
+@njit(inline="always")
+def _chunk_sumsq(x):
+    """Sum of x^2 with 8 interleaved sequential lanes, combined pairwise (reference.chunk_sumsq)."""
+    zero = x.dtype.type(0)
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = zero
+    n = x.shape[0]
+    full = n - n % 8
+    for i in range(0, full, 8):
+        l0 += x[i] * x[i]
+        l1 += x[i + 1] * x[i + 1]
+        l2 += x[i + 2] * x[i + 2]
+        l3 += x[i + 3] * x[i + 3]
+        l4 += x[i + 4] * x[i + 4]
+        l5 += x[i + 5] * x[i + 5]
+        l6 += x[i + 6] * x[i + 6]
+        l7 += x[i + 7] * x[i + 7]
+    tail = n - full  # element full + k goes to lane k, as in the zero-padded reference
+    if tail > 0:
+        l0 += x[full] * x[full]
+    if tail > 1:
+        l1 += x[full + 1] * x[full + 1]
+    if tail > 2:
+        l2 += x[full + 2] * x[full + 2]
+    if tail > 3:
+        l3 += x[full + 3] * x[full + 3]
+    if tail > 4:
+        l4 += x[full + 4] * x[full + 4]
+    if tail > 5:
+        l5 += x[full + 5] * x[full + 5]
+    if tail > 6:
+        l6 += x[full + 6] * x[full + 6]
+    return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+
+
+@njit(inline="always")
+def _has_nonfinite(x):
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return True
+    return False
+
+
+@njit(inline="always")
+def _combine_partials(partial, bad, chunks, n_segments):
+    """Chunk partials -> per-segment sums, sequentially in chunk order (thread-count independent)."""
+    sumsq = np.zeros(n_segments, dtype=partial.dtype)
+    nonfinite = np.zeros(n_segments, dtype=np.bool_)
+    for c in range(chunks.shape[0]):
+        seg = chunks[c, 0]
+        sumsq[seg] = sumsq[seg] + partial[c]
+        nonfinite[seg] = nonfinite[seg] or bad[c]
+    return sumsq, nonfinite
+
+
+@njit(inline="always")
+def _chunk_stats(x, partial, bad, c):
+    s = _chunk_sumsq(x)
+    partial[c] = s
+    # a finite grad can still overflow g*g, so a non-finite sum only triggers a real scan
+    bad[c] = (not np.isfinite(s)) and _has_nonfinite(x)
+
+
+@njit(parallel=True, cache=True)
+def segment_sumsq(grads, chunks, flags):
+    """Per-segment sum of grad^2 (grad dtype) and non-finite flag; inactive segments give 0."""
+    partial = np.zeros(chunks.shape[0], dtype=grads.dtype)
+    bad = np.zeros(chunks.shape[0], dtype=np.bool_)
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            _chunk_stats(grads[start:end], partial, bad, c)
+    return _combine_partials(partial, bad, chunks, flags.shape[0])
+
+
+@njit(parallel=True, cache=True)
+def borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
+    """segment_sumsq for borrowed grads (addresses, see borrowed_update); ``like`` gives the dtype."""
+    partial = np.zeros(chunks.shape[0], dtype=like.dtype)
+    bad = np.zeros(chunks.shape[0], dtype=np.bool_)
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            _chunk_stats(_borrowed(grad_addrs, offsets, seg, start, end, like), partial, bad, c)
+    return _combine_partials(partial, bad, chunks, flags.shape[0])

@@ -1,0 +1,56 @@
+"""The segment table and chunk table shared by every kernel (reference, cpu, cuda).
+
+A bucket is one contiguous flat buffer per role (param, grad, moment, inf_norm) of one dtype.
+Each tensor is a *segment* (offset, length) of it. Like apex's multi_tensor_apply, the work is
+cut into *chunks* of at most CHUNK elements that never straddle a segment, so one kernel call
+covers every tensor of a model and per-segment scalars are looked up once per chunk.
+
+Chunk boundaries also fix the summation order of the norm reduction (see SUMSQ_LANES), which is
+why the reduction result does not depend on the thread count.
+"""
+import numpy as np
+
+#: elements per chunk; also the block size of the deterministic sum-of-squares reduction.
+CHUNK = 16384
+#: the reduction keeps this many interleaved accumulators per chunk (element k of a chunk goes
+#: to lane k % SUMSQ_LANES), combined pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
+SUMSQ_LANES = 8
+
+# flavors: where epsilon goes (see optimizer.Adamax docstring)
+PADDLE, TORCH, OPTAX, KERAS = 0, 1, 2, 3
+FLAVORS = {"paddle": PADDLE, "torch": TORCH, "optax": OPTAX, "keras": KERAS}
+
+# columns of the per-segment hyper-parameter table (dtype of the bucket)
+LR_T, BETA1, ONE_MINUS_BETA1, BETA2, EPS, DECAY, GRAD_SCALE, CLIP_MIN, CLIP_MAX = range(9)
+N_HYPER = 9
+# columns of the per-segment flag table (int64)
+ACTIVE, DECAY_MODE, CLIP_VALUE, SCALE_GRAD = range(4)
+N_FLAGS = 4
+# DECAY_MODE values
+NO_DECAY, L2_DECAY, L1_DECAY = 0, 1, 2
+
+
+def build_chunk_table(offsets, lengths, chunk=CHUNK):
+    """Rows (segment, start, end) with absolute [start, end) indices into the flat buffer.
+
+    Segments of length 0 get no chunk. Built once per registry layout, not per step.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if chunk <= 0:
+        raise ValueError(f"chunk: expected a positive int, got {chunk}")
+    counts = (lengths + chunk - 1) // chunk
+    seg = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(len(seg), dtype=np.int64) - first
+    start = offsets[seg] + k * chunk
+    end = np.minimum(start + chunk, offsets[seg] + lengths[seg])
+    return np.ascontiguousarray(np.stack([seg, start, end], axis=1).reshape(-1, 3))
+
+
+def empty_tables(n_segments, dtype):
+    """A hyper table (inactive segments, grad scale 1) and a flag table, ready to fill."""
+    hyper = np.zeros((n_segments, N_HYPER), dtype=dtype)
+    hyper[:, GRAD_SCALE] = 1
+    flags = np.zeros((n_segments, N_FLAGS), dtype=np.int64)
+    return hyper, flags

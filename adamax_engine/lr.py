@@ -1,0 +1,78 @@
+"""Learning-rate schedulers with paddle.optimizer.lr's semantics (the base and StepDecay so far).
+
+``last_epoch`` starts at -1 and the constructor calls ``step()`` once, so a fresh scheduler is at
+epoch 0. The optimizer reads ``scheduler()`` (= ``last_lr``) at every ``opt.step()``; the user
+calls ``scheduler.step()`` after it.
+"""
+import numbers
+
+
+class LRScheduler:
+    """paddle.optimizer.lr.LRScheduler. Raises TypeError / ValueError like paddle for a bad lr."""
+
+    def __init__(self, learning_rate=0.1, last_epoch=-1, verbose=False):
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (float, int)):
+            raise TypeError("The type of learning rate must be float, but received "
+                            f"{type(learning_rate)}")
+        if learning_rate < 0:
+            raise ValueError(f"Invalid learning rate: {learning_rate}")
+        self.base_lr = float(learning_rate)
+        self.last_lr = float(learning_rate)
+        self.last_epoch = last_epoch
+        self.verbose = verbose
+        self.step()
+
+    def __call__(self):
+        return self.last_lr
+
+    def step(self, epoch=None):
+        if epoch is None:
+            self.last_epoch += 1
+            self.last_lr = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            closed = getattr(self, "_get_closed_form_lr", None)
+            self.last_lr = closed() if closed else self.get_lr()
+        if self.verbose:
+            print(f"Epoch {self.last_epoch}: {type(self).__name__} set learning rate to "
+                  f"{self.last_lr}.")
+
+    def get_lr(self):
+        raise NotImplementedError
+
+    def state_keys(self):
+        self.keys = ["last_epoch", "last_lr"]
+
+    def state_dict(self):
+        self.state_keys()
+        return {key: self.__dict__[key] for key in self.keys}
+
+    def set_state_dict(self, state_dict):
+        self.state_keys()
+        for key in self.keys:
+            if key not in state_dict:
+                raise RuntimeError("Please check whether state_dict is correct for optimizer. "
+                                   f"Can't find [ {key} ] in state_dict")
+        for key in self.keys:
+            self.__dict__[key] = state_dict[key]
+
+    set_dict = set_state_dict
+
+
+class StepDecay(LRScheduler):
+    """lr * gamma ** (epoch // step_size). Raises TypeError / ValueError / AssertionError like paddle."""
+
+    def __init__(self, learning_rate, step_size, gamma=0.1, last_epoch=-1, verbose=False):
+        if not isinstance(step_size, int) or isinstance(step_size, bool):
+            raise TypeError("The type of 'step_size' must be 'int', but received "
+                            f"{type(step_size)}.")
+        if not isinstance(gamma, numbers.Real) or gamma >= 1.0:
+            raise ValueError("gamma should be < 1.0.")
+        assert step_size > 0 and isinstance(step_size, int), \
+            "The step size must be a positive integer."
+        self.step_size = step_size
+        self.gamma = gamma
+        super().__init__(learning_rate, last_epoch, verbose)
+
+    def get_lr(self):
+        return self.base_lr * (self.gamma ** (self.last_epoch // self.step_size))

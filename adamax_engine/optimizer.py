@@ -1,0 +1,326 @@
+"""``Adamax``: paddle.optimizer.Adamax's API and numbers, one fused kernel call per bucket per step.
+
+The update (paddle 3.3.1, ``flavor="paddle"``), per parameter, in its dtype T::
+
+    g        = clip(grad)                      # ClipGradByValue / ByNorm / ByGlobalNorm, per group
+    g        = g + decay(param)                # L2: c*p, L1: c*sign(p); after clipping, never clipped
+    moment   = beta1 * moment + (1 - beta1) * g
+    inf_norm = max(|g|, beta2 * inf_norm + epsilon)
+    param    = param - (lr / (1 - beta1_pow)) * (moment / inf_norm)
+    beta1_pow = beta1_pow * beta1              # only for params that had a grad this step
+
+beta1/beta2/epsilon reach the kernel rounded to float32 (paddle's fp32 attributes), then cast to
+T; beta1_pow starts at T(beta1) and is kept in T; lr is T(lr), times T(lr multiplier) when that
+is not 1. Other flavors: ``"torch"``/``"optax"`` u = max(beta2*u, |g| + eps), ``"keras"``
+u = max(beta2*u, |g|) and eps in the denominator; their bias correction is 1 - beta1**step.
+"""
+import numbers
+
+import numpy as np
+
+from . import dispatch
+from .adapters import adapter_for
+from .clip import GradientClipBase
+from .kernels import layout as L
+from .kernels.reference import paddle_hyper
+from .lr import LRScheduler
+from .registry import Entry, Registry
+from .regularizer import L2Decay, WeightDecayRegularizer
+from .state import load_state, state_dict_of
+
+GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "beta1", "beta2", "epsilon"}
+
+
+def _check_hyper(beta1, beta2, epsilon, where=""):
+    """paddle's range checks and messages (adamax.py:181-186)."""
+    if not 0 <= beta1 < 1:
+        raise ValueError(f"Invalid value of beta1, expect beta1 in [0,1).{where}")
+    if not 0 <= beta2 < 1:
+        raise ValueError(f"Invalid value of beta2, expect beta2 in [0,1).{where}")
+    if not epsilon >= 0:
+        raise ValueError(f"Invalid value of epsilon, expect epsilon >= 0.{where}")
+
+
+def _regularizer(value, what):
+    """float/int -> L2Decay (paddle), a regularizer as is, None -> None; anything else: TypeError."""
+    if value is None or isinstance(value, WeightDecayRegularizer):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return L2Decay(float(value))
+    raise TypeError(f"{what}: expected a float, L1Decay, L2Decay or None, got {value!r}")
+
+
+class Adamax:
+    """Adamax with paddle.optimizer.Adamax's signature, validation, order and state layout.
+
+    ``parameters``: a list of ``Parameter`` or a list of group dicts with ``params`` and optional
+    ``learning_rate`` (a multiplier on the base lr), ``beta1``, ``beta2``, ``epsilon``,
+    ``weight_decay``, ``grad_clip``. Keyword-only extras: ``flavor`` (paddle|torch|optax|keras),
+    ``mode`` (adopt|borrow, see registry), ``backend`` (None|"cpu"|"reference").
+
+    Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
+    beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for
+    beta1/beta2 outside [0, 1) or epsilon < 0 (also per group); AttributeError for
+    parameters=None; TypeError for a single parameter or a dict as ``parameters``; AssertionError
+    for a group without ``params``; ValueError for a parameter given twice or an unknown group
+    key; TypeError for a bad grad_clip, weight_decay, flavor or parameter type.
+    Differences from paddle are listed in the README ("Where we differ from paddle").
+    """
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
+                 weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
+                 backend=None, device="cpu"):
+        assert learning_rate is not None
+        assert beta1 is not None
+        assert beta2 is not None
+        assert epsilon is not None
+        _check_hyper(beta1, beta2, epsilon)
+        if not isinstance(learning_rate, (float, LRScheduler)):
+            raise TypeError("learning rate should be float or LRScheduler, got "
+                            f"{type(learning_rate)} here")
+        if parameters is None:
+            raise AttributeError("parameters argument given to the Optimizer should not be None "
+                                 "in dygraph mode.")
+        if isinstance(parameters, dict):
+            raise TypeError("`parameters` argument should not get dict type, if parameter groups "
+                            "is needed, please set `parameters` as list of dict")
+        if not isinstance(parameters, (list, tuple)) and not hasattr(parameters, "__next__"):
+            raise TypeError("`parameters` argument given to the optimizer should be an iterable "
+                            f"of paddle Tensors, but got argument type is `{type(parameters)}`.")
+        if grad_clip is not None and not isinstance(grad_clip, GradientClipBase):
+            raise TypeError("'grad_clip' should be an instance of GradientClipBase's derived class")
+        if flavor not in L.FLAVORS:
+            raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
+        self._learning_rate = learning_rate
+        self._beta1, self._beta2, self._epsilon = beta1, beta2, epsilon
+        self.regularization = _regularizer(weight_decay, "weight_decay")
+        self._grad_clip = grad_clip
+        self._name = name
+        self.flavor = flavor
+        self._flavor_code = L.FLAVORS[flavor]
+        self._groups = self._parse_groups(list(parameters))
+        entries = [self._entry(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
+        if mode is None:
+            mode = entries[0].adapter.default_mode if entries else "adopt"
+        self._backend = dispatch.resolve(backend, device)
+        self._registry = Registry(entries, mode=mode, device=device)
+        self._fill_static_tables()
+
+    # --- construction -------------------------------------------------------------------------
+    def _parse_groups(self, parameters):
+        if parameters and all(isinstance(p, dict) for p in parameters):
+            raw = parameters
+        elif any(isinstance(p, dict) for p in parameters):
+            raise TypeError("parameters: expected all parameters or all group dicts, got a mix")
+        else:
+            raw = [{"params": parameters}]
+        groups, seen = [], set()
+        for gi, group in enumerate(raw):
+            where = f" (parameters[{gi}])" if raw is parameters else ""
+            assert "params" in group, ("params should be set in parameters if parameter groups "
+                                       "are optimized in different options")
+            unknown = set(group) - GROUP_KEYS
+            if unknown:
+                raise ValueError(f"parameters[{gi}]: unknown group key {sorted(unknown)[0]!r} "
+                                 f"(known: {', '.join(sorted(GROUP_KEYS))})")
+            params = group["params"]
+            if not isinstance(params, (list, tuple)):
+                raise TypeError("optimizer parameters should be in ordered collections,but "
+                                f"received {type(params).__name__}, please use list instead.")
+            for p in params:
+                if id(p) in seen:
+                    raise ValueError("some parameters appear in more than one parameter group"
+                                     if len(raw) > 1 else
+                                     f"parameters: {getattr(p, 'name', p)!r} is given twice")
+                seen.add(id(p))
+            b1 = group.get("beta1", self._beta1)
+            b2 = group.get("beta2", self._beta2)
+            eps = group.get("epsilon", self._epsilon)
+            _check_hyper(b1, b2, eps, where)
+            clip = group.get("grad_clip", self._grad_clip)
+            if clip is not None and not isinstance(clip, GradientClipBase):
+                raise TypeError(f"parameters[{gi}]['grad_clip']: 'grad_clip' should be an "
+                                "instance of GradientClipBase's derived class")
+            lr_mult = group.get("learning_rate")
+            if lr_mult is not None and (isinstance(lr_mult, bool)
+                                        or not isinstance(lr_mult, numbers.Real)):
+                raise TypeError(f"parameters[{gi}]['learning_rate']: expected a float multiplier, "
+                                f"got {lr_mult!r}")
+            groups.append({"params": list(params), "beta1": b1, "beta2": b2, "epsilon": eps,
+                           "grad_clip": clip, "learning_rate": lr_mult,
+                           "weight_decay": _regularizer(group.get("weight_decay"),
+                                                        f"parameters[{gi}]['weight_decay']")})
+        return groups
+
+    def _entry(self, param, gi, group):
+        adapter = adapter_for(param)
+        name, own_lr, own_reg, need_clip = adapter.attributes(param)
+        data = adapter.data(param)
+        # a group's explicit setting wins (paddle), else the parameter's own, else the optimizer's
+        lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
+        reg = group["weight_decay"] or own_reg or self.regularization
+        return Entry(param, adapter, name, tuple(data.shape), data.dtype, gi, float(lr_mult), reg,
+                     bool(need_clip))
+
+    def _fill_static_tables(self):
+        """Everything in the hyper/flag tables that does not change from step to step."""
+        for b in self._registry.buckets:
+            T = b.dtype.type
+            n = len(b.entries)
+            b.lr_mult = np.array([e.lr_mult for e in b.entries], dtype=b.dtype)
+            b.beta1_py = np.array([self._groups[e.group]["beta1"] for e in b.entries], np.float64)
+            b.beta1_T = b.beta1_py.astype(b.dtype)  # beta1_pow's init value and multiplier
+            b.norm_clipped = np.zeros(n, np.bool_)
+            for k, e in enumerate(b.entries):
+                g = self._groups[e.group]
+                if self._flavor_code == L.PADDLE:
+                    b1, b2, eps = paddle_hyper(b.dtype, g["beta1"], g["beta2"], g["epsilon"])
+                else:
+                    b1, b2, eps = T(g["beta1"]), T(g["beta2"]), T(g["epsilon"])
+                b.hyper[k, [L.BETA1, L.ONE_MINUS_BETA1, L.BETA2, L.EPS]] = [b1, T(1) - b1, b2, eps]
+                if e.regularizer is not None:
+                    b.hyper[k, L.DECAY] = T(e.regularizer.coeff)
+                    b.flags[k, L.DECAY_MODE] = e.regularizer.mode
+                clip = g["grad_clip"]
+                if clip is not None and e.need_clip:
+                    bounds = clip.value_bounds(b.dtype)
+                    if bounds is not None:
+                        b.hyper[k, [L.CLIP_MIN, L.CLIP_MAX]] = bounds
+                        b.flags[k, L.CLIP_VALUE] = 1
+                    b.norm_clipped[k] = clip.needs_norms
+
+    # --- the step -------------------------------------------------------------------------------
+    def step(self):
+        """One Adamax step for every trainable parameter that has a grad (see module docstring).
+
+        Raises IndexError when the optimizer has no parameters; TypeError / ValueError naming
+        ``<param>.grad`` for a grad of the wrong dtype/shape/layout, with nothing changed.
+        """
+        self._step()
+
+    def _step(self, only=None):
+        if not self._registry.entries:
+            raise IndexError("parameters: the optimizer has no parameters "
+                             "(paddle: list index out of range)")
+        self._registry.gather(only)
+        lr = float(self.get_lr())
+        buckets = [b for b in self._registry.buckets if b.active.any()]
+        for b in buckets:
+            self._fill_step_tables(b, lr)
+        self._apply_norm_clips(buckets)
+        for b in buckets:
+            dispatch.fused_update(self._backend, b, self._flavor_code)
+            act = b.active
+            b.beta1_pow[act] = b.beta1_pow[act] * b.beta1_T[act]
+            b.steps[act] += 1
+
+    def _fill_step_tables(self, b, lr):
+        T = b.dtype.type
+        act = b.active
+        fresh = act & ~b.has_state  # paddle creates accumulators lazily, beta1_pow = beta1
+        if fresh.any():
+            b.beta1_pow[fresh] = b.beta1_T[fresh]
+            b.has_state |= fresh
+        b.flags[:, L.ACTIVE] = act
+        b.flags[:, L.SCALE_GRAD] = 0
+        if self._flavor_code == L.PADDLE:
+            # lr tensor in T; T(lr) * T(multiplier) (x * 1 is exact); lr / (1 - beta1_pow) in T
+            b.hyper[:, L.LR_T] = (T(lr) * b.lr_mult) / (T(1) - b.beta1_pow)
+        else:
+            correction = 1.0 - b.beta1_py ** (b.steps + 1).astype(np.float64)
+            with np.errstate(divide="ignore"):
+                b.hyper[:, L.LR_T] = (lr * b.lr_mult.astype(np.float64) / correction).astype(b.dtype)
+
+    def _apply_norm_clips(self, buckets):
+        """One reduction pass per bucket, then each norm clipper's per-segment grad scales."""
+        wanted = [b for b in buckets if (b.norm_clipped & b.active).any()]
+        if not wanted:
+            return
+        sums = {}
+        for b in wanted:
+            flags = (b.norm_clipped & b.active).astype(np.int64).reshape(-1, 1)
+            sums[id(b)] = dispatch.segment_sumsq(self._backend, b, flags)[0]
+        for gi, g in enumerate(self._groups):
+            if g["grad_clip"] is None or not g["grad_clip"].needs_norms:
+                continue
+            members = [(b, np.flatnonzero(np.array([e.group == gi for e in b.entries])
+                                          & b.norm_clipped & b.active)) for b in wanted]
+            members = [(b, idx) for b, idx in members if len(idx)]
+            if not members:
+                continue
+            scales = g["grad_clip"].norm_scales([sums[id(b)][idx] for b, idx in members])
+            for (b, idx), (scale, apply) in zip(members, scales):
+                b.hyper[idx, L.GRAD_SCALE] = scale
+                b.flags[idx, L.SCALE_GRAD] = apply
+
+    def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
+        """paddle's dygraph minimize: does NOT run backward; steps on the grads already there.
+
+        ``parameters`` restricts the update to that subset; ``startup_program`` and
+        ``no_grad_set`` are ignored, as in paddle's dygraph mode. Returns ``([], params_grads)``.
+        """
+        pool = [e.param for e in self._registry.entries]
+        chosen = pool if parameters is None else list(parameters)
+        only = None if parameters is None else {id(p) for p in chosen}
+        self._step(only)
+        pairs = []
+        for p in chosen:
+            grad = adapter_for(p).grad(p)
+            if grad is not None and adapter_for(p).trainable(p):
+                pairs.append((p, grad))
+        return [], pairs
+
+    def clear_grad(self, set_to_zero=True):
+        """Zero every existing grad (default) or set them all to None (``set_to_zero=False``)."""
+        if set_to_zero:
+            self._registry.zero_grads()
+        else:
+            self._registry.clear_grads()
+
+    clear_gradients = clear_grad
+
+    def zero_grad(self, set_to_none=False):
+        """torch-style spelling of clear_grad."""
+        self.clear_grad(set_to_zero=not set_to_none)
+
+    # --- learning rate --------------------------------------------------------------------------
+    def get_lr(self):
+        """The lr the next step uses: the float, or the scheduler's current ``last_lr``."""
+        lr = self._learning_rate
+        return lr if isinstance(lr, float) else lr()
+
+    def set_lr(self, value):
+        """Set a float lr. TypeError for a non-number, RuntimeError when an LRScheduler is in use."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("The type of 'value' in optimizer.set_lr must be float, but received "
+                            f"{type(value)}.")
+        if isinstance(self._learning_rate, LRScheduler):
+            raise RuntimeError("optimizer's learning rate can't be LRScheduler when invoke this "
+                               "API, because this will lead to conflict.")
+        self._learning_rate = float(value)
+
+    def set_lr_scheduler(self, scheduler):
+        """Replace the lr by an LRScheduler (TypeError otherwise)."""
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError("The type of 'scheduler' in optimizer.set_lr_scheduler must be "
+                            f"LRScheduler, but received {type(scheduler)}.")
+        self._learning_rate = scheduler
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self):
+        """paddle's layout: ``<param>_[<name>_]moment_0`` ..., then ``LR_Scheduler``; live views."""
+        return state_dict_of(self)
+
+    def set_state_dict(self, state_dict):
+        """Load a state_dict; validates names, shapes and dtypes first and changes nothing if off."""
+        load_state(self, state_dict)
+
+    load_state_dict = set_state_dict
+
+    @property
+    def registry(self):
+        return self._registry
+
+    def __repr__(self):
+        return (f"Adamax(lr={self._learning_rate!r}, flavor={self.flavor!r}, "
+                f"params={len(self._registry.entries)}, mode={self._registry.mode!r})")

@@ -1,0 +1,101 @@
+"""``Parameter``: a numpy array plus paddle's per-parameter attributes, so plain-numpy trainers work."""
+import itertools
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_names = itertools.count()
+
+
+def check_array(value, what, *, dtype=None, shape=None, writeable=True):
+    """Refuse, with a message naming ``what``, anything the kernels could not use as-is.
+
+    Nothing is cast or copied here: a wrong dtype, a non-contiguous or read-only array is an error.
+    """
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy.ndarray, got {type(value).__name__}")
+    if value.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{what}: expected dtype float32 or float64, got {value.dtype}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {value.dtype}")
+    if shape is not None and value.shape != tuple(shape):
+        raise ValueError(f"{what}: expected shape {tuple(shape)} (the parameter's), got {value.shape}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{what}: expected a C-contiguous array (use np.ascontiguousarray)")
+    if writeable and not value.flags.writeable:
+        raise ValueError(f"{what}: expected a writeable array, got a read-only one")
+    return value
+
+
+class Parameter:
+    """A trainable numpy array: ``.data`` (ndarray) and ``.grad`` (ndarray or None).
+
+    Mirrors paddle's ``ParamAttr``: ``learning_rate`` multiplies the optimizer's lr,
+    ``regularizer`` (L1Decay/L2Decay) overrides the optimizer's weight_decay, ``need_clip=False``
+    exempts the grad from every clipper, ``trainable=False`` (paddle's stop_gradient) skips it.
+
+    Once an optimizer adopts the parameter, ``.data`` and ``.grad`` are views into its flat
+    buffers: in-place updates (``p.grad += g``) cost nothing; assigning a new array is fine too
+    (it is copied in at the next step and the attribute re-pointed at the view).
+
+    Raises TypeError / ValueError (naming ``array``) for a non-ndarray, a dtype other than
+    float32/float64, a non-contiguous or a read-only array.
+    """
+
+    # bumped on every assignment of .data/.grad, so a step can skip re-scanning when nothing moved
+    mutations = 0
+
+    def __init__(self, array, name=None, learning_rate=1.0, regularizer=None, need_clip=True,
+                 trainable=True):
+        check_array(array, "array")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
+            raise TypeError(f"learning_rate: expected a float, got {type(learning_rate).__name__}")
+        self._data = array
+        self._grad = None
+        self.name = f"param_{next(_names)}" if name is None else str(name)
+        self.optimize_attr = {"learning_rate": float(learning_rate)}
+        self.regularizer = regularizer
+        self.need_clip = bool(need_clip)
+        self._stop_gradient = not trainable
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        Parameter.mutations += 1
+        self._data = value
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        Parameter.mutations += 1
+        self._grad = value
+
+    @property
+    def stop_gradient(self):
+        return self._stop_gradient
+
+    @stop_gradient.setter
+    def stop_gradient(self, value):
+        Parameter.mutations += 1
+        self._stop_gradient = bool(value)
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    def numpy(self):
+        """A copy of the values (paddle's Tensor.numpy())."""
+        return self._data.copy()
+
+    def __repr__(self):
+        return f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype})"

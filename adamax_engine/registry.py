@@ -1,0 +1,177 @@
+"""The registry: flat buffers per (device, dtype), the segment table, views handed to frameworks.
+
+Layout (the core shapes every other module imports from here or kernels/layout.py):
+  Bucket   one (device, dtype): flat ``moment`` and ``inf_norm`` (+ ``params`` and ``grads`` in
+           adopt mode), per-segment ``beta1_pow``/``steps``/``has_state``, the chunk table and the
+           hyper/flag tables the kernels read. Segment k of a bucket is [offsets[k], +lengths[k]).
+  Entry    one parameter: its name, shape, group, lr multiplier, regularizer, need_clip, and
+           where it lives (bucket, segment index).
+
+Modes:
+  adopt    the registry owns param and grad memory; the caller's ``.data``/``.grad`` are re-pointed
+           at views of the flat buffers, so a step is one kernel call and moves no extra bytes. A
+           grad (or data) the caller *assigned* since is validated and copied in at the next step,
+           then re-pointed: a gradient is never lost.
+  borrow   the caller keeps its memory; the registry owns only optimizer state and hands the
+           kernel a table of addresses (kernels.cpu.borrowed_update).
+Assumed, not checked per step: nobody resizes a parameter after registration (data of another
+shape is refused), and adopted views are not written concurrently with a step.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kernels import layout as L
+
+MODES = ("adopt", "borrow")
+
+
+@dataclass
+class Entry:
+    param: object
+    adapter: type
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    group: int
+    lr_mult: float
+    regularizer: object
+    need_clip: bool
+    bucket: "Bucket" = None
+    index: int = -1
+    data_view: np.ndarray = None
+    grad_view: np.ndarray = None
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Bucket:
+    device: str
+    dtype: np.dtype
+    mode: str
+    entries: list = field(default_factory=list)
+
+    def allocate(self):
+        n = len(self.entries)
+        self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        total = int(self.lengths.sum())
+        self.moment = np.zeros(total, self.dtype)
+        self.inf_norm = np.zeros(total, self.dtype)
+        self.beta1_pow = np.zeros(n, self.dtype)
+        self.steps = np.zeros(n, np.int64)
+        self.has_state = np.zeros(n, np.bool_)
+        self.active = np.zeros(n, np.bool_)
+        self.chunks = L.build_chunk_table(self.offsets, self.lengths)
+        self.hyper, self.flags = L.empty_tables(n, self.dtype)
+        if self.mode == "adopt":
+            self.params = np.empty(total, self.dtype)
+            self.grads = np.zeros(total, self.dtype)
+        for k, e in enumerate(self.entries):
+            e.bucket, e.index = self, k
+            if self.mode == "adopt":
+                e.data_view = self.segment(self.params, k)
+                e.grad_view = self.segment(self.grads, k)
+
+    def segment(self, flat, k):
+        """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
+        start = self.offsets[k]
+        return flat[start:start + self.lengths[k]].reshape(self.entries[k].shape)
+
+    def addresses(self):
+        """Borrow mode: (param addresses, grad addresses, keep-alive list) of active segments."""
+        paddrs = np.zeros(len(self.entries), np.int64)
+        gaddrs = np.zeros(len(self.entries), np.int64)
+        alive = []
+        for k, e in enumerate(self.entries):
+            if self.active[k]:
+                data, grad = e.adapter.data(e.param), e.adapter.grad(e.param)
+                paddrs[k], gaddrs[k] = data.ctypes.data, grad.ctypes.data
+                alive += [data, grad]
+        return paddrs, gaddrs, alive
+
+
+class Registry:
+    """Owns every bucket; ``gather()`` decides, once per step, which segments are active."""
+
+    def __init__(self, entries, mode="adopt", device="cpu"):
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if device != "cpu":
+            raise ValueError(f"device: only 'cpu' is available in this build, got {device!r}")
+        self.mode, self.device, self.entries = mode, device, list(entries)
+        self.buckets = []
+        by_key = {}
+        for e in self.entries:
+            key = (device, e.dtype)
+            if key not in by_key:
+                by_key[key] = Bucket(device, e.dtype, mode)
+                self.buckets.append(by_key[key])
+            by_key[key].entries.append(e)
+        for b in self.buckets:
+            b.allocate()
+        if mode == "adopt":
+            for e in self.entries:  # copy the values in, then hand the caller our views
+                e.data_view[...] = e.adapter.data(e.param)
+                grad = e.adapter.grad(e.param)
+                if grad is not None:
+                    e.grad_view[...] = grad
+                e.adapter.point(e.param, data=e.data_view,
+                                grad=e.grad_view if grad is not None else None)
+        self._seen = None
+
+    def gather(self, only=None):
+        """Mark active segments (trainable, grad present) and bring assigned arrays in.
+
+        Everything is validated before anything is copied, so a bad grad raises (TypeError /
+        ValueError naming ``<param name>.grad``) with every buffer untouched. ``only``: a set of
+        ids of the parameters a ``minimize(parameters=...)`` call restricts the step to.
+        """
+        stamp = self.entries[0].adapter.mutation_count() if self.entries else None
+        if only is None and stamp is not None and stamp == self._seen:
+            return  # nothing assigned since the last step: the active masks still hold
+        copies = []
+        masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
+        for e in self.entries:
+            a = e.adapter
+            if not a.trainable(e.param) or (only is not None and id(e.param) not in only):
+                continue
+            data, grad = a.data(e.param), a.grad(e.param)
+            if data is not e.data_view:
+                a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
+            if grad is None:
+                continue
+            if grad is not e.grad_view:
+                a.check(grad, f"{e.name}.grad", dtype=e.dtype, shape=e.shape, writeable=False)
+                if np.may_share_memory(grad, data):
+                    raise ValueError(f"{e.name}.grad: shares memory with the parameter itself")
+            if self.mode == "adopt" and (data is not e.data_view or grad is not e.grad_view):
+                copies.append((e, data, grad))
+            masks[id(e.bucket)][e.index] = True
+        for e, data, grad in copies:  # all valid: now copy in and re-point
+            if data is not e.data_view:
+                e.data_view[...] = data
+            if grad is not e.grad_view:
+                e.grad_view[...] = grad
+            e.adapter.point(e.param, data=e.data_view, grad=e.grad_view)
+        for b in self.buckets:
+            b.active[:] = masks[id(b)]
+        self._seen = stamp if only is None else None
+
+    def zero_grads(self):
+        """clear_grad(set_to_zero=True): zero every existing grad (one memset per adopted bucket)."""
+        for e in self.entries:
+            grad = e.adapter.grad(e.param)
+            if grad is not None and grad is not e.grad_view:
+                grad[...] = 0
+        for b in self.buckets:
+            if b.mode == "adopt":
+                b.grads[...] = 0
+
+    def clear_grads(self):
+        """clear_grad(set_to_zero=False): every grad becomes None."""
+        for e in self.entries:
+            e.adapter.clear_grad(e.param)

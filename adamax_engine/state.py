@@ -1,0 +1,95 @@
+"""state_dict / set_state_dict in paddle's layout, over the registry's flat buffers.
+
+Keys: ``<param>_[<optimizer name>_]moment_0``, ``..._inf_norm_0``, ``..._beta1_pow_acc_0`` (shape
+[1]), all moments first, then inf_norms, then beta1_pows, then ``LR_Scheduler``. Non-paddle
+flavors add ``..._step_0`` (their bias correction counts steps). Values are live numpy views
+(paddle also hands out its live tensors). Only parameters that have been stepped have state.
+Unlike paddle the suffix is always ``_0``: a state dict loads into another optimizer in the same
+process (paddle's process-global name counter makes that fail).
+"""
+import numpy as np
+
+from .kernels import layout as L
+from .lr import LRScheduler
+
+ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
+
+
+def _key(opt, entry, acc):
+    prefix = f"{opt._name}_" if opt._name else ""
+    return f"{entry.name}_{prefix}{acc}_0"
+
+
+def _accumulators(opt):
+    return ACCUMULATORS + (("step",) if opt._flavor_code != L.PADDLE else ())
+
+
+def _view(entry, acc):
+    b, k = entry.bucket, entry.index
+    if acc in ("moment", "inf_norm"):
+        return b.segment(getattr(b, acc), k)
+    return (b.beta1_pow if acc == "beta1_pow_acc" else b.steps)[k:k + 1]
+
+
+def state_dict_of(opt):
+    out = {}
+    live = [e for e in opt._registry.entries if e.bucket.has_state[e.index]]
+    for acc in _accumulators(opt):
+        for e in live:
+            out[_key(opt, e, acc)] = _view(e, acc)
+    if isinstance(opt._learning_rate, LRScheduler):
+        out["LR_Scheduler"] = opt._learning_rate.state_dict()
+    return out
+
+
+def load_state(opt, state_dict):
+    """Validate everything, then copy. ValueError/TypeError name the offending key."""
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
+    sched = opt._learning_rate
+    if isinstance(sched, LRScheduler) and type(sched).__name__ != "LambdaDecay":
+        assert "LR_Scheduler" in state_dict, \
+            "LR_Scheduler state must be included in the state dict except LambdaDecay"
+    accs = _accumulators(opt)
+    known = {_key(opt, e, acc): (e, acc) for e in opt._registry.entries for acc in accs}
+    for key in state_dict:
+        if key not in known and key != "LR_Scheduler":
+            raise ValueError(f"state_dict[{key!r}]: no parameter of this optimizer has that state "
+                             "(check the parameter names and the optimizer's name)")
+    plan = []
+    for e in opt._registry.entries:
+        keys = [_key(opt, e, acc) for acc in accs]
+        present = [k in state_dict for k in keys]
+        if not any(present):
+            if e.bucket.has_state[e.index]:
+                raise AssertionError(f"optimizer Tensor {keys[0]} not found")
+            continue
+        if not all(present):
+            missing = keys[present.index(False)]
+            raise AssertionError(f"optimizer Tensor {missing} not found")
+        for key, acc in zip(keys, accs):
+            target = _view(e, acc)
+            value = state_dict[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"state_dict[{key!r}]: expected a numpy.ndarray, got "
+                                f"{type(value).__name__}")
+            if value.dtype != target.dtype:
+                raise TypeError(f"state_dict[{key!r}]: expected dtype {target.dtype}, got "
+                                f"{value.dtype}")
+            if value.shape != target.shape:
+                raise ValueError(f"state_dict[{key!r}]: expected shape {target.shape}, got "
+                                 f"{value.shape}")
+            plan.append((target, value))
+        plan.append((e.bucket.has_state[e.index:e.index + 1], np.ones(1, np.bool_)))
+    if "LR_Scheduler" in state_dict and isinstance(sched, LRScheduler):
+        sched_state = state_dict["LR_Scheduler"]
+        sched.state_keys()
+        for key in sched.keys:
+            if key not in sched_state:
+                raise RuntimeError("Please check whether state_dict is correct for optimizer. "
+                                   f"Can't find [ {key} ] in state_dict")
+    for target, value in plan:
+        if target is not value:
+            target[...] = value
+    if "LR_Scheduler" in state_dict and isinstance(sched, LRScheduler):
+        sched.set_state_dict(state_dict["LR_Scheduler"])
