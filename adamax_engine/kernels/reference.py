@@ -197,7 +197,8 @@ def group_step(params, grads, state, *, lr, beta1=0.9, beta2=0.999, epsilon=1e-8
         if flavor == L.PADDLE:
             lr_t = lr_i / (T(1) - state["beta1_pow"][i][()])
         else:
-            lr_t = T(float(lr_i) / (1.0 - float(beta1) ** state["step"][i]))
+            # torch/optax/keras: python-float lr and bias correction, cast to T once at the end
+            lr_t = T(lr * lr_mults[i] / (1.0 - float(beta1) ** state["step"][i]))
         adamax_update(params[i], g[i], state["moment"][i], state["inf_norm"][i], lr_t=lr_t,
                       beta1=b1, beta2=b2, epsilon=eps, flavor=flavor)
         state["beta1_pow"][i][()] = state["beta1_pow"][i][()] * T(beta1)
