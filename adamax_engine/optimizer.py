@@ -243,8 +243,8 @@ class Adamax:
         for gi, g in enumerate(self._groups):
             if g["grad_clip"] is None or not g["grad_clip"].needs_norms:
                 continue
-            members = [(b, np.flatnonzero(np.array([e.group == gi for e in b.entries])
-                                          & b.norm_clipped & b.active)) for b in wanted]
+            members = [(b, np.flatnonzero((b.groups == gi) & b.norm_clipped & b.active))
+                       for b in wanted]
             members = [(b, idx) for b, idx in members if len(idx)]
             if not members:
                 continue
@@ -262,6 +262,9 @@ class Adamax:
         pool = [e.param for e in self._registry.entries]
         chosen = pool if parameters is None else list(parameters)
         only = None if parameters is None else {id(p) for p in chosen}
+        if only is not None and not only <= {id(p) for p in pool}:
+            raise ValueError("parameters: minimize() got a parameter this optimizer was not "
+                             "constructed with")
         self._step(only)
         pairs = []
         for p in chosen:

@@ -66,6 +66,7 @@ class Bucket:
         self.has_state = np.zeros(n, np.bool_)
         self.active = np.zeros(n, np.bool_)
         self.chunks = L.build_chunk_table(self.offsets, self.lengths)
+        self.groups = np.array([e.group for e in self.entries], dtype=np.int64)
         self.hyper, self.flags = L.empty_tables(n, self.dtype)
         if self.mode == "adopt":
             self.params = np.empty(total, self.dtype)
@@ -81,17 +82,24 @@ class Bucket:
         start = self.offsets[k]
         return flat[start:start + self.lengths[k]].reshape(self.entries[k].shape)
 
-    def addresses(self):
-        """Borrow mode: (param addresses, grad addresses, keep-alive list) of active segments."""
-        paddrs = np.zeros(len(self.entries), np.int64)
-        gaddrs = np.zeros(len(self.entries), np.int64)
-        alive = []
+    def refresh_addresses(self):
+        """Borrow mode: the address tables of the active segments' params and grads.
+
+        Called by Registry.gather only when something was assigned, so a step whose arrays did
+        not change reuses the tables. ``self.alive`` keeps the arrays referenced meanwhile.
+        """
+        self.param_addrs = np.zeros(len(self.entries), np.int64)
+        self.grad_addrs = np.zeros(len(self.entries), np.int64)
+        self.alive = []
         for k, e in enumerate(self.entries):
             if self.active[k]:
                 data, grad = e.adapter.data(e.param), e.adapter.grad(e.param)
-                paddrs[k], gaddrs[k] = data.ctypes.data, grad.ctypes.data
-                alive += [data, grad]
-        return paddrs, gaddrs, alive
+                self.param_addrs[k], self.grad_addrs[k] = data.ctypes.data, grad.ctypes.data
+                self.alive += [data, grad]
+
+    def addresses(self):
+        """Borrow mode: (param addresses, grad addresses, arrays they point into)."""
+        return self.param_addrs, self.grad_addrs, self.alive
 
 
 class Registry:
@@ -159,6 +167,8 @@ class Registry:
             e.adapter.point(e.param, data=e.data_view, grad=e.grad_view)
         for b in self.buckets:
             b.active[:] = masks[id(b)]
+            if b.mode == "borrow":
+                b.refresh_addresses()
         self._seen = stamp if only is None else None
 
     def zero_grads(self):

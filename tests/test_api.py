@@ -222,6 +222,8 @@ def test_minimize_does_not_run_backward_and_restricts_to_parameters(rng):
     assert "p1_moment_0" not in opt.state_dict()
     opt.minimize(1.23)
     np.testing.assert_allclose(b.data, b0 - 0.1, rtol=1e-6)
+    with pytest.raises(ValueError, match="parameters: minimize.. got a parameter this optimizer"):
+        opt.minimize(1.23, parameters=[ae.Parameter(np.ones(2, np.float32))])
 
 
 def test_seed_doc_examples_with_numpy_parameters(rng):
