@@ -124,11 +124,8 @@ class Registry:
         if mode == "adopt":
             for e in self.entries:  # copy the values in, then hand the caller our views
                 e.data_view[...] = e.adapter.data(e.param)
-                grad = e.adapter.grad(e.param)
-                if grad is not None:
-                    e.grad_view[...] = grad
-                e.adapter.point(e.param, data=e.data_view,
-                                grad=e.grad_view if grad is not None else None)
+                e.adapter.point(e.param, data=e.data_view)
+            # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
 
     def gather(self, only=None):

@@ -179,6 +179,19 @@ def test_bad_grad_raises_and_changes_nothing(rng, mode, make, exc, msg):
         np.testing.assert_array_equal(x, y)
 
 
+def test_grad_present_at_construction_is_validated_at_first_step(rng):
+    w = ae.Parameter(rng.standard_normal(6).astype(np.float32), name="w")
+    w.grad = np.ones(5, np.float32)
+    opt = ae.Adamax(0.1, parameters=[w])
+    before = w.data.copy()
+    with pytest.raises(ValueError, match=r"w.grad: expected shape \(6,\)"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, before)
+    w.grad = np.ones(6, np.float32)
+    opt.step()
+    np.testing.assert_allclose(w.data, before - 0.1, rtol=1e-6)
+
+
 def test_grad_aliasing_param_is_refused(rng):
     w = ae.Parameter(rng.standard_normal(6).astype(np.float32), name="w")
     opt = ae.Adamax(0.1, parameters=[w], mode="borrow")

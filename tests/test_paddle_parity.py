@@ -79,7 +79,7 @@ def test_plain_l2_scheduler_paramattr_bit_exact(rng):
     pd_sched, ae_sched = paddle.optimizer.lr.StepDecay(0.05, 3, 0.5), ae.lr.StepDecay(0.05, 3, 0.5)
 
     def build(make):
-        pairs = [make(0, lr=2.0), make(1), make(2, reg=("l1", 0.02)), make(3), make(4), make(5, lr=0.5)]
+        pairs = [make(0, lr=2.0), make(1), make(2, reg=("l1", 0.02)), make(3), make(4), make(5, lr=0.3)]
         return ({"learning_rate": pd_sched, "parameters": [p for p, _ in pairs], "weight_decay": 0.01},
                 {"learning_rate": ae_sched, "parameters": [q for _, q in pairs], "weight_decay": 0.01})
 
@@ -94,10 +94,10 @@ def test_value_clip_and_groups_bit_exact(rng):
     def build(make):
         a = [make(0), make(1), make(2, need_clip=False)]
         b = [make(3), make(4, reg=("l2", 0.1)), make(5)]
-        pd_groups = [{"params": [p for p, _ in a], "beta1": 0.8, "learning_rate": 0.5},
+        pd_groups = [{"params": [p for p, _ in a], "beta1": 0.8, "learning_rate": 0.3},
                      {"params": [p for p, _ in b], "beta2": 0.99, "epsilon": 1e-6,
                       "weight_decay": 0.05, "grad_clip": paddle.nn.ClipGradByValue(0.5)}]
-        ae_groups = [{"params": [q for _, q in a], "beta1": 0.8, "learning_rate": 0.5},
+        ae_groups = [{"params": [q for _, q in a], "beta1": 0.8, "learning_rate": 0.3},
                      {"params": [q for _, q in b], "beta2": 0.99, "epsilon": 1e-6,
                       "weight_decay": 0.05, "grad_clip": ae.ClipGradByValue(0.5)}]
         return ({"learning_rate": 0.01, "parameters": pd_groups,
