@@ -205,12 +205,10 @@ def group_step(params, grads, state, *, lr, beta1=0.9, beta2=0.999, epsilon=1e-8
 
 
 def _tensor_sumsq(g):
-    """A tensor's sum of squares in the kernels' order: chunks from its start, partials in order."""
+    """A tensor's sum of squares in the kernels' order: segment_sumsq over a one-segment table."""
     flat = g.reshape(-1)
-    total = g.dtype.type(0)
-    for start in range(0, flat.size, L.CHUNK):
-        total = total + chunk_sumsq(flat[start:start + L.CHUNK])
-    return total
+    chunks = L.build_chunk_table([0], [flat.size])
+    return segment_sumsq(flat, chunks, np.ones((1, L.N_FLAGS), np.int64))[0][0]
 
 
 def borrowed_sumsq(grad_list, offsets, chunks, flags, like):
