@@ -48,15 +48,20 @@ def small_shapes(n=2000, seed=0):
     return [(int(k),) for k in rng.integers(16, 4097, n)]
 
 
-def timeit_all(fns, reps, warmup=2):
+def timeit_all(fns, reps, warmup=2, seed=0):
     """Median and 10-90% spread of each callable, timed round-robin so that drift on a shared
-    machine hits every implementation alike."""
+    machine hits every implementation alike. The order is shuffled every round: a peer's thread
+    pool that keeps spinning after its call (OpenMP) must not always slow down the same successor.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
+    order = np.random.default_rng(seed)
+    names = list(fns)
     for _ in range(reps):
-        for name, fn in fns.items():
+        for name in order.permutation(names):
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
