@@ -1,10 +1,12 @@
 """The one place a backend is chosen (torch.optim's ``_default_to_fused_or_foreach`` idea).
 
-``backend=None`` follows where the buffers live (host memory -> numba CPU kernels);
-``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
+``backend=None`` follows where the buffers live (host memory -> numba CPU kernels, a CUDA
+device -> kernels.cuda, driven by cuda_step); ``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
 falls back quietly.
 """
-BACKENDS = ("cpu", "reference")
+from .kernels.steptables import rows_uniform
+
+BACKENDS = ("cpu", "reference", "cuda")
 
 
 def resolve(backend, device):
@@ -12,6 +14,12 @@ def resolve(backend, device):
         return "cpu" if device == "cpu" else device
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS} or None, got {backend!r}")
+    if (backend == "cuda") != (device == "cuda"):
+        raise ValueError(f"backend: {backend!r} cannot run on device={device!r}")
+    if backend == "cuda":
+        from .kernels.cuda import available
+        if not available():
+            raise RuntimeError("device='cuda': no CUDA GPU (and NUMBA_ENABLE_CUDASIM is not set)")
     return backend
 
 
@@ -45,9 +53,12 @@ def segment_sumsq(backend, bucket, flags):
 
 
 def fused_update(backend, bucket, flavor):
-    """The whole bucket's Adamax step in one kernel call."""
+    """The whole bucket's Adamax step in one kernel call (flat when every segment is alike)."""
     k = _kernels(backend)
-    if bucket.mode == "adopt":
+    if bucket.mode == "adopt" and backend == "cpu" and rows_uniform(bucket.hyper, bucket.flags):
+        k.flat_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.hyper,
+                      bucket.flags, flavor)
+    elif bucket.mode == "adopt":
         k.fused_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.chunks,
                        bucket.hyper, bucket.flags, flavor)
     else:

@@ -23,6 +23,7 @@ from .adapters import adapter_for
 from .clip import GradientClipBase
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
+from .kernels.steptables import begin_step, end_step
 from .lr import LRScheduler
 from .registry import Entry, Registry
 from .regularizer import L2Decay, WeightDecayRegularizer
@@ -56,7 +57,10 @@ class Adamax:
     ``parameters``: a list of ``Parameter`` or a list of group dicts with ``params`` and optional
     ``learning_rate`` (a multiplier on the base lr), ``beta1``, ``beta2``, ``epsilon``,
     ``weight_decay``, ``grad_clip``. Keyword-only extras: ``flavor`` (paddle|torch|optax|keras),
-    ``mode`` (adopt|borrow, see registry), ``backend`` (None|"cpu"|"reference").
+    ``mode`` (adopt|borrow, see registry), ``backend`` (None|"cpu"|"reference"|"cuda"),
+    ``device`` ("cpu"|"cuda": where the flat buffers live; "cuda" wants Parameters holding CUDA
+    device arrays), ``skip_nonfinite`` (a step whose grads hold inf/nan changes no parameter or
+    moment; beta1_pow and step counts still advance, as paddle's found_inf skip does).
 
     Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
     beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for
@@ -69,7 +73,7 @@ class Adamax:
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
                  weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
-                 backend=None, device="cpu"):
+                 backend=None, device="cpu", skip_nonfinite=False):
         assert learning_rate is not None
         assert beta1 is not None
         assert beta2 is not None
@@ -102,9 +106,16 @@ class Adamax:
         entries = [self._entry(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
         if mode is None:
             mode = entries[0].adapter.default_mode if entries else "adopt"
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
+        self._skip_nonfinite = skip_nonfinite
         self._backend = dispatch.resolve(backend, device)
         self._registry = Registry(entries, mode=mode, device=device)
         self._fill_static_tables()
+        self._cuda = None
+        if self._backend == "cuda":
+            from .cuda_step import CudaStep
+            self._cuda = CudaStep(self._registry.buckets, self._groups)
 
     # --- construction -------------------------------------------------------------------------
     def _parse_groups(self, parameters):
@@ -205,41 +216,33 @@ class Adamax:
         self._registry.gather(only)
         lr = float(self.get_lr())
         buckets = [b for b in self._registry.buckets if b.active.any()]
-        for b in buckets:
-            self._fill_step_tables(b, lr)
-        self._apply_norm_clips(buckets)
-        for b in buckets:
-            dispatch.fused_update(self._backend, b, self._flavor_code)
-            act = b.active
-            b.beta1_pow[act] = b.beta1_pow[act] * b.beta1_T[act]
-            b.steps[act] += 1
-
-    def _fill_step_tables(self, b, lr):
-        T = b.dtype.type
-        act = b.active
-        fresh = act & ~b.has_state  # paddle creates accumulators lazily, beta1_pow = beta1
-        if fresh.any():
-            b.beta1_pow[fresh] = b.beta1_T[fresh]
-            b.has_state |= fresh
-        b.flags[:, L.ACTIVE] = act
-        b.flags[:, L.SCALE_GRAD] = 0
-        if self._flavor_code == L.PADDLE:
-            # lr tensor in T; T(lr) * T(multiplier) (x * 1 is exact); lr / (1 - beta1_pow) in T
-            b.hyper[:, L.LR_T] = (T(lr) * b.lr_mult) / (T(1) - b.beta1_pow)
-        else:
-            correction = 1.0 - b.beta1_py ** (b.steps + 1).astype(np.float64)
-            with np.errstate(divide="ignore"):
-                b.hyper[:, L.LR_T] = (lr * b.lr_mult.astype(np.float64) / correction).astype(b.dtype)
+        changed = {id(b): begin_step(lr, self._flavor_code, b.active, b.has_state, b.beta1_pow,
+                                     b.beta1_T, b.beta1_py, b.steps, b.lr_mult, b.hyper, b.flags)
+                   for b in buckets}
+        if self._cuda is not None:
+            self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite)
+        elif not self._apply_norm_clips(buckets):
+            for b in buckets:
+                dispatch.fused_update(self._backend, b, self._flavor_code)
+        for b in buckets:  # paddle advances beta1_pow on a skipped (found_inf) step too
+            end_step(b.active, b.beta1_pow, b.beta1_T, b.steps)
 
     def _apply_norm_clips(self, buckets):
-        """One reduction pass per bucket, then each norm clipper's per-segment grad scales."""
-        wanted = [b for b in buckets if (b.norm_clipped & b.active).any()]
+        """One reduction pass per bucket, then each norm clipper's per-segment grad scales.
+
+        Returns True when ``skip_nonfinite`` is on and some grad is inf/nan: skip the update.
+        """
+        skip = self._skip_nonfinite
+        wanted = [b for b in buckets if skip or (b.norm_clipped & b.active).any()]
         if not wanted:
-            return
+            return False
         sums = {}
         for b in wanted:
-            flags = (b.norm_clipped & b.active).astype(np.int64).reshape(-1, 1)
-            sums[id(b)] = dispatch.segment_sumsq(self._backend, b, flags)[0]
+            mask = b.active if skip else b.norm_clipped & b.active
+            sums[id(b)], nonfinite = dispatch.segment_sumsq(
+                self._backend, b, mask.astype(np.int64).reshape(-1, 1))
+            if skip and nonfinite.any():
+                return True
         for gi, g in enumerate(self._groups):
             if g["grad_clip"] is None or not g["grad_clip"].needs_norms:
                 continue
@@ -252,6 +255,7 @@ class Adamax:
             for (b, idx), (scale, apply) in zip(members, scales):
                 b.hyper[idx, L.GRAD_SCALE] = scale
                 b.flags[idx, L.SCALE_GRAD] = apply
+        return False
 
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
         """paddle's dygraph minimize: does NOT run backward; steps on the grads already there.

@@ -30,6 +30,9 @@ def check_array(value, what, *, dtype=None, shape=None, writeable=True):
 class Parameter:
     """A trainable numpy array: ``.data`` (ndarray) and ``.grad`` (ndarray or None).
 
+    ``array`` may also be a CUDA device array (numba's, or any ``__cuda_array_interface__``
+    object, viewed without a copy) for ``Adamax(device="cuda")``; ``.grad`` is then one too.
+
     Mirrors paddle's ``ParamAttr``: ``learning_rate`` multiplies the optimizer's lr,
     ``regularizer`` (L1Decay/L2Decay) overrides the optimizer's weight_decay, ``need_clip=False``
     exempts the grad from every clipper, ``trainable=False`` (paddle's stop_gradient) skips it.
@@ -47,7 +50,11 @@ class Parameter:
 
     def __init__(self, array, name=None, learning_rate=1.0, regularizer=None, need_clip=True,
                  trainable=True):
-        check_array(array, "array")
+        from .adapters.device import check_device_array, is_device_array
+        if is_device_array(array):
+            array = check_device_array(array, "array")
+        else:
+            check_array(array, "array")
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate: expected a float, got {type(learning_rate).__name__}")
         self._data = array
@@ -94,8 +101,10 @@ class Parameter:
         return self._data.dtype
 
     def numpy(self):
-        """A copy of the values (paddle's Tensor.numpy())."""
-        return self._data.copy()
+        """A copy of the values on the host (paddle's Tensor.numpy())."""
+        if isinstance(self._data, np.ndarray):
+            return self._data.copy()
+        return self._data.copy_to_host()
 
     def __repr__(self):
         return f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype})"

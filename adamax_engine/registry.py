@@ -24,6 +24,7 @@ import numpy as np
 from .kernels import layout as L
 
 MODES = ("adopt", "borrow")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -59,8 +60,11 @@ class Bucket:
         self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         total = int(self.lengths.sum())
-        self.moment = np.zeros(total, self.dtype)
-        self.inf_norm = np.zeros(total, self.dtype)
+        zeros = np.zeros
+        if self.device == "cuda":
+            from .kernels.cuda import zeros
+        self.moment = zeros(total, self.dtype)
+        self.inf_norm = zeros(total, self.dtype)
         self.beta1_pow = np.zeros(n, self.dtype)
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
@@ -68,9 +72,10 @@ class Bucket:
         self.chunks = L.build_chunk_table(self.offsets, self.lengths)
         self.groups = np.array([e.group for e in self.entries], dtype=np.int64)
         self.hyper, self.flags = L.empty_tables(n, self.dtype)
+        self.dirty = True  # a device copy of the tables (cuda_step) must be refreshed
         if self.mode == "adopt":
-            self.params = np.empty(total, self.dtype)
-            self.grads = np.zeros(total, self.dtype)
+            self.params = zeros(total, self.dtype)
+            self.grads = zeros(total, self.dtype)
         for k, e in enumerate(self.entries):
             e.bucket, e.index = self, k
             if self.mode == "adopt":
@@ -108,9 +113,15 @@ class Registry:
     def __init__(self, entries, mode="adopt", device="cpu"):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if device != "cpu":
-            raise ValueError(f"device: only 'cpu' is available in this build, got {device!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
+        if device == "cuda" and mode == "borrow":
+            raise ValueError("mode: 'borrow' is not available on device='cuda' yet; use 'adopt'")
         self.mode, self.device, self.entries = mode, device, list(entries)
+        for e in self.entries:
+            if e.adapter.device != device:
+                raise ValueError(f"parameters: {e.name!r} is a {e.adapter.device} array but "
+                                 f"device={device!r} (move it, or pass device={e.adapter.device!r})")
         self.buckets = []
         by_key = {}
         for e in self.entries:
@@ -123,7 +134,7 @@ class Registry:
             b.allocate()
         if mode == "adopt":
             for e in self.entries:  # copy the values in, then hand the caller our views
-                e.data_view[...] = e.adapter.data(e.param)
+                e.adapter.copy_into(e.data_view, e.adapter.data(e.param))
                 e.adapter.point(e.param, data=e.data_view)
             # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
@@ -151,16 +162,16 @@ class Registry:
                 continue
             if grad is not e.grad_view:
                 a.check(grad, f"{e.name}.grad", dtype=e.dtype, shape=e.shape, writeable=False)
-                if np.may_share_memory(grad, data):
+                if a.shares_memory(grad, data):
                     raise ValueError(f"{e.name}.grad: shares memory with the parameter itself")
             if self.mode == "adopt" and (data is not e.data_view or grad is not e.grad_view):
                 copies.append((e, data, grad))
             masks[id(e.bucket)][e.index] = True
         for e, data, grad in copies:  # all valid: now copy in and re-point
             if data is not e.data_view:
-                e.data_view[...] = data
+                e.adapter.copy_into(e.data_view, data)
             if grad is not e.grad_view:
-                e.grad_view[...] = grad
+                e.adapter.copy_into(e.grad_view, grad)
             e.adapter.point(e.param, data=e.data_view, grad=e.grad_view)
         for b in self.buckets:
             b.active[:] = masks[id(b)]
@@ -175,7 +186,10 @@ class Registry:
             if grad is not None and grad is not e.grad_view:
                 grad[...] = 0
         for b in self.buckets:
-            if b.mode == "adopt":
+            if b.mode == "adopt" and b.device == "cuda":
+                from .kernels.cuda import fill
+                fill(b.grads, 0)
+            elif b.mode == "adopt":
                 b.grads[...] = 0
 
     def clear_grads(self):

@@ -3,7 +3,7 @@
 Keys: ``<param>_[<optimizer name>_]moment_0``, ``..._inf_norm_0``, ``..._beta1_pow_acc_0`` (shape
 [1]), all moments first, then inf_norms, then beta1_pows, then ``LR_Scheduler``. Non-paddle
 flavors add ``..._step_0`` (their bias correction counts steps). Values are live numpy views
-(paddle also hands out its live tensors). Only parameters that have been stepped have state.
+(paddle also hands out its live tensors); on device="cuda", host copies. Only parameters that have been stepped have state.
 Unlike paddle the suffix is always ``_0``: a state dict loads into another optimizer in the same
 process (paddle's process-global name counter makes that fail).
 """
@@ -36,7 +36,8 @@ def state_dict_of(opt):
     live = [e for e in opt._registry.entries if e.bucket.has_state[e.index]]
     for acc in _accumulators(opt):
         for e in live:
-            out[_key(opt, e, acc)] = _view(e, acc)
+            view = _view(e, acc)
+            out[_key(opt, e, acc)] = view if isinstance(view, np.ndarray) else view.copy_to_host()
     if isinstance(opt._learning_rate, LRScheduler):
         out["LR_Scheduler"] = opt._learning_rate.state_dict()
     return out
@@ -89,7 +90,11 @@ def load_state(opt, state_dict):
                 raise RuntimeError("Please check whether state_dict is correct for optimizer. "
                                    f"Can't find [ {key} ] in state_dict")
     for target, value in plan:
-        if target is not value:
+        if not isinstance(target, np.ndarray):
+            target.copy_to_device(np.ascontiguousarray(value))
+        elif target is not value:
             target[...] = value
+    for b in opt._registry.buckets:
+        b.dirty = True  # device copies of beta1_pow / steps must be refreshed
     if "LR_Scheduler" in state_dict and isinstance(sched, LRScheduler):
         sched.set_state_dict(state_dict["LR_Scheduler"])

@@ -1,14 +1,25 @@
 """The numpy adapter: ``adamax_engine.Parameter`` (an ndarray ``.data`` and ``.grad``)."""
+import numpy as np
+
 from ..parameter import Parameter, check_array
 
 
 class NumpyAdapter:
     """Reads/re-points Parameter.data and .grad. Adopt and borrow both work for numpy."""
     default_mode = "adopt"
+    device = "cpu"
 
     @staticmethod
     def accepts(param):
-        return isinstance(param, Parameter)
+        return isinstance(param, Parameter) and isinstance(param._data, np.ndarray)
+
+    @staticmethod
+    def shares_memory(a, b):
+        return np.may_share_memory(a, b)
+
+    @staticmethod
+    def copy_into(view, value):
+        view[...] = value
 
     @staticmethod
     def attributes(param):

@@ -1,0 +1,123 @@
+"""The step on ``device="cuda"``: launches only, nothing read back, no per-step upload.
+
+Per bucket and step: [sumsq_partials + finish_clip when a norm clip or skip_nonfinite needs the
+grads' norms], then ``update``, then ``end_step`` (beta1_pow and step counts advance on the
+device exactly as the host mirror does in steptables.end_step, so both stay bit-equal and
+state_dict reads the host side). The lr reaches the kernel as a launch argument; lr_t is formed
+per chunk from the device beta1_pow. The tables go up again only when the set of active
+segments or their accumulators changed (new grads, a loaded state dict): the rare case.
+
+Every bucket's norms and the non-finite flag are computed before any bucket is updated, so
+``skip_nonfinite`` skips all buckets together, like paddle's found_inf. Launches go to numba's
+default stream, in order.
+"""
+import numpy as np
+
+from .kernels import cuda as K
+from .kernels import layout as L
+
+_NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
+
+
+def clip_tables(buckets, groups):
+    """Per bucket: (n, 2) int64 (norm-clip kind, global group index) and (n,) clip_norm in T.
+
+    Also the per-global-group auto_skip_clip flags and the number of global groups. A ClipGradByGlobalNorm group must lie in
+    one bucket (one dtype): its norm is finished on the device in one block.
+    """
+    global_ids, auto_skip, out = {}, [], []
+    for b in buckets:
+        table = np.zeros((len(b.entries), 2), np.int64)
+        norms = np.zeros(len(b.entries), b.dtype)
+        for k, e in enumerate(b.entries):
+            clip = groups[e.group]["grad_clip"]
+            if clip is None or not clip.needs_norms or not e.need_clip:
+                continue
+            kind = _NORM_KINDS.get(type(clip).__name__)
+            if kind is None:
+                raise TypeError(f"grad_clip: {type(clip).__name__} has no CUDA implementation "
+                                "(use ClipGradByValue, ClipGradByNorm or ClipGradByGlobalNorm)")
+            table[k, 0], norms[k] = kind, b.dtype.type(clip.clip_norm)
+            if kind == K.BY_GLOBAL_NORM:
+                if e.group not in global_ids:
+                    global_ids[e.group] = (len(auto_skip), b)
+                    auto_skip.append(int(clip.auto_skip_clip))
+                gi, home = global_ids[e.group]
+                if home is not b:
+                    raise ValueError(f"parameters: on device='cuda' a ClipGradByGlobalNorm group "
+                                     f"must hold one dtype; {e.name!r} is {b.dtype}, the group "
+                                     f"also has {home.dtype}")
+                table[k, 1] = gi
+        out.append((table, norms))
+    return out, np.array(auto_skip or [0], np.int32), len(auto_skip)
+
+
+class DeviceTables:
+    """A bucket's tables and scratch on the device."""
+
+    def __init__(self, bucket, clip_table, clip_norm):
+        from numba import cuda
+        n = len(bucket.entries)
+        self.chunks = cuda.to_device(bucket.chunks)
+        self.clip_table = cuda.to_device(clip_table)
+        self.clip_norm = cuda.to_device(clip_norm)
+        counts = np.bincount(bucket.chunks[:, 0], minlength=n) if len(bucket.chunks) else \
+            np.zeros(n, np.int64)
+        self.seg_chunks = cuda.to_device(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self.partial = cuda.device_array(max(len(bucket.chunks), 1), bucket.dtype)
+        self.bad = cuda.device_array(max(len(bucket.chunks), 1), np.int32)
+        self.seg_sumsq = cuda.device_array(max(n, 1), bucket.dtype)
+        self.beta1_f64 = cuda.to_device(bucket.beta1_py)
+        self.beta1_mult = cuda.to_device(bucket.beta1_T)
+        self.lr_mult = cuda.to_device(bucket.lr_mult)
+        self.upload(bucket)
+
+    def upload(self, bucket):
+        """The tables that the host changes: hyper, flags, beta1_pow, steps (a rare, sync copy)."""
+        from numba import cuda
+        self.hyper = cuda.to_device(bucket.hyper)
+        self.flags = cuda.to_device(bucket.flags)
+        self.beta1_pow = cuda.to_device(bucket.beta1_pow)
+        self.steps = cuda.to_device(bucket.steps)
+        bucket.dirty = False
+
+
+class CudaStep:
+    """Holds the device tables of an optimizer's buckets and runs its steps."""
+
+    def __init__(self, buckets, groups):
+        from numba import cuda
+        tables, auto_skip, self.n_groups = clip_tables(buckets, groups)
+        self.tables = {id(b): DeviceTables(b, *t) for b, t in zip(buckets, tables)}
+        self.group_skip = cuda.to_device(auto_skip)
+        self.skip = K.zeros(1, np.int32)
+
+    def step(self, buckets, changed, lr, flavor, skip_nonfinite):
+        K.fill(self.skip, 0)
+        for b in buckets:
+            t = self.tables[id(b)]
+            if changed[id(b)] or b.dirty:
+                t.upload(b)
+            if skip_nonfinite or (b.norm_clipped & b.active).any():
+                k = K.kernels(b.dtype)
+                n_chunks = len(b.chunks)
+                if n_chunks:
+                    k.sumsq_partials[K.grid_for(n_chunks), k.threads](
+                        b.grads, t.chunks, t.flags, t.clip_table, bool(skip_nonfinite), t.partial,
+                        t.bad)
+                k.finish_clip[1, k.threads](t.partial, t.bad, t.seg_chunks, t.flags, t.clip_table,
+                                            t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq,
+                                            self.skip, bool(skip_nonfinite), self.n_groups)
+        for b in buckets:
+            t, k = self.tables[id(b)], K.kernels(b.dtype)
+            if len(b.chunks):
+                k.update[K.grid_for(len(b.chunks)), k.threads](
+                    b.params, b.grads, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags, flavor,
+                    self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps)
+            n = len(b.entries)
+            k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
+                t.flags, t.beta1_pow, t.beta1_mult, t.steps)
+
+    def skipped(self):
+        """Whether the last step was skipped for a non-finite grad (reads the device: a sync)."""
+        return bool(self.skip.copy_to_host()[0])

@@ -1,0 +1,70 @@
+"""The per-step columns of the segment table, filled in one compiled call per bucket.
+
+Host-side bookkeeping shared by every backend (the CUDA backend uploads the table it fills).
+In numpy this was ~8 small array operations per step, ~0.2 ms for 2000 tensors, which is 5% of
+a 4M-parameter step; compiled it is a few microseconds. The arithmetic and its dtype rules are
+the ones of kernels.reference.group_step (tests compare every path with that oracle).
+"""
+from numba import njit
+
+from .layout import ACTIVE, LR_T, PADDLE, SCALE_GRAD
+
+
+@njit(cache=True, error_model="numpy")
+def begin_step(lr, flavor, active, has_state, beta1_pow, beta1_T, beta1_py, steps, lr_mult,
+               hyper, flags):
+    """Start accumulators of fresh segments and fill the ACTIVE, SCALE_GRAD and LR_T columns.
+
+    paddle: lr_t = (T(lr) * T(lr_mult)) / (1 - beta1_pow), all in T (x * 1 is exact), and a new
+    accumulator starts with beta1_pow = T(beta1). Other flavors: lr * mult / (1 - beta1**step) in
+    float64, rounded to T once. Returns whether any segment became active or inactive or
+    started its accumulators: only then does a device copy of the tables need refreshing.
+    """
+    T = hyper.dtype.type
+    lr_T = T(lr)
+    changed = False
+    for k in range(active.shape[0]):
+        now = 1 if active[k] else 0
+        changed = changed or flags[k, ACTIVE] != now
+        flags[k, ACTIVE] = now
+        flags[k, SCALE_GRAD] = 0
+        if not active[k]:
+            continue
+        if not has_state[k]:
+            beta1_pow[k] = beta1_T[k]
+            has_state[k] = True
+            changed = True
+        if flavor == PADDLE:
+            hyper[k, LR_T] = (lr_T * lr_mult[k]) / (T(1) - beta1_pow[k])
+        else:
+            correction = 1.0 - beta1_py[k] ** float(steps[k] + 1)
+            hyper[k, LR_T] = T(lr * float(lr_mult[k]) / correction)
+    return changed
+
+
+@njit(cache=True)
+def rows_uniform(hyper, flags):
+    """Every segment active and every row of ``hyper`` and ``flags`` equal to row 0.
+
+    Then the whole bucket can be updated as one segment (kernels.cpu.flat_update): the common
+    case of one group whose tensors all have a grad, with no per-tensor clip scale.
+    """
+    for k in range(flags.shape[0]):
+        if flags[k, ACTIVE] == 0:
+            return False
+        for j in range(hyper.shape[1]):
+            if hyper[k, j] != hyper[0, j]:
+                return False
+        for j in range(flags.shape[1]):
+            if flags[k, j] != flags[0, j]:
+                return False
+    return True
+
+
+@njit(cache=True)
+def end_step(active, beta1_pow, beta1_T, steps):
+    """Advance beta1_pow (in T) and the step count of the segments that were updated."""
+    for k in range(active.shape[0]):
+        if active[k]:
+            beta1_pow[k] = beta1_pow[k] * beta1_T[k]
+            steps[k] += 1
