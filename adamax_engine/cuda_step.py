@@ -14,7 +14,6 @@ default stream, in order.
 import numpy as np
 
 from .kernels import cuda as K
-from .kernels import layout as L
 
 _NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
 

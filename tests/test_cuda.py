@@ -283,3 +283,26 @@ def test_cuda_bad_input(rng):
     np.testing.assert_array_equal(d.numpy(), before)
     with pytest.raises(TypeError, match="skip_nonfinite: expected a bool"):
         ae.Adamax(0.1, parameters=[d], device="cuda", skip_nonfinite=1)
+
+
+def test_torch_cuda_tensors_flavor_torch(rng):
+    """Parameters made from torch CUDA tensors (zero-copy through __cuda_array_interface__),
+    flavor="torch", against torch.optim.Adamax on the same CUDA tensors: within 1e-6."""
+    torch = pytest.importorskip("torch")
+    if SIM or not torch.cuda.is_available():
+        pytest.skip("needs torch with a real CUDA GPU (the simulator has no CUDA Array Interface)")
+    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    theirs = [torch.nn.Parameter(torch.tensor(v, device="cuda")) for v in values]
+    ours = [ae.Parameter(torch.tensor(v, device="cuda")) for v in values]
+    opt_t = torch.optim.Adamax(theirs, lr=0.01, weight_decay=0.01, foreach=True)
+    opt_e = ae.Adamax(0.01, parameters=ours, weight_decay=0.01, flavor="torch", device="cuda")
+    for _ in range(10):
+        for t, e in zip(theirs, ours):
+            g = torch.randn_like(t)
+            t.grad = g.clone()
+            e.grad = g
+        opt_t.step()
+        opt_e.step()
+    for t, e in zip(theirs, ours):
+        expect = t.detach().cpu().numpy()
+        np.testing.assert_allclose(e.numpy(), expect, rtol=1e-6, atol=1e-6 * np.abs(expect).max())

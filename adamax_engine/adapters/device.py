@@ -68,6 +68,6 @@ class DeviceAdapter(NumpyAdapter):
 
     @staticmethod
     def copy_into(view, value):
-        view.copy_to_device(value)
+        view.copy_to_device(as_device_array(value) if is_device_array(value) else value)
 
     check = staticmethod(check_device_array)
