@@ -7,7 +7,8 @@ state_dict reads the host side). The lr reaches the kernel as a launch argument;
 per chunk from the device beta1_pow. The tables go up again only when the set of active
 segments or their accumulators changed (new grads, a loaded state dict): the rare case.
 
-Every bucket's norms and the non-finite flag are computed before any bucket is updated, so
+Every bucket's norms and the non-finite flag are computed before any bucket is updated (the
+flag stays 0 when skip_nonfinite is off, so it needs no reset launch), so
 ``skip_nonfinite`` skips all buckets together, like paddle's found_inf. Launches go to numba's
 default stream, in order.
 """
@@ -92,7 +93,7 @@ class CudaStep:
         self.skip = K.zeros(1, np.int32)
 
     def step(self, buckets, changed, lr, flavor, skip_nonfinite):
-        K.fill(self.skip, 0)
+        first = True
         for b in buckets:
             t = self.tables[id(b)]
             if changed[id(b)] or b.dirty:
@@ -106,7 +107,9 @@ class CudaStep:
                         t.bad)
                 k.finish_clip[1, k.threads](t.partial, t.bad, t.seg_chunks, t.flags, t.clip_table,
                                             t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq,
-                                            self.skip, bool(skip_nonfinite), self.n_groups)
+                                            self.skip, bool(skip_nonfinite), first,
+                                            self.n_groups)
+                first = False
         for b in buckets:
             t, k = self.tables[id(b)], K.kernels(b.dtype)
             if len(b.chunks):

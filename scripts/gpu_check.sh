@@ -2,7 +2,7 @@
 # The device check in one call (run on a machine with a CUDA GPU, from the repo root):
 # the CUDA tests at real sizes, then the CUDA benchmark. Logs go to $OUT (or ./gpu_out).
 set -o pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/scripts/gpu_shim${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

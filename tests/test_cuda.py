@@ -16,8 +16,8 @@ from adamax_engine.kernels import steptables
 pytestmark = pytest.mark.skipif(not K.available(), reason="no CUDA GPU and no simulator")
 SIM = K.simulated()
 # simulator: tiny tensors and tiny chunks (each simulated thread is a Python thread)
-SIZES = [1, 7, 0, 33, 8, 65, 3] if SIM else [1, 7, 0, 1023, 65537, 8, 16385, 3, 2_000_003]
-CHUNK = 16 if SIM else L.CHUNK
+SIZES = [1, 7, 0, 33, 8, 165, 3] if SIM else [1, 7, 0, 1023, 65537, 8, 16385, 3, 2_000_003]
+CHUNK = 100 if SIM else L.CHUNK  # sim: 16 threads, so chunks of 100 use the 4-wide loop
 
 
 def cuda():
@@ -118,7 +118,7 @@ def run_reduction(rng, dtype, sizes, grads, clip_kind, skip_nonfinite=False, aut
     k.finish_clip[1, k.threads](partial, bad, c.to_device(seg_chunks), d_flags,
                                 c.to_device(clip_table), c.to_device(clip_norm),
                                 c.to_device(np.array([auto_skip], np.int32)), d_hyper, seg_sumsq,
-                                d_skip, skip_nonfinite, 1)
+                                d_skip, skip_nonfinite, True, 1)
     return (seg_sumsq.copy_to_host(), d_hyper.copy_to_host(), d_flags.copy_to_host(),
             int(d_skip.copy_to_host()[0]), chunks, flags)
 
@@ -169,7 +169,7 @@ def test_nonfinite_sets_skip_only_when_asked(rng):
     assert skip == 0
 
 
-SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (9,)] if SIM else [(512, 1024), (1024,), (3, 77, 5),
+SHAPES = [(3, 4), (5,), (2, 3, 2), (1,), (79,)] if SIM else [(512, 1024), (1024,), (3, 77, 5),
                                                             (1,), (70001,)]
 
 

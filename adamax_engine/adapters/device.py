@@ -45,6 +45,7 @@ def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
 
 def _extent(a):
     """(first byte, one past the last byte) of a device array."""
+    a = as_device_array(a)
     if simulated():
         start = a._ary.__array_interface__["data"][0]
     else:

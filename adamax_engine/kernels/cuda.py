@@ -146,13 +146,35 @@ def kernels(dtype):
                 lo, hi, scale = hyper[seg, CLIP_MIN], hyper[seg, CLIP_MAX], hyper[seg, GRAD_SCALE]
                 clip_value, scale_grad = flags[seg, CLIP_VALUE] != 0, flags[seg, SCALE_GRAD] != 0
                 decay_mode = flags[seg, DECAY_MODE]
+                step = cuda.blockDim.x
                 i = chunks[c, 1] + cuda.threadIdx.x
                 end = chunks[c, 2]
+                # four elements per thread and pass, all loads issued before any store: enough
+                # bytes in flight per SM to approach HBM bandwidth (one at a time reached ~half)
+                while i + 3 * step < end:
+                    i1, i2, i3 = i + step, i + 2 * step, i + 3 * step
+                    p0, g0, m0, u0 = params[i], grads[i], moment[i], inf_norm[i]
+                    p1, g1, m1, u1 = params[i1], grads[i1], moment[i1], inf_norm[i1]
+                    p2, g2, m2, u2 = params[i2], grads[i2], moment[i2], inf_norm[i2]
+                    p3, g3, m3, u3 = params[i3], grads[i3], moment[i3], inf_norm[i3]
+                    p0, m0, u0 = element(p0, g0, m0, u0, lr_t, b1, omb1, b2, eps, lo, hi, scale,
+                                         decay, clip_value, scale_grad, decay_mode, flavor)
+                    p1, m1, u1 = element(p1, g1, m1, u1, lr_t, b1, omb1, b2, eps, lo, hi, scale,
+                                         decay, clip_value, scale_grad, decay_mode, flavor)
+                    p2, m2, u2 = element(p2, g2, m2, u2, lr_t, b1, omb1, b2, eps, lo, hi, scale,
+                                         decay, clip_value, scale_grad, decay_mode, flavor)
+                    p3, m3, u3 = element(p3, g3, m3, u3, lr_t, b1, omb1, b2, eps, lo, hi, scale,
+                                         decay, clip_value, scale_grad, decay_mode, flavor)
+                    params[i], moment[i], inf_norm[i] = p0, m0, u0
+                    params[i1], moment[i1], inf_norm[i1] = p1, m1, u1
+                    params[i2], moment[i2], inf_norm[i2] = p2, m2, u2
+                    params[i3], moment[i3], inf_norm[i3] = p3, m3, u3
+                    i += 4 * step
                 while i < end:
                     params[i], moment[i], inf_norm[i] = element(
                         params[i], grads[i], moment[i], inf_norm[i], lr_t, b1, omb1, b2, eps, lo,
                         hi, scale, decay, clip_value, scale_grad, decay_mode, flavor)
-                    i += cuda.blockDim.x
+                    i += step
             c += cuda.gridDim.x
 
     @cuda.jit
@@ -207,13 +229,14 @@ def kernels(dtype):
 
     @cuda.jit
     def finish_clip(partial, bad, seg_chunks, flags, clip_table, clip_norm, group_skip,
-                    hyper, seg_sumsq, skip, skip_nonfinite, n_groups):
+                    hyper, seg_sumsq, skip, skip_nonfinite, first, n_groups):
         """One block: per-segment sums (chunk order), clip scales into ``hyper``, skip flag.
 
         seg_chunks[k]:seg_chunks[k+1] are segment k's chunks; clip_table[k] = (kind, global
         group index); clip_norm[k] = its clipper's clip_norm in T; group_skip[gi] =
-        auto_skip_clip of global group gi. With ``skip_nonfinite``, any non-finite grad sets
-        skip[0], which update() reads. Formulas: clip.ClipGradByNorm / ClipGradByGlobalNorm.
+        auto_skip_clip of global group gi. With ``skip_nonfinite``, skip[0] (read by update())
+        becomes "a grad is inf/nan": assigned by the step's ``first`` bucket, OR-ed by the rest.
+        Formulas: clip.ClipGradByNorm / ClipGradByGlobalNorm.
         """
         t = cuda.threadIdx.x
         n = seg_chunks.shape[0] - 1
@@ -243,8 +266,8 @@ def kernels(dtype):
                 flag[t] = flag[t] | flag[t + width]
             cuda.syncthreads()
             width //= 2
-        if t == 0 and flag[0] != 0 and skip_nonfinite:
-            skip[0] = 1
+        if t == 0 and skip_nonfinite:
+            skip[0] = 1 if flag[0] != 0 else (0 if first else skip[0])
         for gi in range(n_groups):
             s = nbt(0)
             k = t
