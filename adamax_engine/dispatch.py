@@ -4,8 +4,6 @@
 device -> kernels.cuda, driven by cuda_step); ``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
 falls back quietly.
 """
-from .kernels.steptables import rows_uniform
-
 BACKENDS = ("cpu", "reference", "cuda")
 
 
@@ -53,12 +51,9 @@ def segment_sumsq(backend, bucket, flags):
 
 
 def fused_update(backend, bucket, flavor):
-    """The whole bucket's Adamax step in one kernel call (flat when every segment is alike)."""
+    """The whole bucket's Adamax step in one kernel call."""
     k = _kernels(backend)
-    if bucket.mode == "adopt" and backend == "cpu" and rows_uniform(bucket.hyper, bucket.flags):
-        k.flat_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.hyper,
-                      bucket.flags, flavor)
-    elif bucket.mode == "adopt":
+    if bucket.mode == "adopt":
         k.fused_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.chunks,
                        bucket.hyper, bucket.flags, flavor)
     else:

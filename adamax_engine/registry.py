@@ -3,7 +3,8 @@
 Layout (the core shapes every other module imports from here or kernels/layout.py):
   Bucket   one (device, dtype): flat ``moment`` and ``inf_norm`` (+ ``params`` and ``grads`` in
            adopt mode), per-segment ``beta1_pow``/``steps``/``has_state``, the chunk table and the
-           hyper/flag tables the kernels read. Segment k of a bucket is [offsets[k], +lengths[k]).
+           hyper/flag tables the kernels read. Segment k of a bucket is [offsets[k], +lengths[k]);
+           offsets are multiples of layout.SEGMENT_ALIGN (zero-filled gaps between segments).
   Entry    one parameter: its name, shape, group, lr multiplier, regularizer, need_clip, and
            where it lives (bucket, segment index).
 
@@ -58,8 +59,7 @@ class Bucket:
     def allocate(self):
         n = len(self.entries)
         self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        total = int(self.lengths.sum())
+        self.offsets, total = L.segment_offsets(self.lengths)
         zeros = np.zeros
         if self.device == "cuda":
             from .kernels.cuda import zeros

@@ -6,7 +6,6 @@ import pytest
 from adamax_engine.kernels import cpu
 from adamax_engine.kernels import layout as L
 from adamax_engine.kernels import reference as ref
-from adamax_engine.kernels import steptables
 
 SIZES = [1, 7, 0, 1023, 65537, 8, 16385, 3]
 
@@ -47,34 +46,11 @@ def test_fused_update_bit_exact(rng, dtype, flavor):
     np.testing.assert_array_equal(got[1], arrays[1])  # grads are never written
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("flavor", sorted(L.FLAVORS.values()))
-@pytest.mark.parametrize("mode", [[1, 0, 0, 0], [1, 1, 1, 1], [1, 2, 1, 0]])
-def test_flat_update_bit_exact(rng, dtype, flavor, mode):
-    """Uniform tables: the flat kernel (blocks across tensor boundaries) == the table oracle."""
-    sizes = [int(s) for s in rng.integers(1, 5000, 40)] + [L.CHUNK + 3]
-    _, chunks, hyper, flags, arrays = make_problem(rng, dtype, sizes, lambda s: mode)
-    hyper[:] = hyper[int(rng.integers(len(sizes)))]
-    expect = [a.copy() for a in arrays]
-    got = [a.copy() for a in arrays]
-    ref.fused_update(*expect, chunks, hyper, flags, flavor)
-    cpu.flat_update(*got, hyper, flags, flavor)
-    for name, e, g in zip(["param", "grad", "moment", "inf_norm"], expect, got):
-        np.testing.assert_array_equal(g, e, err_msg=name)
-    assert not np.array_equal(got[0], arrays[0])
-
-
-def test_rows_uniform(rng):
-    _, _, hyper, flags, _ = make_problem(rng, np.float32, [3, 4, 5], lambda s: [1, 1, 0, 0])
-    hyper[:] = hyper[0]
-    assert steptables.rows_uniform(hyper, flags)
-    for table, col in ((hyper, L.LR_T), (hyper, L.GRAD_SCALE), (flags, L.ACTIVE),
-                       (flags, L.DECAY_MODE)):
-        keep = table[2, col]
-        table[2, col] = 0 if keep else 1
-        assert not steptables.rows_uniform(hyper, flags), col
-        table[2, col] = keep
-    assert steptables.rows_uniform(hyper, flags)
+def test_segment_offsets_are_aligned():
+    offsets, total = L.segment_offsets([5, 0, 32, 33, 1])
+    np.testing.assert_array_equal(offsets, [0, 32, 32, 64, 128])
+    assert total == 129
+    assert L.segment_offsets([])[1] == 0
 
 
 def test_inactive_segments_untouched(rng):

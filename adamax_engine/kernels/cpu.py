@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .layout import (ACTIVE, BETA1, BETA2, CHUNK, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
+from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD)
 
@@ -95,23 +95,6 @@ def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
         if flags[seg, ACTIVE] != 0:
             _update_slices(params[start:end], grads[start:end], moment[start:end],
                            inf_norm[start:end], hyper[seg], flags[seg], flavor)
-
-
-@njit(parallel=True, cache=True)
-def flat_update(params, grads, moment, inf_norm, hyper, flags, flavor):
-    """fused_update when every row of the tables is the same (steptables.rows_uniform).
-
-    Row 0 then describes the whole buffer, so it is cut into equal CHUNK blocks regardless of
-    tensor boundaries: no per-chunk table lookups and no short loops for small tensors. The
-    arithmetic per element is the very same, so the results are bit-identical to fused_update.
-    """
-    n = params.shape[0]
-    h, f = hyper[0], flags[0]
-    for c in prange((n + CHUNK - 1) // CHUNK):
-        start = c * CHUNK
-        end = min(start + CHUNK, n)
-        _update_slices(params[start:end], grads[start:end], moment[start:end],
-                       inf_norm[start:end], h, f, flavor)
 
 
 @njit(inline="always")

@@ -12,6 +12,10 @@ import numpy as np
 
 #: elements per chunk; also the block size of the deterministic sum-of-squares reduction.
 CHUNK = 16384
+#: every segment starts at a multiple of this many elements (128 B in fp32): a warp's accesses
+#: then fall on whole cache lines. Unaligned starts cost a GPU about a third of its bandwidth
+#: (H200, 64 tensors of 15.6M fp32: 0.55 of a copy's bandwidth; 64 x 4.19M aligned: 0.82).
+SEGMENT_ALIGN = 32
 #: the reduction keeps this many interleaved accumulators per chunk (element k of a chunk goes
 #: to lane k % SUMSQ_LANES), combined pairwise: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
 SUMSQ_LANES = 8
@@ -28,6 +32,18 @@ ACTIVE, DECAY_MODE, CLIP_VALUE, SCALE_GRAD = range(4)
 N_FLAGS = 4
 # DECAY_MODE values
 NO_DECAY, L2_DECAY, L1_DECAY = 0, 1, 2
+
+
+def segment_offsets(lengths, align=SEGMENT_ALIGN):
+    """(offsets, total): segments laid out in order, each start rounded up to ``align``.
+
+    The gaps hold zeros and belong to no segment and no chunk, so no kernel ever touches them.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    padded = (lengths + align - 1) // align * align
+    offsets = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+    total = int(offsets[-1] + lengths[-1]) if len(lengths) else 0
+    return offsets, total
 
 
 def build_chunk_table(offsets, lengths, chunk=CHUNK):

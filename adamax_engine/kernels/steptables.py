@@ -43,25 +43,6 @@ def begin_step(lr, flavor, active, has_state, beta1_pow, beta1_T, beta1_py, step
 
 
 @njit(cache=True)
-def rows_uniform(hyper, flags):
-    """Every segment active and every row of ``hyper`` and ``flags`` equal to row 0.
-
-    Then the whole bucket can be updated as one segment (kernels.cpu.flat_update): the common
-    case of one group whose tensors all have a grad, with no per-tensor clip scale.
-    """
-    for k in range(flags.shape[0]):
-        if flags[k, ACTIVE] == 0:
-            return False
-        for j in range(hyper.shape[1]):
-            if hyper[k, j] != hyper[0, j]:
-                return False
-        for j in range(flags.shape[1]):
-            if flags[k, j] != flags[0, j]:
-                return False
-    return True
-
-
-@njit(cache=True)
 def end_step(active, beta1_pow, beta1_T, steps):
     """Advance beta1_pow (in T) and the step count of the segments that were updated."""
     for k in range(active.shape[0]):
