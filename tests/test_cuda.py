@@ -306,3 +306,21 @@ def test_torch_cuda_tensors_flavor_torch(rng):
     for t, e in zip(theirs, ours):
         expect = t.detach().cpu().numpy()
         np.testing.assert_allclose(e.numpy(), expect, rtol=1e-6, atol=1e-6 * np.abs(expect).max())
+
+
+def test_cuda_clear_grad(rng):
+    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    params = [ae.Parameter(cuda().to_device(v)) for v in values]
+    opt = ae.Adamax(0.1, parameters=params, device="cuda")
+    for p in params:
+        p.grad = cuda().to_device(rng.standard_normal(p.shape).astype(np.float32))
+    opt.step()
+    opt.clear_grad()  # set_to_zero=True: the adopted grads become zeros, in place
+    for p in params:
+        np.testing.assert_array_equal(p.grad.copy_to_host(), 0)
+    opt.clear_grad(set_to_zero=False)
+    assert all(p.grad is None for p in params)
+    before = [p.numpy() for p in params]
+    opt.step()  # no grads: nothing moves
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p.numpy(), b)
