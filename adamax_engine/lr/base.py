@@ -1,10 +1,10 @@
-"""Learning-rate schedulers with paddle.optimizer.lr's semantics (the base and StepDecay so far).
+"""``LRScheduler``: paddle.optimizer.lr's base class (spec section 5.1).
 
 ``last_epoch`` starts at -1 and the constructor calls ``step()`` once, so a fresh scheduler is at
 epoch 0. The optimizer reads ``scheduler()`` (= ``last_lr``) at every ``opt.step()``; the user
-calls ``scheduler.step()`` after it.
+calls ``scheduler.step()`` after it. ``step(epoch)`` uses a subclass's closed form when it has one.
 """
-import numbers
+import warnings
 
 
 class LRScheduler:
@@ -44,8 +44,9 @@ class LRScheduler:
         self.keys = ["last_epoch", "last_lr"]
 
     def state_dict(self):
+        """Plain numbers only (checkpoints are JSON/npz, never pickle)."""
         self.state_keys()
-        return {key: self.__dict__[key] for key in self.keys}
+        return {key: self.__dict__[key] for key in self.keys if key in self.__dict__}
 
     def set_state_dict(self, state_dict):
         self.state_keys()
@@ -55,24 +56,8 @@ class LRScheduler:
                                    f"Can't find [ {key} ] in state_dict")
         for key in self.keys:
             self.__dict__[key] = state_dict[key]
+        if len(state_dict) > len(self.keys):
+            warnings.warn("There are some unused values in state_dict. Maybe the optimizer have "
+                          "different 'LearningRateDecay' when invoking state_dict and set_dict")
 
     set_dict = set_state_dict
-
-
-class StepDecay(LRScheduler):
-    """lr * gamma ** (epoch // step_size). Raises TypeError / ValueError / AssertionError like paddle."""
-
-    def __init__(self, learning_rate, step_size, gamma=0.1, last_epoch=-1, verbose=False):
-        if not isinstance(step_size, int) or isinstance(step_size, bool):
-            raise TypeError("The type of 'step_size' must be 'int', but received "
-                            f"{type(step_size)}.")
-        if not isinstance(gamma, numbers.Real) or gamma >= 1.0:
-            raise ValueError("gamma should be < 1.0.")
-        assert step_size > 0 and isinstance(step_size, int), \
-            "The step size must be a positive integer."
-        self.step_size = step_size
-        self.gamma = gamma
-        super().__init__(learning_rate, last_epoch, verbose)
-
-    def get_lr(self):
-        return self.base_lr * (self.gamma ** (self.last_epoch // self.step_size))
