@@ -1,9 +1,11 @@
 """adamax-engine: paddle.optimizer.Adamax semantics, one fused numba kernel per step, any framework.
 
 Layers (data flows one way): adapters -> registry -> pipeline (optimizer.py, clip.py,
-regularizer.py, lr.py) -> kernels (reference.py oracle, cpu.py numba, cuda.py numba.cuda).
+regularizer.py, lr/) -> kernels (reference.py oracle, cpu.py numba, cuda.py numba.cuda).
+config.py builds the pipeline from YAML; experiments/ and cli.py run it.
 """
 from . import lr
+from .config import ConfigError, from_config
 from .clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, GradientClipBase
 from .optimizer import Adamax
 from .parameter import Parameter
@@ -11,4 +13,4 @@ from .regularizer import L1Decay, L2Decay
 
 __version__ = "0.1.0"
 __all__ = ["Adamax", "Parameter", "ClipGradByValue", "ClipGradByNorm", "ClipGradByGlobalNorm",
-           "GradientClipBase", "L1Decay", "L2Decay", "lr"]
+           "GradientClipBase", "L1Decay", "L2Decay", "lr", "from_config", "ConfigError"]

@@ -1,83 +1,77 @@
-"""``adamax-engine`` command line: ``run CONFIG.yaml`` trains the built-in demo problem.
+"""``adamax-engine``: ``run CONFIG.yaml`` trains (or sweeps), ``validate CONFIG.yaml`` checks.
+
+  adamax-engine run CONFIG.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--no-progress]
+  adamax-engine validate CONFIG.yaml [--set key=value ...]
 
 Exit codes: 0 success, 2 invalid config or arguments (one message, no traceback), 1 runtime failure.
+Outputs go to ``runs/<experiment name>`` unless ``--out`` (or ``--resume``) names a folder.
 """
 import argparse
+import os
 import sys
 
-import yaml
-
-from . import demo
-
-EXPERIMENT_KEYS = {"problem", "steps", "seed", "classes", "features", "samples"}
-OPTIMIZER_KEYS = {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "flavor"}
+from .config import ConfigError, load_yaml
+from .experiments import runner, spec as S
+from .experiments.sweep import run_sweep
 
 
-class ConfigError(ValueError):
-    """A config problem, reported as one line naming the field."""
+def load_spec(path, overrides=()):
+    data, src = load_yaml(path)
+    if overrides:
+        S.apply_overrides(data, overrides)
+    name = os.path.splitext(os.path.basename(path))[0]
+    return S.validate(data, src, name)
 
 
-def load_config(path):
-    """Read CONFIG.yaml with yaml.safe_load and check the keys the demo understands."""
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    for section, allowed in (("experiment", EXPERIMENT_KEYS), ("optimizer", OPTIMIZER_KEYS)):
-        block = cfg.get(section, {})
-        if not isinstance(block, dict):
-            raise ConfigError(f"{section}: expected a mapping, got {type(block).__name__}")
-        for key in block:
-            if key not in allowed:
-                raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(allowed))})")
-    unknown = set(cfg) - {"experiment", "optimizer"}
-    if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: experiment, optimizer)")
-    exp = cfg.get("experiment", {})
-    if exp.get("problem", "softmax_blobs") != "softmax_blobs":
-        raise ConfigError(f"experiment.problem: expected 'softmax_blobs', got {exp['problem']!r}")
-    return cfg
-
-
-def run(cfg, log=print):
-    """Train softmax regression with adamax_engine.Adamax; returns the list of losses."""
-    from . import Adamax, Parameter
-
-    exp = cfg.get("experiment", {})
-    x, labels = demo.make_blobs(exp.get("samples", 2048), exp.get("features", 16),
-                                exp.get("classes", 4), exp.get("seed", 0))
-    w0, b0 = demo.init_params(exp.get("features", 16), exp.get("classes", 4), exp.get("seed", 0))
-    w, b = Parameter(w0, name="w"), Parameter(b0, name="b")
-    opt = Adamax(parameters=[w, b], **cfg.get("optimizer", {}))
-    steps = int(exp.get("steps", 200))
-    losses = []
-    for step in range(steps):
-        loss, w.grad, b.grad = demo.softmax_loss_and_grads(w.data, b.data, x, labels)
-        opt.step()
-        opt.clear_grad()
-        losses.append(loss)
-        if step % max(1, steps // 10) == 0 or step == steps - 1:
-            log(f"step {step:5d}  loss {loss:.6f}  lr {opt.get_lr():.6g}")
-    return losses
+def _parser():
+    parser = argparse.ArgumentParser(prog="adamax-engine", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train the experiment (or sweep) of CONFIG.yaml")
+    p_val = sub.add_parser("validate", help="check CONFIG.yaml without running it")
+    for p in (p_run, p_val):
+        p.add_argument("config")
+        p.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value (dotted key)")
+    p_run.add_argument("--out", help="output folder (default runs/<experiment name>)")
+    p_run.add_argument("--resume", metavar="DIR", help="continue from DIR's last checkpoint")
+    p_run.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="adamax-engine")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="train the experiment described by CONFIG.yaml")
-    p_run.add_argument("config")
-    args = parser.parse_args(argv)
+    parser = _parser()
     try:
-        cfg = load_config(args.config)
-    except (OSError, yaml.YAMLError, ConfigError) as exc:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its message
+        return 0 if exc.code == 0 else 2
+    try:
+        spec = load_spec(args.config, args.overrides)
+    except ConfigError as exc:
         print(f"adamax-engine: invalid config: {exc}", file=sys.stderr)
         return 2
-    try:
-        losses = run(cfg)
-    except (TypeError, ValueError) as exc:
-        print(f"adamax-engine: invalid config: {exc}", file=sys.stderr)
+    if args.command == "validate":
+        points = len(spec["sweep"]) if spec["sweep"] else 1
+        print(f"{args.config}: valid ({spec['problem']['name']}, {spec['experiment']['steps']} "
+              f"steps, {points} run{'s' if points > 1 else ''})")
+        return 0
+    if args.resume and args.out and os.path.abspath(args.resume) != os.path.abspath(args.out):
+        print("adamax-engine: --resume continues in its own folder; drop --out", file=sys.stderr)
         return 2
-    print(f"loss {losses[0]:.6f} -> {losses[-1]:.6f} in {len(losses)} steps")
+    if args.resume and spec["sweep"]:
+        print("adamax-engine: --resume is for single runs, not sweeps", file=sys.stderr)
+        return 2
+    out = args.resume or args.out or os.path.join("runs", spec["experiment"]["name"])
+    try:
+        if spec["sweep"]:
+            run_sweep(spec, out, progress=not args.no_progress)
+        else:
+            s = runner.run(spec, out, resume=bool(args.resume), progress=not args.no_progress)
+            acc = f", accuracy {s['accuracy']:.3f}" if "accuracy" in s else ""
+            print(f"{s['name']}: loss {s['first_loss']:.6g} -> {s['final_loss']:.6g} in "
+                  f"{s['steps']} steps{acc}; outputs in {out}")
+    except (RuntimeError, ValueError, TypeError, OSError) as exc:
+        print(f"adamax-engine: run failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CORE = ["-e", f"{ROOT}[test,progress]"]
-# Frameworks for the parity tests. torch==2.13.0 is the CPU build (a multi-GB CUDA build otherwise).
-OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"]]
+# Frameworks for the parity tests (torch==2.13.0 is the CPU build, not the multi-GB CUDA one),
+# and matplotlib so that the tests check the plots the experiments write.
+OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"]]
 
 
 def _pip(args):

@@ -1,0 +1,1 @@
+"""Experiments: built-in problems, the experiment spec, the training loop and sweeps."""

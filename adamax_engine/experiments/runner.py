@@ -1,0 +1,167 @@
+"""One training run: problem -> optimizer (from the config) -> loop, logs, checkpoints, plots.
+
+Output directory: ``metrics.csv`` (step, loss, lr), ``summary.json``, ``config.json`` (the
+validated spec), ``curves.png`` when matplotlib is installed, and ``checkpoint/`` every
+``checkpoint_every`` steps: ``state.npz`` (parameters, optimizer state, the metrics so far;
+loaded with allow_pickle=False) and ``meta.json`` (step, LR scheduler state). ``resume`` continues
+from it bit-identically: problems are full-batch and seeded, and every number is restored exactly.
+"""
+import csv
+import json
+import os
+import time
+
+import numpy as np
+
+from .. import config as C
+from ..lr import LRScheduler, ReduceOnPlateau
+from . import problems
+
+
+def build(spec):
+    """(problem, optimizer) for a validated spec."""
+    problem = problems.make(spec["problem"]["name"], spec["experiment"]["seed"],
+                            {k: v for k, v in spec["problem"].items() if k != "name"})
+    kw, groups = C.optimizer_kwargs(spec["optimizer"], C.Source())
+    from ..optimizer import Adamax
+    opt = Adamax(parameters=C.group_parameters(problem.params, groups), **kw)
+    return problem, opt
+
+
+def _atomic_write(path, write):
+    tmp = f"{path}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(directory, step, problem, opt, losses, lrs):
+    os.makedirs(directory, exist_ok=True)
+    state = opt.state_dict()
+    arrays = {f"param/{p.name}": np.asarray(p.numpy()) for p in problem.params}
+    arrays.update({f"opt/{k}": np.asarray(v) for k, v in state.items() if k != "LR_Scheduler"})
+    arrays["metrics/loss"] = np.asarray(losses, np.float64)
+    arrays["metrics/lr"] = np.asarray(lrs, np.float64)
+
+    def write_npz(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    _atomic_write(os.path.join(directory, "state.npz"), write_npz)
+    meta = {"step": step, "LR_Scheduler": state.get("LR_Scheduler")}
+    _atomic_write(os.path.join(directory, "meta.json"),
+                  lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(meta)))
+
+
+def load_checkpoint(directory, problem, opt):
+    """Restore params and optimizer state in place; returns (step, losses, lrs)."""
+    path = os.path.join(directory, "checkpoint")
+    try:
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as fh:
+            meta = json.load(fh)
+        with np.load(os.path.join(path, "state.npz"), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"--resume {directory}: no readable checkpoint ({exc})") from None
+    for p in problem.params:
+        key = f"param/{p.name}"
+        if key not in arrays or arrays[key].shape != p.data.shape:
+            raise RuntimeError(f"--resume {directory}: checkpoint does not match this config "
+                               f"(parameter {p.name})")
+        p.data[...] = arrays[key]
+    state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+    if meta.get("LR_Scheduler") is not None:
+        state["LR_Scheduler"] = meta["LR_Scheduler"]
+    opt.set_state_dict(state)
+    return meta["step"], list(arrays["metrics/loss"]), list(arrays["metrics/lr"])
+
+
+def _progress(total, initial, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def run(spec, out_dir, resume=False, log=print, progress=True):
+    """Train; returns the summary dict (also written to ``out_dir/summary.json``)."""
+    exp = spec["experiment"]
+    problem, opt = build(spec)
+    os.makedirs(out_dir, exist_ok=True)
+    start, losses, lrs = 0, [], []
+    if resume:
+        start, losses, lrs = load_checkpoint(out_dir, problem, opt)
+    sched = opt._learning_rate if isinstance(opt._learning_rate, LRScheduler) else None
+    steps, every = exp["steps"], exp["checkpoint_every"]
+    bar = _progress(steps, start, progress)
+    t0 = time.perf_counter()
+    for step in range(start, steps):
+        loss = problem.loss_and_grads()
+        lr = opt.get_lr()
+        opt.step()
+        opt.clear_grad()
+        if isinstance(sched, ReduceOnPlateau):
+            sched.step(loss)
+        elif sched is not None:
+            sched.step()
+        losses.append(loss)
+        lrs.append(lr)
+        if not np.isfinite(loss):
+            raise RuntimeError(f"step {step}: the loss is {loss} (diverged)")
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", refresh=False)
+            bar.update(1)
+        elif exp["log_every"] and (step % exp["log_every"] == 0 or step == steps - 1):
+            log(f"step {step:6d}  loss {loss:.6g}  lr {lr:.4g}")
+        if every and (step + 1) % every == 0:
+            save_checkpoint(os.path.join(out_dir, "checkpoint"), step + 1, problem, opt, losses,
+                            lrs)
+    if bar is not None:
+        bar.close()
+    summary = {"name": exp["name"], "problem": spec["problem"]["name"], "steps": len(losses),
+               "first_loss": losses[0] if losses else None,
+               "final_loss": losses[-1] if losses else None,
+               "best_loss": min(losses) if losses else None,
+               "final_lr": lrs[-1] if lrs else None,
+               "seconds": time.perf_counter() - t0}
+    if problem.accuracy is not None:
+        summary["accuracy"] = problem.accuracy()
+    write_outputs(out_dir, spec, losses, lrs, summary)
+    return summary
+
+
+def write_outputs(out_dir, spec, losses, lrs, summary):
+    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss", "lr"])
+        for i, (loss, lr) in enumerate(zip(losses, lrs)):
+            w.writerow([i, repr(float(loss)), repr(float(lr))])
+    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
+        json.dump({k: v for k, v in spec.items() if k != "sweep"}, fh, indent=2, default=str)
+    plot_curves(os.path.join(out_dir, "curves.png"), {summary["name"]: (losses, lrs)})
+
+
+def plot_curves(path, runs):
+    """Loss (log scale) and lr per step for each run; skipped when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, (losses, lrs) in runs.items():
+        ax1.plot(losses, label=label)
+        ax2.plot(lrs, label=label)
+    ax1.set(xlabel="step", ylabel="loss", yscale="log" if all(
+        min(v[0], default=1) > 0 for v in runs.values()) else "linear", title="loss")
+    ax2.set(xlabel="step", ylabel="lr", title="learning rate")
+    if len(runs) > 1:
+        ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,111 @@
+"""The experiment file: validated whole before anything runs.
+
+    experiment: {name: demo, steps: 200, seed: 0, log_every: 20, checkpoint_every: 50}
+    problem:    {name: softmax_blobs, samples: 2048}      # options: experiments/problems.py
+    model:      {framework: numpy}                         # numpy (built-in backward)
+    optimizer:  {...}                                      # adamax_engine/config.py
+    sweep:      {grid: {optimizer.learning_rate: [0.01, 0.1], optimizer.flavor: [paddle, torch]}}
+"""
+import copy
+import itertools
+
+import yaml
+
+from .. import config as C
+from . import problems
+
+TOP_KEYS = {"experiment", "problem", "model", "optimizer", "sweep"}
+EXPERIMENT = {"name": None, "steps": 200, "seed": 0, "log_every": 0, "checkpoint_every": 0}
+FRAMEWORKS = ["numpy"]
+
+
+def set_path(data, dotted, value, src=C.Source(), what="--set"):
+    """data[a][b][c] = value for 'a.b.c', creating mappings on the way."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise src.error(dotted, f"{what}: expected a dotted key like optimizer.learning_rate")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise src.error(".".join(keys[:i + 1]), f"{what}: is a {C._kind(child)}, not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data, overrides):
+    """``--set key=value`` pairs; values are parsed as YAML (numbers, bools, lists)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise C.ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise C.ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        set_path(data, key.strip(), value)
+    return data
+
+
+def validate(data, src, name="experiment"):
+    """A normalised spec dict, or ConfigError naming the first bad field."""
+    C.check_keys(data, "", TOP_KEYS, src)
+    exp = data.get("experiment") or {}
+    C.check_keys(exp, "experiment", set(EXPERIMENT), src)
+    out = {"experiment": {**EXPERIMENT, "name": name}}
+    for key in ("steps", "seed", "log_every", "checkpoint_every"):
+        if key in exp:
+            lo = 1 if key == "steps" else 0
+            out["experiment"][key] = C.number(exp[key], f"experiment.{key}", src, lo=lo,
+                                              integer=True)
+    if "name" in exp:
+        if not isinstance(exp["name"], str) or not exp["name"]:
+            raise src.error("experiment.name", f"expected a non-empty string, got {exp['name']!r}")
+        out["experiment"]["name"] = exp["name"]
+    prob = data.get("problem") or {"name": "softmax_blobs"}
+    if isinstance(prob, str):
+        prob = {"name": prob}
+    if not isinstance(prob, dict):
+        raise src.error("problem", f"expected a problem name or a mapping, got {C._kind(prob)}")
+    pname = C.choice(prob.get("name"), "problem.name", src, sorted(problems.OPTIONS))
+    spec = problems.OPTIONS[pname]
+    C.check_keys(prob, "problem", set(spec) | {"name"}, src)
+    opts = {}
+    for key, (default, kind, lo) in spec.items():
+        if key in prob:
+            opts[key] = C.number(prob[key], f"problem.{key}", src, lo=lo, integer=kind is int)
+    out["problem"] = {"name": pname, **opts}
+    model = data.get("model") or {}
+    C.check_keys(model, "model", {"framework"}, src)
+    out["model"] = {"framework": C.choice(model.get("framework", "numpy"), "model.framework", src,
+                                          FRAMEWORKS)}
+    C.optimizer_kwargs(data.get("optimizer"), src)  # validate now; built again per run
+    out["optimizer"] = copy.deepcopy(data.get("optimizer") or {})
+    out["sweep"] = _sweep(data, src, name) if data.get("sweep") is not None else None
+    return out
+
+
+def _sweep(data, src, name):
+    block = data["sweep"]
+    C.check_keys(block, "sweep", {"grid"}, src, required=("grid",))
+    grid = block["grid"]
+    if not isinstance(grid, dict) or not grid:
+        raise src.error("sweep.grid", "expected a mapping of dotted keys to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise src.error(f"sweep.grid.{key}", f"expected a non-empty list, got {values!r}")
+        if str(key).split(".")[0] == "sweep":
+            raise src.error(f"sweep.grid.{key}", "a sweep cannot change the sweep")
+    points = []
+    base = {k: v for k, v in data.items() if k != "sweep"}
+    for combo in itertools.product(*grid.values()):
+        point = copy.deepcopy(base)
+        for key, value in zip(grid, combo):
+            set_path(point, str(key), value, src, what=f"sweep.grid.{key}")
+        label = ", ".join(f"{k}={v}" for k, v in zip(grid, combo))
+        try:
+            spec = validate(point, C.Source(), name)
+        except C.ConfigError as exc:
+            raise src.error("sweep.grid", f"point [{label}]: {exc}") from None
+        points.append((dict(zip(grid, combo)), spec))
+    return points
