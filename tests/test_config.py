@@ -86,7 +86,7 @@ BAD = [  # (YAML text, the message must contain this)
     ("problem: {name: mnist}", "problem.name: expected one of"),
     ("problem: {name: mlp_spirals, hiden: 3}", "problem.hiden: unknown key (did you mean 'hidden'?)"),
     ("problem: {name: quadratic, condition: 0.5}", "problem.condition: must be >= 1.0, got 0.5"),
-    ("model: {framework: jax}", "model.framework: expected one of numpy, got 'jax'"),
+    ("model: {framework: jax}", "model.framework: expected one of numpy, torch, got 'jax'"),
     ("sweep: {grid: {optimizer.learning_rate: 0.1}}", "sweep.grid.optimizer.learning_rate: expected a non-empty list"),
     ("sweep: {grid: {optimizer.beta1: [0.5, 2.0]}}", "point [optimizer.beta1=2.0]: optimizer.beta1: must be < 1"),
     ("optimizer: [1, 2]", "optimizer: expected a mapping, got list"),

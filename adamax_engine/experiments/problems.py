@@ -24,8 +24,12 @@ OPTIONS = {
 
 
 class Problem:
-    def __init__(self, params, loss_and_grads, accuracy=None):
+    """``data`` holds the inputs and targets (the torch backend builds its model on them)."""
+    mode = "adopt"
+
+    def __init__(self, params, loss_and_grads, accuracy=None, data=None):
         self.params, self._loss_and_grads, self.accuracy = params, loss_and_grads, accuracy
+        self.data = data or {}
 
     def loss_and_grads(self):
         loss, grads = self._loss_and_grads(*[p.data for p in self.params])
@@ -63,7 +67,7 @@ def _mlp_classifier(x, labels, hidden, classes, rng, prefix=""):
         def accuracy():
             w, b = (p.data for p in params)
             return float(((x @ w + b).argmax(axis=1) == labels).mean())
-        return Problem(params, loss_and_grads, accuracy)
+        return Problem(params, loss_and_grads, accuracy, {"x": x, "labels": labels})
     params = [Parameter((rng.standard_normal((f, hidden)) / math.sqrt(f)).astype(np.float32),
                         name=f"{prefix}fc1.weight"),
               Parameter(np.zeros(hidden, np.float32), name=f"{prefix}fc1.bias"),
@@ -83,7 +87,7 @@ def _mlp_classifier(x, labels, hidden, classes, rng, prefix=""):
 
     def accuracy():
         return float((forward(*(p.data for p in params))[1].argmax(axis=1) == labels).mean())
-    return Problem(params, loss_and_grads, accuracy)
+    return Problem(params, loss_and_grads, accuracy, {"x": x, "labels": labels})
 
 
 def make_softmax_blobs(seed, samples, features, classes):
@@ -120,7 +124,7 @@ def make_teacher_student(seed, samples, features, hidden, noise):
         r = h @ w2 - y
         d = 2 * r / len(y)
         return float((r * r).mean()), [x.T @ ((d @ w2.T) * (1 - h * h)), h.T @ d]
-    return Problem(params, loss_and_grads)
+    return Problem(params, loss_and_grads, data={"x": x, "y": y})
 
 
 def make_quadratic(seed, dim, condition):

@@ -20,9 +20,13 @@ from . import problems
 
 def build(spec):
     """(problem, optimizer) for a validated spec."""
-    problem = problems.make(spec["problem"]["name"], spec["experiment"]["seed"],
-                            {k: v for k, v in spec["problem"].items() if k != "name"})
+    make = problems.make
+    if spec["model"]["framework"] == "torch":
+        from .torch_models import make
+    problem = make(spec["problem"]["name"], spec["experiment"]["seed"],
+                   {k: v for k, v in spec["problem"].items() if k != "name"})
     kw, groups = C.optimizer_kwargs(spec["optimizer"], C.Source())
+    kw.setdefault("mode", problem.mode)  # torch: borrow, so torch's own memory is stepped
     from ..optimizer import Adamax
     opt = Adamax(parameters=C.group_parameters(problem.params, groups), **kw)
     return problem, opt
@@ -125,8 +129,9 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
                "best_loss": min(losses) if losses else None,
                "final_lr": lrs[-1] if lrs else None,
                "seconds": time.perf_counter() - t0}
-    if problem.accuracy is not None:
-        summary["accuracy"] = problem.accuracy()
+    accuracy = problem.accuracy() if problem.accuracy is not None else None
+    if accuracy is not None:
+        summary["accuracy"] = accuracy
     write_outputs(out_dir, spec, losses, lrs, summary)
     return summary
 

@@ -2,7 +2,7 @@
 
     experiment: {name: demo, steps: 200, seed: 0, log_every: 20, checkpoint_every: 50}
     problem:    {name: softmax_blobs, samples: 2048}      # options: experiments/problems.py
-    model:      {framework: numpy}                         # numpy (built-in backward)
+    model:      {framework: numpy}                         # numpy (built-in backward) | torch
     optimizer:  {...}                                      # adamax_engine/config.py
     sweep:      {grid: {optimizer.learning_rate: [0.01, 0.1], optimizer.flavor: [paddle, torch]}}
 """
@@ -16,7 +16,7 @@ from . import problems
 
 TOP_KEYS = {"experiment", "problem", "model", "optimizer", "sweep"}
 EXPERIMENT = {"name": None, "steps": 200, "seed": 0, "log_every": 0, "checkpoint_every": 0}
-FRAMEWORKS = ["numpy"]
+FRAMEWORKS = ["numpy", "torch"]
 
 
 def set_path(data, dotted, value, src=C.Source(), what="--set"):
