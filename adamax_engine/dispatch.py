@@ -33,9 +33,9 @@ def _borrowed_arrays(bucket, backend):
     """Reference backend: the lists of arrays; cpu: the address tables (+ arrays to keep alive)."""
     if backend == "reference":
         empty = bucket.moment[:0]
-        ps = [e.adapter.data(e.param) if bucket.active[i] else empty
+        ps = [e.adapter.numpy(e.adapter.data(e.param)) if bucket.active[i] else empty
               for i, e in enumerate(bucket.entries)]
-        gs = [e.adapter.grad(e.param) if bucket.active[i] else empty
+        gs = [e.adapter.numpy(e.adapter.grad(e.param)) if bucket.active[i] else empty
               for i, e in enumerate(bucket.entries)]
         return ps, gs, None
     return bucket.addresses()

@@ -102,8 +102,10 @@ class Adamax:
         self._name = name
         self.flavor = flavor
         self._flavor_code = L.FLAVORS[flavor]
-        self._groups = self._parse_groups(list(parameters))
-        entries = [self._entry(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
+        self._names = {}  # id(param) -> name, from (name, param) pairs (named_parameters())
+        self._groups = self._parse_groups(self._unpair(list(parameters)))
+        pairs = [(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
+        entries = [self._entry(p, gi, g, i) for i, (p, gi, g) in enumerate(pairs)]
         if mode is None:
             mode = entries[0].adapter.default_mode if entries else "adopt"
         if not isinstance(skip_nonfinite, bool):
@@ -118,6 +120,19 @@ class Adamax:
             self._cuda = CudaStep(self._registry.buckets, self._groups)
 
     # --- construction -------------------------------------------------------------------------
+    def _unpair(self, items):
+        """``model.named_parameters()`` support: (name, param) pairs -> params, names kept."""
+        out = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                self._names[id(item[1])] = item[0]
+                item = item[1]
+            elif isinstance(item, dict) and "params" in item and \
+                    isinstance(item["params"], (list, tuple)):
+                item = {**item, "params": self._unpair(list(item["params"]))}
+            out.append(item)
+        return out
+
     def _parse_groups(self, parameters):
         if parameters and all(isinstance(p, dict) for p in parameters):
             raw = parameters
@@ -163,15 +178,16 @@ class Adamax:
                                                         f"parameters[{gi}]['weight_decay']")})
         return groups
 
-    def _entry(self, param, gi, group):
+    def _entry(self, param, gi, group, index):
         adapter = adapter_for(param)
         name, own_lr, own_reg, need_clip = adapter.attributes(param)
-        data = adapter.data(param)
+        name = self._names.get(id(param), name) or f"param_{index}"
+        adapter.check(adapter.data(param), f"{name}.data")
+        shape, dtype = adapter.meta(param)
         # a group's explicit setting wins (paddle), else the parameter's own, else the optimizer's
         lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
         reg = group["weight_decay"] or own_reg or self.regularization
-        return Entry(param, adapter, name, tuple(data.shape), data.dtype, gi, float(lr_mult), reg,
-                     bool(need_clip))
+        return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))
 
     def _fill_static_tables(self):
         """Everything in the hyper/flag tables that does not change from step to step."""

@@ -98,8 +98,9 @@ class Bucket:
         self.alive = []
         for k, e in enumerate(self.entries):
             if self.active[k]:
-                data, grad = e.adapter.data(e.param), e.adapter.grad(e.param)
-                self.param_addrs[k], self.grad_addrs[k] = data.ctypes.data, grad.ctypes.data
+                a = e.adapter
+                data, grad = a.data(e.param), a.grad(e.param)
+                self.param_addrs[k], self.grad_addrs[k] = a.address(data), a.address(grad)
                 self.alive += [data, grad]
 
     def addresses(self):
@@ -156,23 +157,26 @@ class Registry:
             if not a.trainable(e.param) or (only is not None and id(e.param) not in only):
                 continue
             data, grad = a.data(e.param), a.grad(e.param)
-            if data is not e.data_view:
+            data_ours = e.data_view is not None and a.same(data, e.data_view)
+            if not data_ours:
                 a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
             if grad is None:
                 continue
-            if grad is not e.grad_view:
+            grad_ours = e.grad_view is not None and a.same(grad, e.grad_view)
+            if not grad_ours:
                 a.check(grad, f"{e.name}.grad", dtype=e.dtype, shape=e.shape, writeable=False)
                 if a.shares_memory(grad, data):
                     raise ValueError(f"{e.name}.grad: shares memory with the parameter itself")
-            if self.mode == "adopt" and (data is not e.data_view or grad is not e.grad_view):
-                copies.append((e, data, grad))
+            if self.mode == "adopt" and not (data_ours and grad_ours):
+                copies.append((e, None if data_ours else data, None if grad_ours else grad))
             masks[id(e.bucket)][e.index] = True
         for e, data, grad in copies:  # all valid: now copy in and re-point
-            if data is not e.data_view:
+            if data is not None:
                 e.adapter.copy_into(e.data_view, data)
-            if grad is not e.grad_view:
+            if grad is not None:
                 e.adapter.copy_into(e.grad_view, grad)
-            e.adapter.point(e.param, data=e.data_view, grad=e.grad_view)
+            e.adapter.point(e.param, data=None if data is None else e.data_view,
+                            grad=None if grad is None else e.grad_view)
         for b in self.buckets:
             b.active[:] = masks[id(b)]
             if b.mode == "borrow":
@@ -183,8 +187,9 @@ class Registry:
         """clear_grad(set_to_zero=True): zero every existing grad (one memset per adopted bucket)."""
         for e in self.entries:
             grad = e.adapter.grad(e.param)
-            if grad is not None and grad is not e.grad_view:
-                grad[...] = 0
+            if grad is not None and not (e.grad_view is not None
+                                         and e.adapter.same(grad, e.grad_view)):
+                e.adapter.zero_grad(e.param)
         for b in self.buckets:
             if b.mode == "adopt" and b.device == "cuda":
                 from .kernels.cuda import fill

@@ -68,6 +68,15 @@ class DeviceAdapter(NumpyAdapter):
         return a0 < b1 and b0 < a1 and a.size > 0 and b.size > 0
 
     @staticmethod
+    def address(value):
+        return _extent(value)[0]
+
+    @staticmethod
+    def zero_grad(param):
+        from ..kernels.cuda import fill
+        fill(as_device_array(param._grad).reshape(-1), 0)
+
+    @staticmethod
     def copy_into(view, value):
         view.copy_to_device(as_device_array(value) if is_device_array(value) else value)
 

@@ -18,6 +18,27 @@ class NumpyAdapter:
         return np.may_share_memory(a, b)
 
     @staticmethod
+    def same(value, view):
+        """Is ``value`` the registry's own view? (identity: any assignment is a new object)"""
+        return value is view
+
+    @staticmethod
+    def address(value):
+        return value.ctypes.data
+
+    @staticmethod
+    def numpy(value):
+        return value
+
+    @staticmethod
+    def zero_grad(param):
+        param._grad[...] = 0
+
+    @staticmethod
+    def meta(param):
+        return tuple(param._data.shape), param._data.dtype
+
+    @staticmethod
     def copy_into(view, value):
         view[...] = value
 

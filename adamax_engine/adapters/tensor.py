@@ -1,0 +1,105 @@
+"""What the torch and paddle adapters share: tensors reached by pointer, never copied to check.
+
+The registry asks an adapter for a parameter's value and grad as the framework's own tensors,
+validates them through ``check``, compares them with its views by address (``same``), reads
+addresses for the borrow table (``address``) and zero-copy numpy views (``numpy``) where it
+must copy or where the numpy reference backend runs. Only the adapter imports its framework,
+and only when such a tensor is actually passed (``accepts`` looks at the type's module first).
+"""
+import numpy as np
+
+from ..parameter import SUPPORTED_DTYPES
+
+
+class TensorAdapter:
+    framework = ""            # the module name that owns the tensor type
+    trainable_attr = ""       # the attribute only that framework's parameters have
+    default_mode = "borrow"
+    device = "cpu"
+
+    @classmethod
+    def accepts(cls, param):
+        return cls.is_tensor(param) and hasattr(param, cls.trainable_attr)
+
+    @staticmethod
+    def grad(param):
+        return param.grad
+
+    @staticmethod
+    def address(value):
+        return value.data_ptr()
+
+    # --- what subclasses provide --------------------------------------------------------------
+    @staticmethod
+    def numpy(value):
+        """A writeable numpy view of a CPU tensor's memory (no copy)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def describe(value):
+        """(shape tuple, numpy dtype or None, contiguous, on the CPU)."""
+        raise NotImplementedError
+
+    # --- shared --------------------------------------------------------------------------------
+    @classmethod
+    def is_tensor(cls, value):
+        return type(value).__module__.split(".")[0] == cls.framework
+
+    @staticmethod
+    def mutation_count():
+        """Frameworks assign grads behind our back (backward, zero_grad): rescan every step."""
+        return None
+
+    @classmethod
+    def same(cls, value, view):
+        """Whether ``value`` (a tensor) is backed by exactly our view's memory."""
+        return value is not None and cls.address(value) == view.ctypes.data
+
+    @classmethod
+    def shares_memory(cls, a, b):
+        a0, b0 = cls.address(a), cls.address(b)
+        a1 = a0 + cls.numpy(a).nbytes
+        b1 = b0 + cls.numpy(b).nbytes
+        return a0 < b1 and b0 < a1
+
+    @classmethod
+    def copy_into(cls, view, value):
+        view[...] = cls.numpy(value)
+
+    @staticmethod
+    def zero_grad(param):
+        param.grad.zero_()
+
+    @classmethod
+    def check(cls, value, what, *, dtype=None, shape=None, writeable=True):
+        """parameter.check_array's rules for a tensor; nothing is cast or copied."""
+        del writeable  # framework tensors are always writeable
+        if not cls.is_tensor(value):
+            raise TypeError(f"{what}: expected a {cls.framework} tensor, got "
+                            f"{type(value).__module__}.{type(value).__name__}")
+        tshape, tdtype, contiguous, on_cpu = cls.describe(value)
+        if not on_cpu:
+            raise ValueError(f"{what}: expected a CPU tensor (for CUDA tensors use "
+                             "adamax_engine.Parameter(tensor) with device='cuda')")
+        if tdtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{what}: expected dtype float32 or float64, got {tdtype}")
+        if dtype is not None and tdtype != dtype:
+            raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {tdtype}")
+        if shape is not None and tshape != tuple(shape):
+            raise ValueError(f"{what}: expected shape {tuple(shape)} (the parameter's), got "
+                             f"{tshape}")
+        if not contiguous:
+            raise ValueError(f"{what}: expected a contiguous tensor")
+        return value
+
+    @classmethod
+    def meta(cls, param):
+        shape, dtype, _, _ = cls.describe(cls.data(param))
+        return shape, dtype
+
+
+def numpy_dtype(name):
+    """'torch.float32' / 'paddle.float32' -> np.dtype('float32'); other dtypes keep their name
+    (which then fails the dtype check with that name in the message)."""
+    short = str(name).rsplit(".", 1)[-1]
+    return np.dtype(short) if short in ("float32", "float64") else short

@@ -1,0 +1,50 @@
+"""The torch adapter: ``torch.nn.Parameter``s on the CPU, adopted by default.
+
+Adopt: ``param.data`` and ``param.grad`` become tensors over the registry's flat buffers
+(``torch.from_numpy`` of its views), so a step is one kernel call. Autograd accumulates into
+that grad in place; after ``zero_grad(set_to_none=True)`` the next backward makes a new grad
+tensor, which the next step notices by address, copies in and re-points: never a lost gradient.
+Borrow (``mode="borrow"``): the kernel steps torch's own memory through an address table.
+Names: ``model.named_parameters()`` (pairs) gives the parameters their names, else param_<i>.
+"""
+from .tensor import TensorAdapter, numpy_dtype
+
+
+class TorchAdapter(TensorAdapter):
+    framework = "torch"
+    trainable_attr = "requires_grad"
+    default_mode = "adopt"
+
+    @staticmethod
+    def attributes(param):
+        """torch has no per-parameter lr, regularizer or need_clip: paddle's defaults."""
+        return None, 1.0, None, True
+
+    @staticmethod
+    def trainable(param):
+        return bool(param.requires_grad)
+
+    @staticmethod
+    def data(param):
+        return param.data
+
+    @staticmethod
+    def numpy(value):
+        return value.detach().numpy()
+
+    @staticmethod
+    def describe(value):
+        return (tuple(value.shape), numpy_dtype(value.dtype), value.is_contiguous(),
+                value.device.type == "cpu")
+
+    @staticmethod
+    def point(param, data=None, grad=None):
+        import torch
+        if data is not None:
+            param.data = torch.from_numpy(data)
+        if grad is not None:
+            param.grad = torch.from_numpy(grad)
+
+    @staticmethod
+    def clear_grad(param):
+        param.grad = None
