@@ -140,7 +140,8 @@ def choice(value, path, src, options):
 OPTIMIZER_KEYS = {"learning_rate", "beta1", "beta2", "epsilon", "flavor", "device", "mode",
                   "skip_nonfinite", "weight_decay", "grad_clip", "lr_scheduler", "groups", "name"}
 GROUP_KEYS = {"match", "learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip"}
-SCHEDULERS = {name: getattr(lr_module, name) for name in lr_module.__all__ if name != "LRScheduler"}
+SCHEDULERS = {name: getattr(lr_module, name) for name in lr_module.__all__
+              if name not in ("LRScheduler", "is_scheduler")}
 # range rules the schedulers' own checks state less clearly (field: (rule kwargs))
 SCHEDULER_RULES = {
     "gamma": {"StepDecay": dict(lo=0, hi=1.0, hi_open=True),

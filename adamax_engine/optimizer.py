@@ -24,7 +24,7 @@ from .clip import GradientClipBase
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
 from .kernels.steptables import begin_step, end_step
-from .lr import LRScheduler
+from .lr import is_scheduler
 from .registry import Entry, Registry
 from .regularizer import L2Decay, WeightDecayRegularizer
 from .state import load_state, state_dict_of
@@ -40,6 +40,20 @@ def _check_hyper(beta1, beta2, epsilon, where=""):
         raise ValueError(f"Invalid value of beta2, expect beta2 in [0,1).{where}")
     if not epsilon >= 0:
         raise ValueError(f"Invalid value of epsilon, expect epsilon >= 0.{where}")
+
+
+def _hyper(value, what):
+    """A float, or a one-element tensor/array (paddle's docs pass beta1 as a [1] Tensor)."""
+    if not (hasattr(value, "numpy") or hasattr(value, "__array__")) or \
+            isinstance(value, (bool, numbers.Real)):
+        return value  # floats, and anything else for paddle's own checks to refuse
+    try:
+        flat = np.asarray(value.numpy() if hasattr(value, "numpy") else value).reshape(-1)
+    except (TypeError, ValueError):
+        flat = None
+    if flat is None or flat.size != 1 or flat.dtype.kind not in "fiu":
+        raise TypeError(f"{what}: expected a float or a one-element tensor, got {value!r}")
+    return float(flat[0])
 
 
 def _regularizer(value, what):
@@ -78,8 +92,10 @@ class Adamax:
         assert beta1 is not None
         assert beta2 is not None
         assert epsilon is not None
+        beta1, beta2, epsilon = (_hyper(beta1, "beta1"), _hyper(beta2, "beta2"),
+                                 _hyper(epsilon, "epsilon"))
         _check_hyper(beta1, beta2, epsilon)
-        if not isinstance(learning_rate, (float, LRScheduler)):
+        if not isinstance(learning_rate, float) and not is_scheduler(learning_rate):
             raise TypeError("learning rate should be float or LRScheduler, got "
                             f"{type(learning_rate)} here")
         if parameters is None:
@@ -159,9 +175,9 @@ class Adamax:
                                      if len(raw) > 1 else
                                      f"parameters: {getattr(p, 'name', p)!r} is given twice")
                 seen.add(id(p))
-            b1 = group.get("beta1", self._beta1)
-            b2 = group.get("beta2", self._beta2)
-            eps = group.get("epsilon", self._epsilon)
+            b1 = _hyper(group.get("beta1", self._beta1), f"parameters[{gi}]['beta1']")
+            b2 = _hyper(group.get("beta2", self._beta2), f"parameters[{gi}]['beta2']")
+            eps = _hyper(group.get("epsilon", self._epsilon), f"parameters[{gi}]['epsilon']")
             _check_hyper(b1, b2, eps, where)
             clip = group.get("grad_clip", self._grad_clip)
             if clip is not None and not isinstance(clip, GradientClipBase):
@@ -317,14 +333,14 @@ class Adamax:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError("The type of 'value' in optimizer.set_lr must be float, but received "
                             f"{type(value)}.")
-        if isinstance(self._learning_rate, LRScheduler):
+        if is_scheduler(self._learning_rate):
             raise RuntimeError("optimizer's learning rate can't be LRScheduler when invoke this "
                                "API, because this will lead to conflict.")
         self._learning_rate = float(value)
 
     def set_lr_scheduler(self, scheduler):
         """Replace the lr by an LRScheduler (TypeError otherwise)."""
-        if not isinstance(scheduler, LRScheduler):
+        if not is_scheduler(scheduler):
             raise TypeError("The type of 'scheduler' in optimizer.set_lr_scheduler must be "
                             f"LRScheduler, but received {type(scheduler)}.")
         self._learning_rate = scheduler

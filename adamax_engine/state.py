@@ -10,7 +10,7 @@ process (paddle's process-global name counter makes that fail).
 import numpy as np
 
 from .kernels import layout as L
-from .lr import LRScheduler
+from .lr import is_scheduler
 
 ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
 
@@ -38,7 +38,7 @@ def state_dict_of(opt):
         for e in live:
             view = _view(e, acc)
             out[_key(opt, e, acc)] = view if isinstance(view, np.ndarray) else view.copy_to_host()
-    if isinstance(opt._learning_rate, LRScheduler):
+    if is_scheduler(opt._learning_rate):
         out["LR_Scheduler"] = opt._learning_rate.state_dict()
     return out
 
@@ -48,7 +48,7 @@ def load_state(opt, state_dict):
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
     sched = opt._learning_rate
-    if isinstance(sched, LRScheduler) and type(sched).__name__ != "LambdaDecay":
+    if is_scheduler(sched) and type(sched).__name__ != "LambdaDecay":
         assert "LR_Scheduler" in state_dict, \
             "LR_Scheduler state must be included in the state dict except LambdaDecay"
     accs = _accumulators(opt)
@@ -82,7 +82,7 @@ def load_state(opt, state_dict):
                                  f"{value.shape}")
             plan.append((target, value))
         plan.append((e.bucket.has_state[e.index:e.index + 1], np.ones(1, np.bool_)))
-    if "LR_Scheduler" in state_dict and isinstance(sched, LRScheduler):
+    if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched_state = state_dict["LR_Scheduler"]
         sched.state_keys()
         for key in sched.keys:
@@ -96,5 +96,5 @@ def load_state(opt, state_dict):
             target[...] = value
     for b in opt._registry.buckets:
         b.dirty = True  # device copies of beta1_pow / steps must be refreshed
-    if "LR_Scheduler" in state_dict and isinstance(sched, LRScheduler):
+    if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched.set_state_dict(state_dict["LR_Scheduler"])

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .. import config as C
-from ..lr import LRScheduler, ReduceOnPlateau
+from ..lr import ReduceOnPlateau, is_scheduler
 from . import problems
 
 
@@ -96,7 +96,7 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
     start, losses, lrs = 0, [], []
     if resume:
         start, losses, lrs = load_checkpoint(out_dir, problem, opt)
-    sched = opt._learning_rate if isinstance(opt._learning_rate, LRScheduler) else None
+    sched = opt._learning_rate if is_scheduler(opt._learning_rate) else None
     steps, every = exp["steps"], exp["checkpoint_every"]
     bar = _progress(steps, start, progress)
     t0 = time.perf_counter()

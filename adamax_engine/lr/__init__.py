@@ -3,7 +3,7 @@
 base.py the base class; decay.py closed-form decays; cycle.py annealing and cyclic schedules;
 wrap.py LinearWarmup and ReduceOnPlateau. Differences from paddle are listed in the README.
 """
-from .base import LRScheduler
+from .base import LRScheduler, is_scheduler
 from .cycle import (CosineAnnealingDecay, CosineAnnealingWarmRestarts, CyclicLR, LinearLR,
                     OneCycleLR)
 from .decay import (ExponentialDecay, InverseTimeDecay, LambdaDecay, MultiplicativeDecay,
@@ -11,7 +11,7 @@ from .decay import (ExponentialDecay, InverseTimeDecay, LambdaDecay, Multiplicat
                     StepDecay)
 from .wrap import LinearWarmup, ReduceOnPlateau
 
-__all__ = ["LRScheduler", "NoamDecay", "PiecewiseDecay", "NaturalExpDecay", "InverseTimeDecay",
+__all__ = ["LRScheduler", "is_scheduler", "NoamDecay", "PiecewiseDecay", "NaturalExpDecay", "InverseTimeDecay",
            "PolynomialDecay", "LinearWarmup", "ExponentialDecay", "MultiStepDecay", "StepDecay",
            "LambdaDecay", "ReduceOnPlateau", "CosineAnnealingDecay", "MultiplicativeDecay",
            "OneCycleLR", "CyclicLR", "LinearLR", "CosineAnnealingWarmRestarts"]

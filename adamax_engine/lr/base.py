@@ -61,3 +61,11 @@ class LRScheduler:
                           "different 'LearningRateDecay' when invoking state_dict and set_dict")
 
     set_dict = set_state_dict
+
+
+def is_scheduler(obj):
+    """One of ours, or any object with paddle's LRScheduler interface (paddle.optimizer.lr.*):
+    the optimizer only calls it, reads its state_dict and loads one into it."""
+    return isinstance(obj, LRScheduler) or (
+        callable(obj) and not isinstance(obj, type)
+        and all(hasattr(obj, a) for a in ("step", "state_dict", "set_state_dict", "last_epoch")))
