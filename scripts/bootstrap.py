@@ -22,8 +22,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CORE = ["-e", f"{ROOT}[test,progress]"]
 # Frameworks for the parity tests (torch==2.13.0 is the CPU build, not the multi-GB CUDA one),
-# and matplotlib so that the tests check the plots the experiments write.
-OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"]]
+# matplotlib so that the tests check the plots the experiments write, jax + optax for the
+# functional path and the optax flavor.
+OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"], ["jax", "optax"]]
 
 
 def _pip(args):
