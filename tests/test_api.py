@@ -269,3 +269,16 @@ def test_seed_doc_examples_with_numpy_parameters(rng):
     for got, want in zip((w1, b1, w2, b2), o1 + o2):
         np.testing.assert_array_equal(got.data, want)
     assert opt.state_dict()["linear_2.w_0_beta1_pow_acc_0"][0] == np.float32(0.8) * np.float32(0.8)
+
+
+def test_import_pulls_in_no_framework():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, adamax_engine as ae; "
+            "p = ae.Parameter(np.ones(3, np.float32)); o = ae.Adamax(0.1, parameters=[p]); "
+            "p.grad = np.ones(3, np.float32); o.step(); "
+            "print(sorted(m for m in ('torch', 'paddle', 'jax', 'optax', 'cupy', 'matplotlib', "
+            "'numba.cuda') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
