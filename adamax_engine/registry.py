@@ -43,6 +43,7 @@ class Entry:
     index: int = -1
     data_view: np.ndarray = None
     grad_view: np.ndarray = None
+    checked: tuple = None  # (data, grad) addresses validated last step (framework tensors)
 
     @property
     def size(self):
@@ -87,20 +88,20 @@ class Bucket:
         start = self.offsets[k]
         return flat[start:start + self.lengths[k]].reshape(self.entries[k].shape)
 
-    def refresh_addresses(self):
+    def set_addresses(self, live):
         """Borrow mode: the address tables of the active segments' params and grads.
 
-        Called by Registry.gather only when something was assigned, so a step whose arrays did
-        not change reuses the tables. ``self.alive`` keeps the arrays referenced meanwhile.
+        ``live`` maps id(entry) -> (entry, data, grad, addresses or None) for this step's
+        active entries; ``self.alive`` keeps those tensors referenced until the next step.
         """
         self.param_addrs = np.zeros(len(self.entries), np.int64)
         self.grad_addrs = np.zeros(len(self.entries), np.int64)
         self.alive = []
         for k, e in enumerate(self.entries):
             if self.active[k]:
-                a = e.adapter
-                data, grad = a.data(e.param), a.grad(e.param)
-                self.param_addrs[k], self.grad_addrs[k] = a.address(data), a.address(grad)
+                _, data, grad, key = live[id(e)]
+                key = key or (e.adapter.address(data), e.adapter.address(grad))
+                self.param_addrs[k], self.grad_addrs[k] = key
                 self.alive += [data, grad]
 
     def addresses(self):
@@ -146,17 +147,26 @@ class Registry:
         Everything is validated before anything is copied, so a bad grad raises (TypeError /
         ValueError naming ``<param name>.grad``) with every buffer untouched. ``only``: a set of
         ids of the parameters a ``minimize(parameters=...)`` call restricts the step to.
+        Framework tensors (no mutation counter) are re-validated only when their memory moved:
+        a param whose (data, grad) addresses are the ones checked last step costs two reads.
         """
         stamp = self.entries[0].adapter.mutation_count() if self.entries else None
         if only is None and stamp is not None and stamp == self._seen:
             return  # nothing assigned since the last step: the active masks still hold
-        copies = []
+        copies, live = [], {}
         masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         for e in self.entries:
             a = e.adapter
             if not a.trainable(e.param) or (only is not None and id(e.param) not in only):
                 continue
             data, grad = a.data(e.param), a.grad(e.param)
+            key = None
+            if stamp is None and grad is not None:
+                key = (a.address(data), a.address(grad))
+                if key == e.checked:
+                    masks[id(e.bucket)][e.index] = True
+                    live[id(e)] = (e, data, grad, key)
+                    continue
             data_ours = e.data_view is not None and a.same(data, e.data_view)
             if not data_ours:
                 a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
@@ -170,17 +180,23 @@ class Registry:
             if self.mode == "adopt" and not (data_ours and grad_ours):
                 copies.append((e, None if data_ours else data, None if grad_ours else grad))
             masks[id(e.bucket)][e.index] = True
+            live[id(e)] = (e, data, grad, key)
         for e, data, grad in copies:  # all valid: now copy in and re-point
+            a = e.adapter
             if data is not None:
-                e.adapter.copy_into(e.data_view, data)
+                a.copy_into(e.data_view, data)
             if grad is not None:
-                e.adapter.copy_into(e.grad_view, grad)
-            e.adapter.point(e.param, data=None if data is None else e.data_view,
-                            grad=None if grad is None else e.grad_view)
+                a.copy_into(e.grad_view, grad)
+            a.point(e.param, data=None if data is None else e.data_view,
+                    grad=None if grad is None else e.grad_view)
+            live[id(e)] = (e, a.data(e.param), a.grad(e.param), None)
+        for e, data, grad, key in live.values():
+            if stamp is None and key != e.checked:
+                e.checked = key or (e.adapter.address(data), e.adapter.address(grad))
         for b in self.buckets:
             b.active[:] = masks[id(b)]
             if b.mode == "borrow":
-                b.refresh_addresses()
+                b.set_addresses(live)
         self._seen = stamp if only is None else None
 
     def zero_grads(self):

@@ -83,31 +83,46 @@ def ceiling(n, rng):
     return lambda: _same_traffic(*arrays)
 
 
-def torch_step(shapes, rng, foreach):
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(numba.get_num_threads())
-    ps = [torch.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True) for s in shapes]
+def torch_params(shapes, rng):
+    import torch
+    ps = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s).astype(np.float32)))
+          for s in shapes]
     for p in ps:
         p.grad = torch.randn_like(p)
-    opt = torch.optim.Adamax(ps, lr=1e-3, foreach=foreach)
-    return opt.step
+    return ps
 
 
-def paddle_step(shapes, rng):
-    try:
-        import paddle
-    except ImportError:
-        return None
+def paddle_params(shapes, rng):
+    import paddle
     paddle.set_device("cpu")
     ps = [paddle.create_parameter(list(s), "float32") for s in shapes]
     loss = sum((p * paddle.to_tensor(rng.standard_normal(s).astype(np.float32))).sum()
                for p, s in zip(ps, shapes))
     loss.backward()
-    opt = paddle.optimizer.Adamax(1e-3, parameters=ps)
-    return opt.step
+    return ps
+
+
+def framework_steps(shapes, rng):
+    """The peers, and the engine stepping the same frameworks' parameters (when installed)."""
+    out = {}
+    try:
+        import torch
+        torch.set_num_threads(numba.get_num_threads())
+        for label, foreach in (("torch", False), ("torch_foreach", True)):
+            out[label] = torch.optim.Adamax(torch_params(shapes, rng), lr=1e-3,
+                                            foreach=foreach).step
+        opt = ae.Adamax(1e-3, parameters=torch_params(shapes, rng), flavor="torch")
+        opt.step()  # adopt
+        out["engine_on_torch"] = opt.step
+    except ImportError:
+        pass
+    try:
+        import paddle  # noqa: F401
+        out["paddle"] = paddle.optimizer.Adamax(1e-3, parameters=paddle_params(shapes, rng)).step
+        out["engine_on_paddle"] = ae.Adamax(1e-3, parameters=paddle_params(shapes, rng)).step
+    except ImportError:
+        pass
+    return out
 
 
 def cold_start():
@@ -145,10 +160,8 @@ def main(argv=None):
         fns = {"flat": engine(shapes, rng), "borrow": engine(shapes, rng, mode="borrow"),
                "full": engine(shapes, rng, weight_decay=1e-4,
                               grad_clip=ae.ClipGradByGlobalNorm(1.0)),
-               "roof": ceiling(n, rng), "torch": torch_step(shapes, rng, foreach=False),
-               "torch_foreach": torch_step(shapes, rng, foreach=True),
-               "paddle": paddle_step(shapes, rng)}
-        res = timeit_all({k: f for k, f in fns.items() if f is not None}, args.reps)
+               "roof": ceiling(n, rng), **framework_steps(shapes, rng)}
+        res = timeit_all(fns, args.reps)
         flat, borrow, full, roof = res["flat"], res["borrow"], res["full"], res["roof"]
         t_default, t_foreach, pd = res.get("torch"), res.get("torch_foreach"), res.get("paddle")
         gbs = 28 * n / flat[0] / 1e9
@@ -159,12 +172,21 @@ def main(argv=None):
         print(f"torch.optim.Adamax default   {fmt(t_default)}")
         print(f"torch.optim.Adamax foreach   {fmt(t_foreach)}")
         print(f"paddle.optimizer.Adamax      {fmt(pd)}")
+        on_torch, on_paddle = res.get("engine_on_torch"), res.get("engine_on_paddle")
+        print(f"engine on torch params       {fmt(on_torch)}   (adopt, flavor=torch)")
+        print(f"engine on paddle params      {fmt(on_paddle)}   (borrow)")
         print(f"ratios: flat/ceiling = {roof[0] / flat[0]:.2f} of ceiling (target >= 0.9); "
               f"borrow/flat = {borrow[0] / flat[0]:.2f}x (target <= 1.3); "
               f"clip+L2/bare = {full[0] / flat[0]:.2f}x (target <= 1.25)")
         for label, t in (("torch default", t_default), ("torch foreach", t_foreach), ("paddle", pd)):
             if t is not None:
                 print(f"speed-up vs {label}: {t[0] / flat[0]:.1f}x")
+        if on_torch and t_default:
+            print(f"same torch model: engine {t_default[0] / on_torch[0]:.1f}x faster than "
+                  f"torch.optim.Adamax default, {t_foreach[0] / on_torch[0]:.1f}x than foreach")
+        if on_paddle and pd:
+            print(f"same paddle model: engine {pd[0] / on_paddle[0]:.1f}x faster than "
+                  "paddle.optimizer.Adamax")
     print(f"\nimport + first step, warm JIT cache, fresh process: {cold_start():.2f} s (target < 1 s)")
 
 

@@ -26,7 +26,7 @@ class TorchAdapter(TensorAdapter):
 
     @staticmethod
     def data(param):
-        return param.data
+        return param  # (param.data would build a new tensor object on every call)
 
     @staticmethod
     def numpy(value):
