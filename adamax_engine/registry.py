@@ -140,6 +140,11 @@ class Registry:
                 e.adapter.point(e.param, data=e.data_view)
             # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
+        kinds = {e.adapter for e in self.entries}
+        batch = kinds.pop() if len(kinds) == 1 else None
+        self._batch = batch if batch is not None and hasattr(batch, "snapshot") else None
+        self._params = [e.param for e in self.entries]
+        self._last_ok = False
 
     def gather(self, only=None):
         """Mark active segments (trainable, grad present) and bring assigned arrays in.
@@ -153,6 +158,8 @@ class Registry:
         stamp = self.entries[0].adapter.mutation_count() if self.entries else None
         if only is None and stamp is not None and stamp == self._seen:
             return  # nothing assigned since the last step: the active masks still hold
+        if only is None and self._unchanged():
+            return  # every tensor where it was: masks, views and address tables still hold
         copies, live = [], {}
         masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         for e in self.entries:
@@ -191,13 +198,26 @@ class Registry:
                     grad=None if grad is None else e.grad_view)
             live[id(e)] = (e, a.data(e.param), a.grad(e.param), None)
         for e, data, grad, key in live.values():
-            if stamp is None and key != e.checked:
+            if stamp is None and (key is None or key != e.checked):
                 e.checked = key or (e.adapter.address(data), e.adapter.address(grad))
         for b in self.buckets:
             b.active[:] = masks[id(b)]
             if b.mode == "borrow":
                 b.set_addresses(live)
         self._seen = stamp if only is None else None
+        if self._batch is not None:
+            self._checked = np.array([e.checked if id(e) in live else (0, 0)
+                                      for e in self.entries], np.int64).reshape(-1, 2)
+            self._last_ok = only is None
+
+    def _unchanged(self):
+        """Framework tensors: one vectorised look at every (trainable, data, grad) address."""
+        if self._batch is None or not self._last_ok:
+            return False
+        train, daddr, gaddr = self._batch.snapshot(self._params)
+        now = np.array([daddr, gaddr], np.int64).T
+        now[~np.asarray(train, np.bool_)] = 0
+        return np.array_equal(now, self._checked)
 
     def zero_grads(self):
         """clear_grad(set_to_zero=True): zero every existing grad (one memset per adopted bucket)."""

@@ -102,3 +102,31 @@ def test_frozen_parameters_are_skipped():
     opt.step()
     assert torch.equal(model[0].weight.detach(), before)
     assert not torch.equal(model[2].weight.detach(), mlp(4)[2].weight.detach())
+
+
+def test_changes_between_steps_are_noticed():
+    """The per-step address snapshot must see: a frozen param, a grad set to None, new data."""
+    model = mlp(5)
+    opt = ae.Adamax(0.1, parameters=model.parameters())
+
+    def step():
+        x, y = batch(0)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    w = model[0].weight
+    w.requires_grad_(False)
+    w.grad = None
+    frozen = w.detach().clone()
+    step()
+    assert torch.equal(w.detach(), frozen)
+    w.requires_grad_(True)
+    with torch.no_grad():
+        w.data = torch.full_like(w, 0.5)  # a new tensor: copied into the flat buffer at the step
+    opt.zero_grad(set_to_none=True)
+    step()
+    b = opt.registry.buckets[0]
+    assert w.data_ptr() == b.params.ctypes.data + b.offsets[0] * 4
+    assert not torch.equal(w.detach(), torch.full_like(w, 0.5))
+    assert float((w.detach() - 0.5).abs().max()) <= 0.1 + 1e-6  # one step of at most lr

@@ -29,6 +29,13 @@ class TorchAdapter(TensorAdapter):
         return param  # (param.data would build a new tensor object on every call)
 
     @staticmethod
+    def snapshot(params):
+        """(trainable, data address, grad address or 0) of every parameter, in one pass."""
+        grads = [p.grad for p in params]
+        return ([p.requires_grad for p in params], [p.data_ptr() for p in params],
+                [0 if g is None else g.data_ptr() for g in grads])
+
+    @staticmethod
     def numpy(value):
         return value.detach().numpy()
 
