@@ -27,10 +27,27 @@ def check_array(value, what, *, dtype=None, shape=None, writeable=True):
     return value
 
 
+def host_view(value):
+    """A numpy view (no copy) of anything exposing DLPack or ``__array_interface__``; other
+    values are returned as they are (for check_array to refuse)."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        if hasattr(value, "__dlpack__"):
+            return np.from_dlpack(value)
+        if hasattr(value, "__array_interface__"):
+            return np.asarray(value)
+    except (BufferError, TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"array: cannot view {type(value).__name__} as a host array ({exc})") \
+            from None
+    return value
+
+
 class Parameter:
     """A trainable numpy array: ``.data`` (ndarray) and ``.grad`` (ndarray or None).
 
-    ``array`` may also be a CUDA device array (numba's, or any ``__cuda_array_interface__``
+    ``array`` may also be any host array exposing DLPack or ``__array_interface__`` (viewed,
+    never copied: a read-only one such as a JAX array is refused), or a CUDA device array (numba's, or any ``__cuda_array_interface__``
     object, viewed without a copy) for ``Adamax(device="cuda")``; ``.grad`` is then one too.
 
     Mirrors paddle's ``ParamAttr``: ``learning_rate`` multiplies the optimizer's lr,
@@ -54,7 +71,8 @@ class Parameter:
         if is_device_array(array):
             array = check_device_array(array, "array")
         else:
-            check_array(array, "array")
+            check_array(host_view(array), "array")
+            array = host_view(array)
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate: expected a float, got {type(learning_rate).__name__}")
         self._data = array

@@ -282,3 +282,23 @@ def test_import_pulls_in_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_parameter_views_dlpack_and_array_interface_objects_without_copy():
+    class Wrapped:
+        def __init__(self, a):
+            self.a = a
+            self.__array_interface__ = a.__array_interface__
+    base = np.arange(6, dtype=np.float32)
+    p = ae.Parameter(Wrapped(base))
+    opt = ae.Adamax(0.1, parameters=[p], mode="borrow")
+    p.grad = np.ones(6, np.float32)
+    opt.step()
+    np.testing.assert_array_equal(base, np.arange(6, dtype=np.float32) - 0.1)  # stepped in place
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(3)
+    q = ae.Parameter(t.detach())  # DLPack
+    q.data[0] = 5.0
+    assert float(t[0]) == 5.0
+    with pytest.raises(TypeError, match="array: expected a numpy.ndarray"):
+        ae.Parameter([1.0, 2.0])
