@@ -2,6 +2,7 @@
 
   adamax-engine run CONFIG.yaml [--set key=value ...] [--out DIR] [--resume DIR] [--no-progress]
   adamax-engine validate CONFIG.yaml [--set key=value ...]
+  adamax-engine bench [--device cpu|cuda] [--sizes 1e3,1e6] [--out DIR] [--reps N] [--tiny]
 
 Exit codes: 0 success, 2 invalid config or arguments (one message, no traceback), 1 runtime failure.
 Outputs go to ``runs/<experiment name>`` unless ``--out`` (or ``--resume``) names a folder.
@@ -35,7 +36,34 @@ def _parser():
     p_run.add_argument("--out", help="output folder (default runs/<experiment name>)")
     p_run.add_argument("--resume", metavar="DIR", help="continue from DIR's last checkpoint")
     p_run.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    p_bench = sub.add_parser("bench", help="time the engine against every installed peer")
+    p_bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p_bench.add_argument("--sizes", help="comma-separated single-tensor sizes (default 1e3..1e8)")
+    p_bench.add_argument("--out", default="bench_out", help="folder for bench.json/md/png")
+    p_bench.add_argument("--reps", type=int, default=30)
+    p_bench.add_argument("--threads", help="comma-separated thread counts (default 1 and all)")
+    p_bench.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run")
+    p_bench.add_argument("--no-cold", action="store_true",
+                         help="skip the empty-JIT-cache cold start (it recompiles: ~1 min)")
+    p_bench.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _bench(args):
+    def numbers(text, kind):
+        try:
+            return [kind(float(x)) for x in text.split(",")] if text else None
+        except ValueError:
+            raise ConfigError(f"expected comma-separated numbers, got {text!r}") from None
+    sizes, threads = numbers(args.sizes, int), numbers(args.threads, int)
+    if args.device == "cuda":
+        from .bench import cuda
+        return cuda.main(["--reps", str(args.reps)] + (["--tiny"] if args.tiny else [])
+                         + (["--sizes", args.sizes] if args.sizes else []))
+    from .bench import run
+    run.run(sizes=sizes, out_dir=args.out, reps=args.reps, threads=threads, tiny=args.tiny,
+            cold=not args.no_cold, progress=not args.no_progress)
+    return 0
 
 
 def main(argv=None):
@@ -44,6 +72,12 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its message
         return 0 if exc.code == 0 else 2
+    if args.command == "bench":
+        try:
+            return _bench(args)
+        except ConfigError as exc:
+            print(f"adamax-engine: invalid arguments: --sizes/--threads: {exc}", file=sys.stderr)
+            return 2
     try:
         spec = load_spec(args.config, args.overrides)
     except ConfigError as exc:

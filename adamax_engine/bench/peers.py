@@ -1,0 +1,168 @@
+"""The implementations a CPU benchmark compares, each built for a list of tensor shapes.
+
+Every builder returns a zero-argument step callable, or raises ``Skip`` with the reason (a
+framework that is not installed). Bytes moved per fp32 element, for the ratios: the fused
+step reads p, g, m, u and writes p, m, u (28 B); the full pipeline reads g once more for the
+global norm (32 B); the ceiling moves the same 28 B with trivial arithmetic.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import Adamax, ClipGradByGlobalNorm, Parameter, lr
+
+BYTES = {"engine": 28, "engine_borrow": 28, "engine_full": 32, "ceiling": 28}
+
+
+class Skip(Exception):
+    """This implementation cannot run here (the reason is reported, not raised)."""
+
+
+@njit(parallel=True, cache=True)
+def same_traffic(p, g, m, u):
+    """The ceiling: the fused step's memory traffic with trivial arithmetic."""
+    for i in prange(p.shape[0]):
+        gi = g[i]
+        m[i] = m[i] + gi
+        u[i] = u[i] + gi
+        p[i] = p[i] + gi
+
+
+def transformer_shapes(layers=6, d=512, ff=2048, vocab=8000):
+    """73 tensors, 23M parameters: an embedding and six encoder layers."""
+    shapes = [(vocab, d)]
+    for _ in range(layers):
+        shapes += [(d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, ff), (ff,), (ff, d), (d,),
+                   (d,), (d,)]
+    return shapes
+
+
+def small_shapes(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(int(k),) for k in rng.integers(16, 4097, n)]
+
+
+def _numpy_params(shapes, rng):
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def engine(shapes, rng, **kw):
+    params = [Parameter(a) for a in _numpy_params(shapes, rng)]
+    opt = Adamax(1e-3, parameters=params, **kw)
+    for p in params:
+        p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+    opt.step()  # adopt/borrow settle, JIT warm
+    return opt.step
+
+
+def engine_full(shapes, rng):
+    """Global-norm clip + L2 decay + an LR scheduler stepped every call: the whole pipeline."""
+    sched = lr.StepDecay(1e-3, step_size=1000, gamma=0.5)
+    params = [Parameter(a) for a in _numpy_params(shapes, rng)]
+    opt = Adamax(sched, parameters=params, weight_decay=1e-4, grad_clip=ClipGradByGlobalNorm(1.0))
+    for p in params:
+        p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+    opt.step()
+
+    def call():
+        opt.step()
+        sched.step()
+    return call
+
+
+def ceiling(shapes, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    arrays = [rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(4)]
+    return lambda: same_traffic(*arrays)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise Skip("torch is not installed") from None
+    torch.set_num_threads(numba.get_num_threads())
+    return torch
+
+
+def torch_params(shapes, rng):
+    torch = _torch()
+    ps = [torch.nn.Parameter(torch.from_numpy(a)) for a in _numpy_params(shapes, rng)]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    return ps
+
+
+def torch_adamax(shapes, rng, foreach):
+    torch = _torch()
+    return torch.optim.Adamax(torch_params(shapes, rng), lr=1e-3, foreach=foreach).step
+
+
+def engine_on_torch(shapes, rng):
+    opt = Adamax(1e-3, parameters=torch_params(shapes, rng), flavor="torch")
+    opt.step()
+    return opt.step
+
+
+def paddle_params(shapes, rng):
+    try:
+        import paddle
+    except ImportError:
+        raise Skip("paddle is not installed") from None
+    paddle.set_device("cpu")
+    ps = [paddle.create_parameter(list(s), "float32") for s in shapes]
+    loss = sum((p * paddle.to_tensor(rng.standard_normal(s).astype(np.float32))).sum()
+               for p, s in zip(ps, shapes))
+    loss.backward()
+    return ps
+
+
+def paddle_adamax(shapes, rng):
+    import paddle  # paddle_params raised Skip already when missing
+    ps = paddle_params(shapes, rng)
+    return paddle.optimizer.Adamax(1e-3, parameters=ps).step
+
+
+def engine_on_paddle(shapes, rng):
+    return Adamax(1e-3, parameters=paddle_params(shapes, rng)).step
+
+
+def optax_jit(shapes, rng):
+    try:
+        import jax
+        import optax
+    except ImportError:
+        raise Skip("jax/optax are not installed") from None
+    params = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
+    grads = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
+    tx = optax.adamax(1e-3)
+    box = {"p": params, "s": tx.init(params)}
+
+    def step(p, s, g):
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+    step = jax.jit(step, donate_argnums=(0, 1))
+
+    def call():
+        box["p"], box["s"] = step(box["p"], box["s"], grads)
+        jax.block_until_ready(box["p"])
+    return call
+
+
+def reference(shapes, rng):
+    return engine(shapes, rng, backend="reference")
+
+
+CPU_IMPLEMENTATIONS = {
+    "ceiling": ceiling,
+    "engine": engine,
+    "engine_borrow": lambda s, r: engine(s, r, mode="borrow"),
+    "engine_full": engine_full,
+    "numpy_reference": reference,
+    "torch": lambda s, r: torch_adamax(s, r, foreach=False),
+    "torch_foreach": lambda s, r: torch_adamax(s, r, foreach=True),
+    "paddle": paddle_adamax,
+    "optax_jit": optax_jit,
+    "engine_on_torch": engine_on_torch,
+    "engine_on_paddle": engine_on_paddle,
+}

@@ -1,0 +1,50 @@
+"""`adamax-engine bench` end to end at tiny sizes: outputs, JSON schema, skipped peers.
+(No timing is asserted: figures are reported, never tested.)"""
+import json
+import sys
+
+import pytest
+
+from adamax_engine import cli
+from adamax_engine.bench import run as bench_run
+
+
+def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--tiny", "--threads", "1", "--reps", "2", "--no-cold",
+                     "--no-progress", "--sizes", "1000", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| workload | threads | ceiling | engine |" in text
+    assert "- torch: skipped (torch is not installed)" in text
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report) == {"machine", "config", "results", "cold_start"}
+    for key in ("cpu", "cores", "numpy", "numba", "threading_layer", "python", "date"):
+        assert key in report["machine"]
+    assert report["config"]["sizes"] == [1000] and report["config"]["threads"] == [1]
+    assert [r["workload"] for r in report["results"]] == [
+        "1 tensor of 1e+03", "transformer (tiny)", "50 small tensors"]
+    for r in report["results"]:
+        assert r["threads"] == 1 and r["n_params"] > 0
+        assert r["impls"]["torch"] == {"status": "skipped", "note": "torch is not installed"}
+        for name in ("ceiling", "engine", "engine_borrow", "engine_full", "numpy_reference"):
+            row = r["impls"][name]
+            assert row["status"] == "ok" and row["median_s"] > 0 and row["spread_s"] >= 0
+            assert row["ns_per_element"] == pytest.approx(row["median_s"] / r["n_params"] * 1e9)
+        assert r["impls"]["engine"]["bytes_per_element"] == 28
+    assert report["cold_start"]["warm_cache_s"] > 0 and "empty_cache_s" not in report["cold_start"]
+    assert (out / "bench.md").read_text().startswith("| workload |")
+    if pytest.importorskip("matplotlib"):
+        assert (out / "bench.png").stat().st_size > 1000
+
+
+def test_bench_bad_arguments(capsys):
+    assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
+    assert "--sizes/--threads" in capsys.readouterr().err
+    assert cli.main(["bench", "--device", "tpu"]) == 2
+
+
+def test_default_workloads():
+    names = [n for n, _ in bench_run.workloads(bench_run.SIZES)]
+    assert names[0] == "1 tensor of 1e+03" and names[5] == "1 tensor of 1e+08"
+    assert names[-2:] == ["transformer 73 tensors", "2000 small tensors"]
