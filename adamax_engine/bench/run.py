@@ -122,11 +122,12 @@ def plot(results, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, threads in zip(axes, sorted({r["threads"] for r in single})):
         rows = [r for r in single if r["threads"] == threads]
-        for impl in peers.CPU_IMPLEMENTATIONS:
+        for k, impl in enumerate(peers.CPU_IMPLEMENTATIONS):
             pts = [(r["n_params"], r["impls"][impl]["ns_per_element"]) for r in rows
                    if r["impls"].get(impl, {}).get("status") == "ok"]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=impl)
+            if pts:  # engine variants solid, the ceiling dotted, peers dashed
+                style = ":" if impl == "ceiling" else "-" if impl.startswith("engine") else "--"
+                ax.plot(*zip(*pts), style, marker="o", color=plt.cm.tab20(k), label=impl)
         ax.set(xscale="log", yscale="log", xlabel="parameters (one tensor)",
                ylabel="ns per element per step", title=f"{threads} thread(s)")
     axes[0].legend(fontsize=7)
