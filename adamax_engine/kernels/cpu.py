@@ -183,9 +183,37 @@ def _chunk_stats(x, partial, bad, c):
     bad[c] = (not np.isfinite(s)) and _has_nonfinite(x)
 
 
-@njit(parallel=True, cache=True)
+class _slp_vectorizer:
+    """Compile with LLVM's SLP vectorizer on (numba keeps it off by default) while inside.
+
+    It packs the 8 independent lane accumulators of _chunk_sumsq into one vector register:
+    the same additions in the same order per lane, so the same bits (the tests compare them
+    with the reference), at about twice the speed. Only a compile that happens inside (the
+    first call for a signature; the cached result keeps it) is affected.
+    """
+
+    def __enter__(self):
+        self.saved = numba.config.SLP_VECTORIZE
+        numba.config.SLP_VECTORIZE = 1
+
+    def __exit__(self, *exc):
+        numba.config.SLP_VECTORIZE = self.saved
+
+
 def segment_sumsq(grads, chunks, flags):
     """Per-segment sum of grad^2 (grad dtype) and non-finite flag; inactive segments give 0."""
+    with _slp_vectorizer():
+        return _segment_sumsq(grads, chunks, flags)
+
+
+def borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
+    """segment_sumsq for borrowed grads (addresses, see borrowed_update); ``like`` gives the dtype."""
+    with _slp_vectorizer():
+        return _borrowed_sumsq(grad_addrs, offsets, chunks, flags, like)
+
+
+@njit(parallel=True, cache=True)
+def _segment_sumsq(grads, chunks, flags):
     partial = np.zeros(chunks.shape[0], dtype=grads.dtype)
     bad = np.zeros(chunks.shape[0], dtype=np.bool_)
     for c in prange(chunks.shape[0]):
@@ -196,8 +224,7 @@ def segment_sumsq(grads, chunks, flags):
 
 
 @njit(parallel=True, cache=True)
-def borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
-    """segment_sumsq for borrowed grads (addresses, see borrowed_update); ``like`` gives the dtype."""
+def _borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
     partial = np.zeros(chunks.shape[0], dtype=like.dtype)
     bad = np.zeros(chunks.shape[0], dtype=np.bool_)
     for c in prange(chunks.shape[0]):
