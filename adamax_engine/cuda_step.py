@@ -90,7 +90,7 @@ class CudaStep:
         tables, auto_skip, self.n_groups = clip_tables(buckets, groups)
         self.tables = {id(b): DeviceTables(b, *t) for b, t in zip(buckets, tables)}
         self.group_skip = cuda.to_device(auto_skip)
-        self.skip = K.zeros(1, np.int32)
+        self.skip = K.zeros(2, np.int32)  # [this step skipped, steps skipped so far]
 
     def step(self, buckets, changed, lr, flavor, skip_nonfinite):
         first = True
@@ -119,7 +119,9 @@ class CudaStep:
             n = len(b.entries)
             k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
                 t.flags, t.beta1_pow, t.beta1_mult, t.steps)
+        if skip_nonfinite and buckets:
+            K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
 
-    def skipped(self):
-        """Whether the last step was skipped for a non-finite grad (reads the device: a sync)."""
-        return bool(self.skip.copy_to_host()[0])
+    def skipped_steps(self):
+        """How many steps a non-finite grad skipped (reads the device: a sync)."""
+        return int(self.skip.copy_to_host()[1])

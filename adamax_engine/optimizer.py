@@ -127,6 +127,7 @@ class Adamax:
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
         self._skip_nonfinite = skip_nonfinite
+        self._skipped = 0
         self._backend = dispatch.resolve(backend, device)
         self._registry = Registry(entries, mode=mode, device=device)
         self._fill_static_tables()
@@ -256,6 +257,8 @@ class Adamax:
         elif not self._apply_norm_clips(buckets):
             for b in buckets:
                 dispatch.fused_update(self._backend, b, self._flavor_code)
+        else:
+            self._skipped += 1
         for b in buckets:  # paddle advances beta1_pow on a skipped (found_inf) step too
             end_step(b.active, b.beta1_pow, b.beta1_T, b.steps)
 
@@ -288,6 +291,11 @@ class Adamax:
                 b.hyper[idx, L.GRAD_SCALE] = scale
                 b.flags[idx, L.SCALE_GRAD] = apply
         return False
+
+    @property
+    def skipped_steps(self):
+        """Steps that ``skip_nonfinite`` skipped for an inf/nan grad (on CUDA: a device read)."""
+        return self._cuda.skipped_steps() if self._cuda is not None else self._skipped
 
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
         """paddle's dygraph minimize: does NOT run backward; steps on the grads already there.

@@ -235,11 +235,13 @@ def test_skip_nonfinite(rng, device):
     state = opt.state_dict()
     beta1_pow = state[f"{params[0].name}_beta1_pow_acc_0"]
     np.testing.assert_array_equal(beta1_pow, np.float32(0.9) * np.float32(0.9))  # advanced
+    assert opt.skipped_steps == 1
     grads[-1].reshape(-1)[-1] = 0.5
     for p, g in zip(params, grads):
         p.grad = put(g)
     opt.step()
     assert not np.array_equal(host(params[0]), values[0])
+    assert opt.skipped_steps == 1
 
 
 def test_cuda_state_dict_round_trip(rng):

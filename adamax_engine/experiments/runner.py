@@ -127,7 +127,7 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
                "first_loss": losses[0] if losses else None,
                "final_loss": losses[-1] if losses else None,
                "best_loss": min(losses) if losses else None,
-               "final_lr": lrs[-1] if lrs else None,
+               "final_lr": lrs[-1] if lrs else None, "skipped_steps": opt.skipped_steps,
                "seconds": time.perf_counter() - t0}
     accuracy = problem.accuracy() if problem.accuracy is not None else None
     if accuracy is not None:

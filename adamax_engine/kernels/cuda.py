@@ -302,11 +302,17 @@ def kernels(dtype):
             cuda.syncthreads()
 
     @cuda.jit
+    def count_skip(skip):
+        """skip[1] counts the steps that skip[0] (a non-finite grad) skipped."""
+        if cuda.grid(1) == 0 and skip[0] != 0:
+            skip[1] += 1
+
+    @cuda.jit
     def fill(x, value):
         i = cuda.grid(1)
         while i < x.shape[0]:
             x[i] = value
             i += cuda.gridsize(1)
 
-    return SimpleNamespace(fill=fill, update=update, end_step=end_step, sumsq_partials=sumsq_partials, finish_clip=finish_clip,
+    return SimpleNamespace(fill=fill, count_skip=count_skip, update=update, end_step=end_step, sumsq_partials=sumsq_partials, finish_clip=finish_clip,
                            threads=nthreads)
