@@ -216,7 +216,7 @@ class Registry:
             return False
         train, daddr, gaddr = self._batch.snapshot(self._params)
         now = np.array([daddr, gaddr], np.int64).T
-        now[~np.asarray(train, np.bool_)] = 0
+        now[~np.asarray(train, np.bool_) | (now[:, 1] == 0)] = 0  # not stepped: as recorded
         return np.array_equal(now, self._checked)
 
     def zero_grads(self):
