@@ -122,6 +122,9 @@ class CudaStep:
         if skip_nonfinite and buckets:
             K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
 
+    def set_skipped(self, count):
+        self.skip.copy_to_device(np.array([0, count], np.int32))
+
     def skipped_steps(self):
         """How many steps a non-finite grad skipped (reads the device: a sync)."""
         return int(self.skip.copy_to_host()[1])

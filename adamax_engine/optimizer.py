@@ -14,11 +14,10 @@ T; beta1_pow starts at T(beta1) and is kept in T; lr is T(lr), times T(lr multip
 is not 1. Other flavors: ``"torch"``/``"optax"`` u = max(beta2*u, |g| + eps), ``"keras"``
 u = max(beta2*u, |g|) and eps in the denominator; their bias correction is 1 - beta1**step.
 """
-import numbers
-
 import numpy as np
 
 from . import dispatch
+from . import groups as G
 from .adapters import adapter_for
 from .clip import GradientClipBase
 from .kernels import layout as L
@@ -26,43 +25,7 @@ from .kernels.reference import paddle_hyper
 from .kernels.steptables import begin_step, end_step
 from .lr import is_scheduler
 from .registry import Entry, Registry
-from .regularizer import L2Decay, WeightDecayRegularizer
 from .state import load_state, state_dict_of
-
-GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "beta1", "beta2", "epsilon"}
-
-
-def _check_hyper(beta1, beta2, epsilon, where=""):
-    """paddle's range checks and messages (adamax.py:181-186)."""
-    if not 0 <= beta1 < 1:
-        raise ValueError(f"Invalid value of beta1, expect beta1 in [0,1).{where}")
-    if not 0 <= beta2 < 1:
-        raise ValueError(f"Invalid value of beta2, expect beta2 in [0,1).{where}")
-    if not epsilon >= 0:
-        raise ValueError(f"Invalid value of epsilon, expect epsilon >= 0.{where}")
-
-
-def _hyper(value, what):
-    """A float, or a one-element tensor/array (paddle's docs pass beta1 as a [1] Tensor)."""
-    if not (hasattr(value, "numpy") or hasattr(value, "__array__")) or \
-            isinstance(value, (bool, numbers.Real)):
-        return value  # floats, and anything else for paddle's own checks to refuse
-    try:
-        flat = np.asarray(value.numpy() if hasattr(value, "numpy") else value).reshape(-1)
-    except (TypeError, ValueError):
-        flat = None
-    if flat is None or flat.size != 1 or flat.dtype.kind not in "fiu":
-        raise TypeError(f"{what}: expected a float or a one-element tensor, got {value!r}")
-    return float(flat[0])
-
-
-def _regularizer(value, what):
-    """float/int -> L2Decay (paddle), a regularizer as is, None -> None; anything else: TypeError."""
-    if value is None or isinstance(value, WeightDecayRegularizer):
-        return value
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return L2Decay(float(value))
-    raise TypeError(f"{what}: expected a float, L1Decay, L2Decay or None, got {value!r}")
 
 
 class Adamax:
@@ -92,9 +55,9 @@ class Adamax:
         assert beta1 is not None
         assert beta2 is not None
         assert epsilon is not None
-        beta1, beta2, epsilon = (_hyper(beta1, "beta1"), _hyper(beta2, "beta2"),
-                                 _hyper(epsilon, "epsilon"))
-        _check_hyper(beta1, beta2, epsilon)
+        beta1, beta2, epsilon = (G.hyper(beta1, "beta1"), G.hyper(beta2, "beta2"),
+                                 G.hyper(epsilon, "epsilon"))
+        G.check_hyper(beta1, beta2, epsilon)
         if not isinstance(learning_rate, float) and not is_scheduler(learning_rate):
             raise TypeError("learning rate should be float or LRScheduler, got "
                             f"{type(learning_rate)} here")
@@ -113,13 +76,14 @@ class Adamax:
             raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
         self._learning_rate = learning_rate
         self._beta1, self._beta2, self._epsilon = beta1, beta2, epsilon
-        self.regularization = _regularizer(weight_decay, "weight_decay")
+        self.regularization = G.regularizer(weight_decay, "weight_decay")
         self._grad_clip = grad_clip
         self._name = name
         self.flavor = flavor
         self._flavor_code = L.FLAVORS[flavor]
         self._names = {}  # id(param) -> name, from (name, param) pairs (named_parameters())
-        self._groups = self._parse_groups(self._unpair(list(parameters)))
+        defaults = {"beta1": beta1, "beta2": beta2, "epsilon": epsilon, "grad_clip": grad_clip}
+        self._groups = G.parse_groups(G.unpair(list(parameters), self._names), defaults)
         pairs = [(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
         entries = [self._entry(p, gi, g, i) for i, (p, gi, g) in enumerate(pairs)]
         if mode is None:
@@ -137,64 +101,6 @@ class Adamax:
             self._cuda = CudaStep(self._registry.buckets, self._groups)
 
     # --- construction -------------------------------------------------------------------------
-    def _unpair(self, items):
-        """``model.named_parameters()`` support: (name, param) pairs -> params, names kept."""
-        out = []
-        for item in items:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                self._names[id(item[1])] = item[0]
-                item = item[1]
-            elif isinstance(item, dict) and "params" in item and \
-                    isinstance(item["params"], (list, tuple)):
-                item = {**item, "params": self._unpair(list(item["params"]))}
-            out.append(item)
-        return out
-
-    def _parse_groups(self, parameters):
-        if parameters and all(isinstance(p, dict) for p in parameters):
-            raw = parameters
-        elif any(isinstance(p, dict) for p in parameters):
-            raise TypeError("parameters: expected all parameters or all group dicts, got a mix")
-        else:
-            raw = [{"params": parameters}]
-        groups, seen = [], set()
-        for gi, group in enumerate(raw):
-            where = f" (parameters[{gi}])" if raw is parameters else ""
-            assert "params" in group, ("params should be set in parameters if parameter groups "
-                                       "are optimized in different options")
-            unknown = set(group) - GROUP_KEYS
-            if unknown:
-                raise ValueError(f"parameters[{gi}]: unknown group key {sorted(unknown)[0]!r} "
-                                 f"(known: {', '.join(sorted(GROUP_KEYS))})")
-            params = group["params"]
-            if not isinstance(params, (list, tuple)):
-                raise TypeError("optimizer parameters should be in ordered collections,but "
-                                f"received {type(params).__name__}, please use list instead.")
-            for p in params:
-                if id(p) in seen:
-                    raise ValueError("some parameters appear in more than one parameter group"
-                                     if len(raw) > 1 else
-                                     f"parameters: {getattr(p, 'name', p)!r} is given twice")
-                seen.add(id(p))
-            b1 = _hyper(group.get("beta1", self._beta1), f"parameters[{gi}]['beta1']")
-            b2 = _hyper(group.get("beta2", self._beta2), f"parameters[{gi}]['beta2']")
-            eps = _hyper(group.get("epsilon", self._epsilon), f"parameters[{gi}]['epsilon']")
-            _check_hyper(b1, b2, eps, where)
-            clip = group.get("grad_clip", self._grad_clip)
-            if clip is not None and not isinstance(clip, GradientClipBase):
-                raise TypeError(f"parameters[{gi}]['grad_clip']: 'grad_clip' should be an "
-                                "instance of GradientClipBase's derived class")
-            lr_mult = group.get("learning_rate")
-            if lr_mult is not None and (isinstance(lr_mult, bool)
-                                        or not isinstance(lr_mult, numbers.Real)):
-                raise TypeError(f"parameters[{gi}]['learning_rate']: expected a float multiplier, "
-                                f"got {lr_mult!r}")
-            groups.append({"params": list(params), "beta1": b1, "beta2": b2, "epsilon": eps,
-                           "grad_clip": clip, "learning_rate": lr_mult,
-                           "weight_decay": _regularizer(group.get("weight_decay"),
-                                                        f"parameters[{gi}]['weight_decay']")})
-        return groups
-
     def _entry(self, param, gi, group, index):
         adapter = adapter_for(param)
         name, own_lr, own_reg, need_clip = adapter.attributes(param)
@@ -222,6 +128,8 @@ class Adamax:
                 else:
                     b1, b2, eps = T(g["beta1"]), T(g["beta2"]), T(g["epsilon"])
                 b.hyper[k, [L.BETA1, L.ONE_MINUS_BETA1, L.BETA2, L.EPS]] = [b1, T(1) - b1, b2, eps]
+                b.hyper[k, [L.DECAY, L.CLIP_MIN, L.CLIP_MAX]] = 0
+                b.flags[k, [L.DECAY_MODE, L.CLIP_VALUE]] = 0
                 if e.regularizer is not None:
                     b.hyper[k, L.DECAY] = T(e.regularizer.coeff)
                     b.flags[k, L.DECAY_MODE] = e.regularizer.mode
@@ -363,6 +271,42 @@ class Adamax:
         load_state(self, state_dict)
 
     load_state_dict = set_state_dict
+
+    # --- checkpoints (adamax_engine.checkpoint) ---------------------------------------------------
+    def save(self, path, extra=None, extra_arrays=None):
+        """Write params, state, scheduler, clipper and config to ``path`` (.npz), atomically."""
+        from .checkpoint import save
+        save(self, path, extra, extra_arrays)
+
+    def restore(self, path, match="name", params=True):
+        """Load a checkpoint into this optimizer (and the parameters' values unless
+        ``params=False``); CheckpointError, with nothing changed, if it does not fit."""
+        from .checkpoint import restore
+        return restore(self, path, match=match, params=params)
+
+    @classmethod
+    def load(cls, path, parameters, match="name", **overrides):
+        """A new optimizer over ``parameters`` (any framework/device), configured and filled
+        from the checkpoint at ``path``; ``match="order"`` pairs parameters by position."""
+        from .checkpoint import build
+        return build(cls, path, parameters, match=match, **overrides)
+
+    def _reconfigure(self):
+        """Entries' lr multipliers / regularizers / need_clip changed: rebuild the tables."""
+        self._fill_static_tables()
+        for b in self._registry.buckets:
+            b.dirty = True
+        if self._cuda is not None:
+            from .cuda_step import CudaStep
+            skipped = self.skipped_steps
+            self._cuda = CudaStep(self._registry.buckets, self._groups)
+            self._set_skipped(skipped)
+
+    def _set_skipped(self, count):
+        if self._cuda is not None:
+            self._cuda.set_skipped(count)
+        else:
+            self._skipped = int(count)
 
     @property
     def registry(self):

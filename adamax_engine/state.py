@@ -98,3 +98,24 @@ def load_state(opt, state_dict):
         b.dirty = True  # device copies of beta1_pow / steps must be refreshed
     if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched.set_state_dict(state_dict["LR_Scheduler"])
+
+
+def host_param(entry):
+    """A host copy of a parameter's current value (whatever framework or device holds it)."""
+    a = entry.adapter
+    data = a.data(entry.param)
+    if a.device == "cuda":
+        from .adapters.device import as_device_array
+        return as_device_array(data).copy_to_host()
+    return np.array(a.numpy(data), copy=True)
+
+
+def write_param(entry, value):
+    """Write ``value`` (host array of the parameter's shape and dtype) into the parameter."""
+    a = entry.adapter
+    data = a.data(entry.param)
+    if a.device == "cuda":
+        from .adapters.device import as_device_array
+        as_device_array(data).copy_to_device(np.ascontiguousarray(value))
+    else:
+        a.numpy(data)[...] = value

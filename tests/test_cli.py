@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from adamax_engine import cli
+from adamax_engine import checkpoint, cli
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -28,7 +28,8 @@ def test_default_config_trains_and_loss_falls(tmp_path):
     assert rows[0][2] == 0.0 and rows[20][2] == 0.05  # warmup from 0 to the base lr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_loss"] == rows[-1][1] and summary["accuracy"] > 0.6
-    assert json.loads((out / "checkpoint" / "meta.json").read_text())["step"] == 80
+    meta, _ = checkpoint.read(out / "checkpoint" / "checkpoint.npz")
+    assert meta["extra"]["step"] == 80
     plots = pytest.importorskip("matplotlib")
     assert plots and (out / "curves.png").stat().st_size > 1000
 
@@ -53,13 +54,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli.main(["run", cfg, "--out", str(full), "--set", "experiment.steps=40", *common]) == 0
     assert cli.main(["run", cfg, "--out", str(part), "--set", "experiment.steps=25", *common]) == 0
-    meta = json.loads((part / "checkpoint" / "meta.json").read_text())
-    assert meta["step"] == 20  # the last checkpoint before the interruption at 25
+    meta, _ = checkpoint.read(part / "checkpoint" / "checkpoint.npz")
+    assert meta["extra"]["step"] == 20  # the last checkpoint before the interruption at 25
     assert cli.main(["run", cfg, "--resume", str(part), "--set", "experiment.steps=40",
                      *common]) == 0
     assert read_metrics(part) == read_metrics(full)
-    with np.load(full / "checkpoint" / "state.npz", allow_pickle=False) as a, \
-            np.load(part / "checkpoint" / "state.npz", allow_pickle=False) as b:
+    with np.load(full / "checkpoint" / "checkpoint.npz", allow_pickle=False) as a, \
+            np.load(part / "checkpoint" / "checkpoint.npz", allow_pickle=False) as b:
         assert a.files == b.files
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

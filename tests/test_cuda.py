@@ -265,6 +265,43 @@ def test_cuda_state_dict_round_trip(rng):
         np.testing.assert_array_equal(q.numpy(), p.numpy())
 
 
+def test_checkpoint_gpu_to_cpu_and_back(rng, tmp_path):
+    host, opt_h, dev, opt_d = twin_optimizers(rng, np.float32, skip_nonfinite=True,
+                                              grad_clip=ae.ClipGradByValue(0.5))
+
+    def feed(params, grads, to_dev):
+        for p, g in zip(params, grads):
+            p.grad = cuda().to_device(g) if to_dev else g.copy()
+    for _ in range(2):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in dev]
+        feed(dev, grads, True)
+        opt_d.step()
+    grads[0].reshape(-1)[0] = np.inf
+    feed(dev, grads, True)
+    opt_d.step()  # skipped, counted on the device
+    opt_d.save(tmp_path / "gpu.npz")
+    cpu = [ae.Parameter(np.zeros(p.shape, np.float32), name=p.name) for p in dev]
+    opt_c = ae.Adamax.load(tmp_path / "gpu.npz", cpu)
+    assert opt_c.skipped_steps == 1
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in dev]
+    feed(dev, grads, True)
+    feed(cpu, grads, False)
+    opt_d.step()
+    opt_c.step()
+    for p, q in zip(dev, cpu):
+        assert_close(q.data, p.numpy(), p.name)
+    opt_c.save(tmp_path / "cpu.npz")
+    back = [ae.Parameter(cuda().to_device(np.zeros(p.shape, np.float32)), name=p.name)
+            for p in dev]
+    opt_b = ae.Adamax.load(tmp_path / "cpu.npz", back)  # device follows the parameters
+    assert opt_b.skipped_steps == 1
+    for p, q in zip(back, cpu):
+        np.testing.assert_array_equal(p.numpy(), q.data)
+    sb, sc = opt_b.state_dict(), opt_c.state_dict()
+    for key in sc:
+        np.testing.assert_array_equal(sb[key], sc[key], err_msg=key)
+
+
 def test_cuda_bad_input(rng):
     host_param = ae.Parameter(np.ones(3, np.float32), name="h")
     with pytest.raises(ValueError, match="'h' is a cpu array but device='cuda'"):

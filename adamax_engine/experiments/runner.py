@@ -2,8 +2,8 @@
 
 Output directory: ``metrics.csv`` (step, loss, lr), ``summary.json``, ``config.json`` (the
 validated spec), ``curves.png`` when matplotlib is installed, and ``checkpoint/`` every
-``checkpoint_every`` steps: ``state.npz`` (parameters, optimizer state, the metrics so far;
-loaded with allow_pickle=False) and ``meta.json`` (step, LR scheduler state). ``resume`` continues
+``checkpoint_every`` steps: ``checkpoint.npz`` (adamax_engine.checkpoint's format: parameters,
+optimizer state and config, LR scheduler state, the step and the metrics so far). ``resume`` continues
 from it bit-identically: problems are full-batch and seeded, and every number is restored exactly.
 """
 import csv
@@ -32,50 +32,25 @@ def build(spec):
     return problem, opt
 
 
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(directory, step, problem, opt, losses, lrs):
+    """One checkpoint.npz (adamax_engine.checkpoint: atomic, checksummed, no pickle)."""
+    del problem  # its parameters are the optimizer's, saved by opt.save
     os.makedirs(directory, exist_ok=True)
-    state = opt.state_dict()
-    arrays = {f"param/{p.name}": np.asarray(p.numpy()) for p in problem.params}
-    arrays.update({f"opt/{k}": np.asarray(v) for k, v in state.items() if k != "LR_Scheduler"})
-    arrays["metrics/loss"] = np.asarray(losses, np.float64)
-    arrays["metrics/lr"] = np.asarray(lrs, np.float64)
-
-    def write_npz(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    _atomic_write(os.path.join(directory, "state.npz"), write_npz)
-    meta = {"step": step, "LR_Scheduler": state.get("LR_Scheduler")}
-    _atomic_write(os.path.join(directory, "meta.json"),
-                  lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(meta)))
+    opt.save(os.path.join(directory, "checkpoint.npz"), extra={"step": step},
+             extra_arrays={"loss": np.asarray(losses, np.float64),
+                           "lr": np.asarray(lrs, np.float64)})
 
 
 def load_checkpoint(directory, problem, opt):
     """Restore params and optimizer state in place; returns (step, losses, lrs)."""
-    path = os.path.join(directory, "checkpoint")
+    del problem
+    from ..checkpoint import CheckpointError
     try:
-        with open(os.path.join(path, "meta.json"), encoding="utf-8") as fh:
-            meta = json.load(fh)
-        with np.load(os.path.join(path, "state.npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"--resume {directory}: no readable checkpoint ({exc})") from None
-    for p in problem.params:
-        key = f"param/{p.name}"
-        if key not in arrays or arrays[key].shape != p.data.shape:
-            raise RuntimeError(f"--resume {directory}: checkpoint does not match this config "
-                               f"(parameter {p.name})")
-        p.data[...] = arrays[key]
-    state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
-    if meta.get("LR_Scheduler") is not None:
-        state["LR_Scheduler"] = meta["LR_Scheduler"]
-    opt.set_state_dict(state)
-    return meta["step"], list(arrays["metrics/loss"]), list(arrays["metrics/lr"])
+        extra = opt.restore(os.path.join(directory, "checkpoint", "checkpoint.npz"))
+    except CheckpointError as exc:
+        raise RuntimeError(f"--resume {directory}: {exc}") from None
+    arrays = extra["arrays"]
+    return extra["step"], list(arrays["loss"]), list(arrays["lr"])
 
 
 def _progress(total, initial, enabled):
