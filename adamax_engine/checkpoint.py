@@ -291,8 +291,9 @@ def build(cls, path, parameters, match="name", **overrides):
 
     ``parameters``: a list of parameters or of (name, parameter) pairs, from any framework or
     device; the checkpoint's groups and per-parameter settings (lr multiplier, regularizer,
-    need_clip) are applied to them. ``overrides`` go to the constructor (device, mode, backend,
-    learning_rate -- required when the saved one was a lambda or foreign scheduler).
+    need_clip) are applied to them. ``overrides`` go to the constructor (mode, backend,
+    learning_rate -- required when the saved one was a lambda or foreign scheduler). The device
+    follows the parameters: CUDA device arrays load onto the GPU.
     """
     from .adapters import adapter_for
     meta, arrays = read(path)
