@@ -13,6 +13,8 @@ Format (version 1) -- ``np.load(path, allow_pickle=False)`` opens it:
   ``moment/<name>``, ``inf_norm/<name>``, ``beta1_pow/<name>`` ([1]), ``steps/<name>`` ([1],
                         int64): optimizer state, only for parameters that have been stepped;
   ``extra/<key>``       arrays the caller adds (the CLI stores its metrics there).
+bfloat16 arrays (npy has no such type) are stored as their uint16 bits; ``meta["bfloat16"]``
+lists them.
 Objects (schedulers, clippers, regularizers) are stored as {"__class__", "__dict__"} and rebuilt
 only from this package's own classes: a checkpoint cannot name code to run.
 
@@ -138,6 +140,9 @@ def save(opt, path, extra=None, extra_arrays=None):
     meta["extra"] = encode(extra or {})
     for key, value in (extra_arrays or {}).items():
         arrays[f"extra/{key}"] = np.asarray(value)
+    meta["bfloat16"] = sorted(k for k, v in arrays.items() if v.dtype.name == "bfloat16")
+    for key in meta["bfloat16"]:  # npy has no bfloat16: its bits, listed in the meta
+        arrays[key] = arrays[key].view(np.uint16)
     meta["checksums"] = {k: _digest(v) for k, v in arrays.items()}
     text = json.dumps(meta)
     arrays["__meta__"] = np.array(text)
@@ -191,6 +196,10 @@ def read(path):
     for key, value in arrays.items():
         if _digest(value) != sums[key]:
             raise CheckpointError(f"{path}: array {key!r} does not match its checksum (tampered?)")
+    if meta["bfloat16"]:
+        from .adapters.tensor import bfloat16
+        for key in meta["bfloat16"]:
+            arrays[key] = arrays[key].view(bfloat16())
     return meta, arrays
 
 

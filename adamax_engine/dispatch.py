@@ -4,6 +4,8 @@
 device -> kernels.cuda, driven by cuda_step); ``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
 falls back quietly.
 """
+import numpy as np
+
 BACKENDS = ("cpu", "reference", "cuda")
 
 
@@ -43,6 +45,8 @@ def _borrowed_arrays(bucket, backend):
 
 def segment_sumsq(backend, bucket, flags):
     """Per-segment sum of grad^2 for the segments with flags[:, ACTIVE] set."""
+    if bucket.store is not None:
+        return _mixed_sumsq(backend, bucket, flags)
     k = _kernels(backend)
     if bucket.mode == "adopt":
         return k.segment_sumsq(bucket.grads, bucket.chunks, flags)
@@ -52,6 +56,8 @@ def segment_sumsq(backend, bucket, flags):
 
 def fused_update(backend, bucket, flavor):
     """The whole bucket's Adamax step in one kernel call."""
+    if bucket.store is not None:
+        return _mixed_update(backend, bucket, flavor)
     k = _kernels(backend)
     if bucket.mode == "adopt":
         k.fused_update(bucket.params, bucket.grads, bucket.moment, bucket.inf_norm, bucket.chunks,
@@ -60,3 +66,51 @@ def fused_update(backend, bucket, flavor):
         params, grads, _alive = _borrowed_arrays(bucket, backend)
         k.borrowed_update(params, grads, bucket.moment, bucket.inf_norm, bucket.offsets,
                           bucket.chunks, bucket.hyper, bucket.flags, flavor)
+
+
+# --- mixed precision (float16/bfloat16 params, float32 master weights): kernels/mixed.py ---------
+_BITS = np.empty(0, np.uint16)
+
+
+def _store_code(bucket):
+    from .kernels.halfbits import BFLOAT16, FLOAT16
+    return BFLOAT16 if bucket.store.name == "bfloat16" else FLOAT16
+
+
+def _mixed_sumsq(backend, bucket, flags):
+    from .kernels import reference
+    if backend == "reference":
+        if bucket.mode == "adopt":
+            return reference.segment_sumsq(bucket.grads.astype(np.float32), bucket.chunks, flags)
+        _, grads, _alive = _borrowed_arrays(bucket, backend)
+        return reference.borrowed_sumsq([g.astype(np.float32) for g in grads], bucket.offsets,
+                                        bucket.chunks, flags, bucket.moment)
+    from .kernels import mixed
+    if bucket.mode == "adopt":
+        return mixed.segment_sumsq(bucket.grads.view(np.uint16), bucket.chunks, flags,
+                                   _store_code(bucket))
+    _, grads, _alive = _borrowed_arrays(bucket, backend)
+    return mixed.borrowed_sumsq(grads, bucket.offsets, bucket.chunks, flags, _store_code(bucket),
+                                _BITS)
+
+
+def _mixed_update(backend, bucket, flavor):
+    b = bucket
+    if backend == "reference":
+        from .kernels import reference
+        if b.mode == "adopt":
+            reference.mixed_update(b.params, b.grads, b.master, b.moment, b.inf_norm, b.chunks,
+                                   b.hyper, b.flags, flavor)
+        else:
+            params, grads, _alive = _borrowed_arrays(b, backend)
+            reference.mixed_borrowed_update(params, grads, b.master, b.moment, b.inf_norm,
+                                            b.offsets, b.chunks, b.hyper, b.flags, flavor)
+        return
+    from .kernels import mixed
+    if b.mode == "adopt":
+        mixed.fused_update(b.params.view(np.uint16), b.grads.view(np.uint16), b.master, b.moment,
+                           b.inf_norm, b.chunks, b.hyper, b.flags, flavor, _store_code(b))
+    else:
+        params, grads, _alive = _borrowed_arrays(b, backend)
+        mixed.borrowed_update(params, grads, b.master, b.moment, b.inf_norm, b.offsets, b.chunks,
+                              b.hyper, b.flags, flavor, _store_code(b), _BITS)

@@ -24,6 +24,7 @@ from .kernels import layout as L
 from .kernels.reference import paddle_hyper
 from .kernels.steptables import begin_step, end_step
 from .lr import is_scheduler
+from .parameter import LOW_PRECISION
 from .registry import Entry, Registry
 from .state import load_state, state_dict_of
 
@@ -37,7 +38,10 @@ class Adamax:
     ``mode`` (adopt|borrow, see registry), ``backend`` (None|"cpu"|"reference"|"cuda"),
     ``device`` ("cpu"|"cuda": where the flat buffers live; "cuda" wants Parameters holding CUDA
     device arrays), ``skip_nonfinite`` (a step whose grads hold inf/nan changes no parameter or
-    moment; beta1_pow and step counts still advance, as paddle's found_inf skip does).
+    moment; beta1_pow and step counts still advance, as paddle's found_inf skip does),
+    ``multi_precision`` (paddle's ``_multi_precision``: float16/bfloat16 parameters are stepped
+    in float32 on master weights, with float32 moments, and written back rounded to nearest even;
+    required for such parameters, no effect on float32/float64 ones).
 
     Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
     beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for
@@ -50,7 +54,7 @@ class Adamax:
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
                  weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
-                 backend=None, device="cpu", skip_nonfinite=False):
+                 backend=None, device="cpu", skip_nonfinite=False, multi_precision=False):
         assert learning_rate is not None
         assert beta1 is not None
         assert beta2 is not None
@@ -72,6 +76,9 @@ class Adamax:
                             f"of paddle Tensors, but got argument type is `{type(parameters)}`.")
         if grad_clip is not None and not isinstance(grad_clip, GradientClipBase):
             raise TypeError("'grad_clip' should be an instance of GradientClipBase's derived class")
+        if not isinstance(multi_precision, bool):
+            raise TypeError(f"multi_precision: expected a bool, got {multi_precision!r}")
+        self._multi_precision = multi_precision
         if flavor not in L.FLAVORS:
             raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
         self._learning_rate = learning_rate
@@ -107,6 +114,10 @@ class Adamax:
         name = self._names.get(id(param), name) or f"param_{index}"
         adapter.check(adapter.data(param), f"{name}.data")
         shape, dtype = adapter.meta(param)
+        if dtype.name in LOW_PRECISION and not self._multi_precision:
+            raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
+                            "(float32 master weights and moments; numba has no CPU float16 "
+                            "arithmetic, and paddle has no CPU float16 Adamax either)")
         # a group's explicit setting wins (paddle), else the parameter's own, else the optimizer's
         lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
         reg = group["weight_decay"] or own_reg or self.regularization

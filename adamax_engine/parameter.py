@@ -4,6 +4,14 @@ import itertools
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: 16-bit dtypes, stepped with float32 master weights (``Adamax(multi_precision=True)``);
+#: bfloat16 arrays are ml_dtypes' (numpy has none of its own).
+LOW_PRECISION = ("float16", "bfloat16")
+DTYPE_NAMES = "float32, float64, float16 or bfloat16"
+
+
+def supported(dtype):
+    return dtype in SUPPORTED_DTYPES or getattr(dtype, "name", None) in LOW_PRECISION
 _names = itertools.count()
 
 
@@ -14,8 +22,8 @@ def check_array(value, what, *, dtype=None, shape=None, writeable=True):
     """
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{what}: expected a numpy.ndarray, got {type(value).__name__}")
-    if value.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{what}: expected dtype float32 or float64, got {value.dtype}")
+    if not supported(value.dtype):
+        raise TypeError(f"{what}: expected dtype {DTYPE_NAMES}, got {value.dtype}")
     if dtype is not None and value.dtype != dtype:
         raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {value.dtype}")
     if shape is not None and value.shape != tuple(shape):
@@ -59,7 +67,7 @@ class Parameter:
     (it is copied in at the next step and the attribute re-pointed at the view).
 
     Raises TypeError / ValueError (naming ``array``) for a non-ndarray, a dtype other than
-    float32/float64, a non-contiguous or a read-only array.
+    float32/float64/float16/bfloat16, a non-contiguous or a read-only array.
     """
 
     # bumped on every assignment of .data/.grad, so a step can skip re-scanning when nothing moved

@@ -17,12 +17,17 @@ Modes:
            kernel a table of addresses (kernels.cpu.borrowed_update).
 Assumed, not checked per step: nobody resizes a parameter after registration (data of another
 shape is refused), and adopted views are not written concurrently with a step.
+Mixed precision: a float16/bfloat16 bucket computes in float32 on its own ``master`` copy; the
+master is (re)set from the 16-bit value at registration and when a new array is assigned, and
+is otherwise the truth (paddle's master weights: writing the 16-bit memory in place is
+overwritten by the next step).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .kernels import layout as L
+from .parameter import LOW_PRECISION
 
 MODES = ("adopt", "borrow")
 DEVICES = ("cpu", "cuda")
@@ -53,9 +58,11 @@ class Entry:
 @dataclass
 class Bucket:
     device: str
-    dtype: np.dtype
+    dtype: np.dtype           # the compute dtype: moments, hyper table (float32 if ``store``)
     mode: str
+    store: np.dtype = None    # float16/bfloat16 params and grads (mixed precision), else None
     entries: list = field(default_factory=list)
+    master: np.ndarray = None  # float32 master weights (mixed precision only)
 
     def allocate(self):
         n = len(self.entries)
@@ -75,8 +82,10 @@ class Bucket:
         self.hyper, self.flags = L.empty_tables(n, self.dtype)
         self.dirty = True  # a device copy of the tables (cuda_step) must be refreshed
         if self.mode == "adopt":
-            self.params = zeros(total, self.dtype)
-            self.grads = zeros(total, self.dtype)
+            self.params = zeros(total, self.store or self.dtype)
+            self.grads = zeros(total, self.store or self.dtype)
+        if self.store is not None:
+            self.master = zeros(total, self.dtype)
         for k, e in enumerate(self.entries):
             e.bucket, e.index = self, k
             if self.mode == "adopt":
@@ -129,7 +138,9 @@ class Registry:
         for e in self.entries:
             key = (device, e.dtype)
             if key not in by_key:
-                by_key[key] = Bucket(device, e.dtype, mode)
+                low = e.dtype.name in LOW_PRECISION
+                by_key[key] = Bucket(device, np.dtype(np.float32) if low else e.dtype, mode,
+                                     store=e.dtype if low else None)
                 self.buckets.append(by_key[key])
             by_key[key].entries.append(e)
         for b in self.buckets:
@@ -138,6 +149,8 @@ class Registry:
             for e in self.entries:  # copy the values in, then hand the caller our views
                 e.adapter.copy_into(e.data_view, e.adapter.data(e.param))
                 e.adapter.point(e.param, data=e.data_view)
+        for e in self.entries:
+            self.refresh_master(e)
             # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
         kinds = {e.adapter for e in self.entries}
@@ -192,6 +205,7 @@ class Registry:
             a = e.adapter
             if data is not None:
                 a.copy_into(e.data_view, data)
+                self.refresh_master(e)
             if grad is not None:
                 a.copy_into(e.grad_view, grad)
             a.point(e.param, data=None if data is None else e.data_view,
@@ -209,6 +223,15 @@ class Registry:
             self._checked = np.array([e.checked if id(e) in live else (0, 0)
                                       for e in self.entries], np.int64).reshape(-1, 2)
             self._last_ok = only is None
+
+    @staticmethod
+    def refresh_master(e):
+        """Mixed precision: the master weight starts as the (exactly widened) 16-bit value."""
+        b = e.bucket
+        if b.master is not None:
+            value = e.data_view if e.data_view is not None else \
+                e.adapter.numpy(e.adapter.data(e.param))
+            b.segment(b.master, e.index)[...] = value.astype(np.float32)
 
     def _unchanged(self):
         """Framework tensors: one vectorised look at every (trainable, data, grad) address."""

@@ -1,7 +1,9 @@
 """state_dict / set_state_dict in paddle's layout, over the registry's flat buffers.
 
 Keys: ``<param>_[<optimizer name>_]moment_0``, ``..._inf_norm_0``, ``..._beta1_pow_acc_0`` (shape
-[1]), all moments first, then inf_norms, then beta1_pows, then ``LR_Scheduler``. Non-paddle
+[1]), all moments first, then inf_norms, then beta1_pows, then ``master_weights`` ({param name:
+float32 master}, multi_precision only; the accumulators then hang off the master, named
+``<param>_fp32_master_0_moment_0`` etc., as in paddle), then ``LR_Scheduler``. Non-paddle
 flavors add ``..._step_0`` (their bias correction counts steps). Values are live numpy views
 (paddle also hands out its live tensors); on device="cuda", host copies. Only parameters that have been stepped have state.
 Unlike paddle the suffix is always ``_0``: a state dict loads into another optimizer in the same
@@ -17,7 +19,13 @@ ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
 
 def _key(opt, entry, acc):
     prefix = f"{opt._name}_" if opt._name else ""
-    return f"{entry.name}_{prefix}{acc}_0"
+    owner = f"{entry.name}_fp32_master_0" if entry.bucket.master is not None else entry.name
+    return f"{owner}_{prefix}{acc}_0"
+
+
+def _master(entry):
+    b = entry.bucket
+    return None if b.master is None else b.segment(b.master, entry.index)
 
 
 def _accumulators(opt):
@@ -38,9 +46,21 @@ def state_dict_of(opt):
         for e in live:
             view = _view(e, acc)
             out[_key(opt, e, acc)] = view if isinstance(view, np.ndarray) else view.copy_to_host()
+    masters = {e.name: _master(e) for e in live if _master(e) is not None}
+    if masters:
+        out["master_weights"] = masters
     if is_scheduler(opt._learning_rate):
         out["LR_Scheduler"] = opt._learning_rate.state_dict()
     return out
+
+
+def _check_value(label, value, target):
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{label}: expected a numpy.ndarray, got {type(value).__name__}")
+    if value.dtype != target.dtype:
+        raise TypeError(f"{label}: expected dtype {target.dtype}, got {value.dtype}")
+    if value.shape != target.shape:
+        raise ValueError(f"{label}: expected shape {target.shape}, got {value.shape}")
 
 
 def load_state(opt, state_dict):
@@ -54,7 +74,7 @@ def load_state(opt, state_dict):
     accs = _accumulators(opt)
     known = {_key(opt, e, acc): (e, acc) for e in opt._registry.entries for acc in accs}
     for key in state_dict:
-        if key not in known and key != "LR_Scheduler":
+        if key not in known and key not in ("LR_Scheduler", "master_weights"):
             raise ValueError(f"state_dict[{key!r}]: no parameter of this optimizer has that state "
                              "(check the parameter names and the optimizer's name)")
     plan = []
@@ -71,17 +91,18 @@ def load_state(opt, state_dict):
         for key, acc in zip(keys, accs):
             target = _view(e, acc)
             value = state_dict[key]
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"state_dict[{key!r}]: expected a numpy.ndarray, got "
-                                f"{type(value).__name__}")
-            if value.dtype != target.dtype:
-                raise TypeError(f"state_dict[{key!r}]: expected dtype {target.dtype}, got "
-                                f"{value.dtype}")
-            if value.shape != target.shape:
-                raise ValueError(f"state_dict[{key!r}]: expected shape {target.shape}, got "
-                                 f"{value.shape}")
+            _check_value(f"state_dict[{key!r}]", value, target)
             plan.append((target, value))
         plan.append((e.bucket.has_state[e.index:e.index + 1], np.ones(1, np.bool_)))
+    masters = state_dict.get("master_weights", {})
+    by_name = {e.name: e for e in opt._registry.entries}
+    for name, value in masters.items():
+        e = by_name.get(name)
+        if e is None or _master(e) is None:
+            raise ValueError(f"state_dict['master_weights'][{name!r}]: no multi_precision "
+                             "parameter of this optimizer has that name")
+        _check_value(f"state_dict['master_weights'][{name!r}]", value, _master(e))
+        plan.append((_master(e), value))
     if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched_state = state_dict["LR_Scheduler"]
         sched.state_keys()

@@ -88,8 +88,12 @@ def test_bad_torch_input_names_the_parameter():
     with pytest.raises(ValueError, match="0.weight.grad: expected a contiguous tensor"):
         opt.step()
     assert torch.equal(w.detach(), before)
-    with pytest.raises(TypeError, match="expected dtype float32 or float64, got bfloat16"):
+    with pytest.raises(TypeError, match="param_0.data: bfloat16 parameters need "
+                                        "multi_precision=True"):
         ae.Adamax(0.01, parameters=[torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+    with pytest.raises(TypeError, match="expected dtype float32, float64, float16 or bfloat16, "
+                                        "got int32"):
+        ae.Adamax(0.01, parameters=[torch.zeros(3, dtype=torch.int32).requires_grad_(False)])
 
 
 def test_frozen_parameters_are_skipped():

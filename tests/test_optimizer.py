@@ -152,7 +152,7 @@ BAD_GRADS = [
     (lambda: np.ones((3, 4), np.float32), ValueError, r"w.grad: expected shape \(4, 3\)"),
     (lambda: np.ones((3, 4), np.float32).T, ValueError, "w.grad: expected a C-contiguous"),
     (lambda: [[1.0] * 3] * 4, TypeError, "w.grad: expected a numpy.ndarray"),
-    (lambda: np.ones((4, 3), np.int32), TypeError, "w.grad: expected dtype float32 or float64"),
+    (lambda: np.ones((4, 3), np.int32), TypeError, "w.grad: expected dtype float32, float64, float16 or bfloat16"),
 ]
 
 
@@ -201,7 +201,7 @@ def test_grad_aliasing_param_is_refused(rng):
 
 
 def test_bad_parameter_arrays():
-    with pytest.raises(TypeError, match="array: expected dtype float32 or float64"):
+    with pytest.raises(TypeError, match="array: expected dtype float32, float64, float16 or bfloat16, got int64"):
         ae.Parameter(np.ones(3, np.int64))
     with pytest.raises(ValueError, match="array: expected a C-contiguous"):
         ae.Parameter(np.ones((3, 4), np.float32)[:, ::2])

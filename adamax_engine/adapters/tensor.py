@@ -8,7 +8,7 @@ and only when such a tensor is actually passed (``accepts`` looks at the type's 
 """
 import numpy as np
 
-from ..parameter import SUPPORTED_DTYPES
+from ..parameter import DTYPE_NAMES, supported
 
 
 class TensorAdapter:
@@ -81,8 +81,8 @@ class TensorAdapter:
         if not on_cpu:
             raise ValueError(f"{what}: expected a CPU tensor (for CUDA tensors use "
                              "adamax_engine.Parameter(tensor) with device='cuda')")
-        if tdtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{what}: expected dtype float32 or float64, got {tdtype}")
+        if not supported(tdtype):
+            raise TypeError(f"{what}: expected dtype {DTYPE_NAMES}, got {tdtype}")
         if dtype is not None and tdtype != dtype:
             raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {tdtype}")
         if shape is not None and tshape != tuple(shape):
@@ -99,7 +99,19 @@ class TensorAdapter:
 
 
 def numpy_dtype(name):
-    """'torch.float32' / 'paddle.float32' -> np.dtype('float32'); other dtypes keep their name
-    (which then fails the dtype check with that name in the message)."""
+    """'torch.float32' / 'paddle.float32' -> np.dtype('float32'), bfloat16 -> ml_dtypes'; other
+    dtypes keep their name (which then fails the dtype check with that name in the message)."""
     short = str(name).rsplit(".", 1)[-1]
-    return np.dtype(short) if short in ("float32", "float64") else short
+    if short == "bfloat16":
+        return bfloat16()
+    return np.dtype(short) if short in ("float32", "float64", "float16") else short
+
+
+def bfloat16():
+    """numpy's bfloat16 dtype, from ml_dtypes (``pip install adamax-engine[bf16]``)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 tensors need the ml_dtypes package (pip install "
+                        "adamax-engine[bf16])") from None
+    return np.dtype(ml_dtypes.bfloat16)

@@ -37,6 +37,9 @@ class TorchAdapter(TensorAdapter):
 
     @staticmethod
     def numpy(value):
+        import torch
+        if value.dtype == torch.bfloat16:  # numpy has no bfloat16: view the bits as ml_dtypes'
+            return value.detach().view(torch.int16).numpy().view(numpy_dtype("bfloat16"))
         return value.detach().numpy()
 
     @staticmethod
@@ -48,10 +51,17 @@ class TorchAdapter(TensorAdapter):
     def point(param, data=None, grad=None):
         import torch
         if data is not None:
-            param.data = torch.from_numpy(data)
+            param.data = _tensor(torch, data)
         if grad is not None:
-            param.grad = torch.from_numpy(grad)
+            param.grad = _tensor(torch, grad)
 
     @staticmethod
     def clear_grad(param):
         param.grad = None
+
+
+def _tensor(torch, view):
+    """torch.from_numpy, also for ml_dtypes' bfloat16 (through the int16 bits, no copy)."""
+    if view.dtype.name == "bfloat16":
+        return torch.from_numpy(view.view("int16")).view(torch.bfloat16)
+    return torch.from_numpy(view)

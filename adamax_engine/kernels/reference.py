@@ -218,3 +218,26 @@ def borrowed_sumsq(grad_list, offsets, chunks, flags, like):
         if flags[seg, L.ACTIVE]:
             flat[offsets[seg]:offsets[seg] + g.size] = g.reshape(-1)
     return segment_sumsq(flat, chunks, flags)
+
+
+# --- mixed precision: float16/bfloat16 params and grads, float32 master weights ----------------
+
+def mixed_update(params16, grads16, master, moment, inf_norm, chunks, hyper, flags, flavor):
+    """The fp32 step on the master weights with widened grads, then params = master rounded
+    to the params' dtype (nearest even): what kernels.mixed.fused_update must equal, bit for bit."""
+    fused_update(master, grads16.astype(np.float32), moment, inf_norm, chunks, hyper, flags,
+                 flavor)
+    for seg, start, end in chunks:
+        if flags[seg, L.ACTIVE]:
+            params16[start:end] = master[start:end].astype(params16.dtype)
+
+
+def mixed_borrowed_update(param_list, grad_list, master, moment, inf_norm, offsets, chunks, hyper,
+                          flags, flavor):
+    """mixed_update for separate 16-bit arrays (the borrow path's oracle)."""
+    masters = [master[offsets[s]:offsets[s] + p.size] for s, p in enumerate(param_list)]
+    borrowed_update(masters, [g.astype(np.float32) for g in grad_list], moment, inf_norm, offsets,
+                    chunks, hyper, flags, flavor)
+    for s, (p, m) in enumerate(zip(param_list, masters)):
+        if flags[s, L.ACTIVE]:
+            p.reshape(-1)[...] = m.astype(p.dtype)

@@ -1,0 +1,109 @@
+"""Mixed precision on the CPU: float16/bfloat16 params and grads, float32 master weights.
+
+Same arguments as kernels/cpu.py plus ``master`` (the float32 master weights, segment layout of
+the state buffers) and ``store`` (halfbits.FLOAT16 / BFLOAT16); 16-bit arrays are passed as
+their uint16 bits. Per element: widen the grad (exact), do the very same float32 arithmetic as
+kernels/cpu.py on the master weight (so the bits equal the fp32 reference's), write the master
+and its rounded (nearest even) low-precision copy. The reduction widens
+the same way and sums in float32. Bytes per element and step: the grad (2) and master, moment,
+inf_norm (3 x 4) read, the param (2) and the same three written: 28 B, as in plain fp32 (whose
+param is read and written at 4 B); the 16-bit param itself is never read.
+"""
+from numba import njit, prange
+import numpy as np
+
+from .cpu import _borrowed, _chunk_stats, _combine_partials, _prepared_grad, _slp_vectorizer
+from .halfbits import from_f32, to_f32
+from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
+                     GRAD_SCALE, KERAS, LR_T, ONE_MINUS_BETA1, PADDLE, SCALE_GRAD)
+
+
+@njit(inline="always")
+def _widen(bits, store):
+    out = np.empty(bits.shape[0], np.float32)
+    for i in range(bits.shape[0]):
+        out[i] = to_f32(bits[i], store)
+    return out
+
+
+@njit(inline="always")
+def _update_mixed(p16, g16, master, m, u, h, f, flavor, store):
+    """cpu._update_slices' arithmetic, one pass: widen g, step the master, narrow into p16."""
+    lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
+    lo, hi, scale, decay = h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY]
+    clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
+    for i in range(p16.shape[0]):
+        p = master[i]
+        gi = _prepared_grad(to_f32(g16[i], store), p, lo, hi, scale, decay, clip_value,
+                            scale_grad, decay_mode)
+        mi = b1 * m[i] + omb1 * gi
+        if flavor == PADDLE:
+            a, c = abs(gi), b2 * u[i] + eps
+        elif flavor == KERAS:
+            a, c = b2 * u[i], abs(gi)
+        else:
+            a, c = b2 * u[i], abs(gi) + eps
+        ui = c if a < c else a
+        out = p - lr_t * (mi / (ui + eps if flavor == KERAS else ui))
+        m[i] = mi
+        u[i] = ui
+        master[i] = out
+        p16[i] = from_f32(out, store)
+
+
+@njit(parallel=True, cache=True)
+def fused_update(params, grads, master, moment, inf_norm, chunks, hyper, flags, flavor, store):
+    """kernels.cpu.fused_update for a mixed-precision bucket (params/grads: uint16 bits)."""
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            _update_mixed(params[start:end], grads[start:end], master[start:end],
+                          moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
+                          flavor, store)
+
+
+@njit(parallel=True, cache=True)
+def borrowed_update(param_addrs, grad_addrs, master, moment, inf_norm, offsets, chunks, hyper,
+                    flags, flavor, store, like):
+    """kernels.cpu.borrowed_update with 16-bit caller arrays (``like``: any uint16 array)."""
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            p16 = _borrowed(param_addrs, offsets, seg, start, end, like)
+            g16 = _borrowed(grad_addrs, offsets, seg, start, end, like)
+            _update_mixed(p16, g16, master[start:end], moment[start:end], inf_norm[start:end],
+                          hyper[seg], flags[seg], flavor, store)
+
+
+@njit(parallel=True, cache=True)
+def _segment_sumsq(grads, chunks, flags, store):
+    partial = np.zeros(chunks.shape[0], dtype=np.float32)
+    bad = np.zeros(chunks.shape[0], dtype=np.bool_)
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            _chunk_stats(_widen(grads[start:end], store), partial, bad, c)
+    return _combine_partials(partial, bad, chunks, flags.shape[0])
+
+
+@njit(parallel=True, cache=True)
+def _borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like):
+    partial = np.zeros(chunks.shape[0], dtype=np.float32)
+    bad = np.zeros(chunks.shape[0], dtype=np.bool_)
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            g16 = _borrowed(grad_addrs, offsets, seg, start, end, like)
+            _chunk_stats(_widen(g16, store), partial, bad, c)
+    return _combine_partials(partial, bad, chunks, flags.shape[0])
+
+
+def segment_sumsq(grads, chunks, flags, store):
+    """Per-segment float32 sum of squares of the widened 16-bit grads, and non-finite flags."""
+    with _slp_vectorizer():
+        return _segment_sumsq(grads, chunks, flags, store)
+
+
+def borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like):
+    with _slp_vectorizer():
+        return _borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like)
