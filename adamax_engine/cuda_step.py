@@ -15,6 +15,8 @@ default stream, in order.
 import numpy as np
 
 from .kernels import cuda as K
+from .kernels import cuda_mixed as KM
+from .kernels.halfbits import store_code
 
 _NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
 
@@ -50,6 +52,12 @@ def clip_tables(buckets, groups):
                 table[k, 1] = gi
         out.append((table, norms))
     return out, np.array(auto_skip or [0], np.int32), len(auto_skip)
+
+
+def _bits(bucket):
+    """A mixed-precision bucket's 16-bit params and grads as uint16, and its store code."""
+    return (bucket.params.view(np.uint16), bucket.grads.view(np.uint16),
+            store_code(bucket.store))
 
 
 class DeviceTables:
@@ -102,9 +110,12 @@ class CudaStep:
                 k = K.kernels(b.dtype)
                 n_chunks = len(b.chunks)
                 if n_chunks:
-                    k.sumsq_partials[K.grid_for(n_chunks), k.threads](
-                        b.grads, t.chunks, t.flags, t.clip_table, bool(skip_nonfinite), t.partial,
-                        t.bad)
+                    reduce, grads, store = k.sumsq_partials, b.grads, 0
+                    if b.store is not None:
+                        reduce, grads, store = KM.kernels().sumsq_partials, *_bits(b)[1:]
+                    reduce[K.grid_for(n_chunks), k.threads](
+                        grads, t.chunks, t.flags, t.clip_table, bool(skip_nonfinite), t.partial,
+                        t.bad, store)
                 k.finish_clip[1, k.threads](t.partial, t.bad, t.seg_chunks, t.flags, t.clip_table,
                                             t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq,
                                             self.skip, bool(skip_nonfinite), first,
@@ -112,7 +123,13 @@ class CudaStep:
                 first = False
         for b in buckets:
             t, k = self.tables[id(b)], K.kernels(b.dtype)
-            if len(b.chunks):
+            if len(b.chunks) and b.store is not None:
+                params, grads, store = _bits(b)
+                KM.kernels().update[K.grid_for(len(b.chunks)), k.threads](
+                    params, grads, b.master, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags,
+                    flavor, self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps,
+                    store)
+            elif len(b.chunks):
                 k.update[K.grid_for(len(b.chunks)), k.threads](
                     b.params, b.grads, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags, flavor,
                     self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps)

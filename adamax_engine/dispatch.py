@@ -73,8 +73,8 @@ _BITS = np.empty(0, np.uint16)
 
 
 def _store_code(bucket):
-    from .kernels.halfbits import BFLOAT16, FLOAT16
-    return BFLOAT16 if bucket.store.name == "bfloat16" else FLOAT16
+    from .kernels.halfbits import store_code
+    return store_code(bucket.store)
 
 
 def _mixed_sumsq(backend, bucket, flags):

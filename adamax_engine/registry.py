@@ -228,10 +228,18 @@ class Registry:
     def refresh_master(e):
         """Mixed precision: the master weight starts as the (exactly widened) 16-bit value."""
         b = e.bucket
-        if b.master is not None:
-            value = e.data_view if e.data_view is not None else \
-                e.adapter.numpy(e.adapter.data(e.param))
-            b.segment(b.master, e.index)[...] = value.astype(np.float32)
+        if b.master is None:
+            return
+        master = b.segment(b.master, e.index)
+        if b.device == "cuda":  # adopt only: the 16-bit value is in our view
+            from .kernels.cuda_mixed import widen_on_device
+            from .kernels.halfbits import store_code
+            widen_on_device(e.data_view.reshape(-1).view(np.uint16), master.reshape(-1),
+                            store_code(b.store))
+            return
+        value = e.data_view if e.data_view is not None else \
+            e.adapter.numpy(e.adapter.data(e.param))
+        master[...] = value.astype(np.float32)
 
     def _unchanged(self):
         """Framework tensors: one vectorised look at every (trainable, data, grad) address."""

@@ -47,6 +47,7 @@ def state_dict_of(opt):
             view = _view(e, acc)
             out[_key(opt, e, acc)] = view if isinstance(view, np.ndarray) else view.copy_to_host()
     masters = {e.name: _master(e) for e in live if _master(e) is not None}
+    masters = {k: v if isinstance(v, np.ndarray) else v.copy_to_host() for k, v in masters.items()}
     if masters:
         out["master_weights"] = masters
     if is_scheduler(opt._learning_rate):

@@ -114,7 +114,7 @@ def run_reduction(rng, dtype, sizes, grads, clip_kind, skip_nonfinite=False, aut
     seg_sumsq = c.device_array(n_seg, dtype)
     k.sumsq_partials[K.grid_for(len(chunks)), k.threads](
         c.to_device(grads), c.to_device(chunks), d_flags, c.to_device(clip_table), skip_nonfinite,
-        partial, bad)
+        partial, bad, 0)
     k.finish_clip[1, k.threads](partial, bad, c.to_device(seg_chunks), d_flags,
                                 c.to_device(clip_table), c.to_device(clip_norm),
                                 c.to_device(np.array([auto_skip], np.int32)), d_hyper, seg_sumsq,

@@ -5,6 +5,8 @@ through ``numba.cuda.as_cuda_array``) makes a parameter that ``Adamax(device="cu
 into its flat device buffers, exactly as the numpy adapter does on the host. numba is imported
 only when such an array is actually seen.
 """
+import numpy as np
+
 from ..kernels.cuda import simulated
 from .numpy import NumpyAdapter
 
@@ -27,12 +29,13 @@ def as_device_array(value):
 def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
     """check_array's rules (parameter.check_array) for device arrays; returns the numba view."""
     from ..parameter import SUPPORTED_DTYPES
+    supported = SUPPORTED_DTYPES + (np.dtype(np.float16),)
     if not is_device_array(value):
         raise TypeError(f"{what}: expected a CUDA device array (numba, cupy, torch.cuda), got "
                         f"{type(value).__name__}")
     value = as_device_array(value)
-    if value.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{what}: expected dtype float32 or float64, got {value.dtype}")
+    if value.dtype not in supported:
+        raise TypeError(f"{what}: expected dtype float32, float64 or float16, got {value.dtype}")
     if dtype is not None and value.dtype != dtype:
         raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {value.dtype}")
     if shape is not None and tuple(value.shape) != tuple(shape):

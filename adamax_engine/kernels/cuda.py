@@ -61,8 +61,12 @@ def grid_for(n_chunks):
 
 
 def zeros(n, dtype):
-    """A zero-filled device buffer, set on the device (no host array of n elements)."""
+    """A zero-filled device buffer, set on the device (no host array of n elements).
+    16-bit floats are filled as their uint16 bits (no float16 kernel needed)."""
     from numba import cuda
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return zeros(n, np.uint16).view(dtype)
     out = cuda.device_array(n, dtype)
     fill(out, 0)
     return out
@@ -187,45 +191,56 @@ def kernels(dtype):
                 steps[k] += 1
             k += cuda.gridsize(1)
 
-    @cuda.jit
-    def sumsq_partials(grads, chunks, flags, clip_table, all_active, partial, bad):
-        """partial[c] = sum of g^2 over chunk c (a fixed tree), bad[c] = any non-finite g.
+    def make_sumsq(load):
+        """The sumsq_partials kernel reading grads through ``load(grads, i, store)``."""
+        @cuda.jit
+        def sumsq_partials(grads, chunks, flags, clip_table, all_active, partial, bad, store):
+            """partial[c] = sum of g^2 over chunk c (a fixed tree), bad[c] = any non-finite g.
 
-        A chunk counts when its segment is active and norm-clipped, or every active chunk when
-        ``all_active`` (the non-finite check of skip_nonfinite needs every grad).
-        """
-        acc = cuda.shared.array(nthreads, nbt)
-        flag = cuda.shared.array(nthreads, numba.int32)
-        t = cuda.threadIdx.x
-        c = cuda.blockIdx.x
-        while c < chunks.shape[0]:
-            seg = chunks[c, 0]
-            wanted = flags[seg, ACTIVE] != 0 and (all_active or clip_table[seg, 0] != NO_NORM_CLIP)
-            s = nbt(0)
-            nonfinite = 0
-            if wanted:
-                i = chunks[c, 1] + t
-                while i < chunks[c, 2]:
-                    g = grads[i]
-                    s += g * g
-                    if not math.isfinite(g):
-                        nonfinite = 1
-                    i += nthreads
-            acc[t] = s
-            flag[t] = nonfinite
-            cuda.syncthreads()
-            width = nthreads // 2
-            while width > 0:
-                if t < width:
-                    acc[t] = acc[t] + acc[t + width]
-                    flag[t] = flag[t] | flag[t + width]
+            A chunk counts when its segment is active and norm-clipped, or every active chunk
+            when ``all_active`` (the non-finite check of skip_nonfinite needs every grad).
+            ``store`` is for ``load`` (the mixed-precision kernels widen 16-bit grads).
+            """
+            acc = cuda.shared.array(nthreads, nbt)
+            flag = cuda.shared.array(nthreads, numba.int32)
+            t = cuda.threadIdx.x
+            c = cuda.blockIdx.x
+            while c < chunks.shape[0]:
+                seg = chunks[c, 0]
+                wanted = flags[seg, ACTIVE] != 0 and (all_active
+                                                      or clip_table[seg, 0] != NO_NORM_CLIP)
+                s = nbt(0)
+                nonfinite = 0
+                if wanted:
+                    i = chunks[c, 1] + t
+                    while i < chunks[c, 2]:
+                        g = load(grads, i, store)
+                        s += g * g
+                        if not math.isfinite(g):
+                            nonfinite = 1
+                        i += nthreads
+                acc[t] = s
+                flag[t] = nonfinite
                 cuda.syncthreads()
-                width //= 2
-            if t == 0:
-                partial[c] = acc[0]
-                bad[c] = flag[0]
-            cuda.syncthreads()
-            c += cuda.gridDim.x
+                width = nthreads // 2
+                while width > 0:
+                    if t < width:
+                        acc[t] = acc[t] + acc[t + width]
+                        flag[t] = flag[t] | flag[t + width]
+                    cuda.syncthreads()
+                    width //= 2
+                if t == 0:
+                    partial[c] = acc[0]
+                    bad[c] = flag[0]
+                cuda.syncthreads()
+                c += cuda.gridDim.x
+        return sumsq_partials
+
+    @cuda.jit(device=True, inline=True)
+    def plain_load(grads, i, store):
+        return grads[i]
+
+    sumsq_partials = make_sumsq(plain_load)
 
     @cuda.jit
     def finish_clip(partial, bad, seg_chunks, flags, clip_table, clip_norm, group_skip,
@@ -314,5 +329,7 @@ def kernels(dtype):
             x[i] = value
             i += cuda.gridsize(1)
 
-    return SimpleNamespace(fill=fill, count_skip=count_skip, update=update, end_step=end_step, sumsq_partials=sumsq_partials, finish_clip=finish_clip,
-                           threads=nthreads)
+    return SimpleNamespace(fill=fill, count_skip=count_skip, update=update, end_step=end_step,
+                           sumsq_partials=sumsq_partials, finish_clip=finish_clip,
+                           threads=nthreads, element=element, step_lr=step_lr,
+                           make_sumsq=make_sumsq)

@@ -19,6 +19,11 @@ from numba.extending import intrinsic
 FLOAT16, BFLOAT16 = 0, 1  # the ``store`` code the mixed-precision kernels take
 
 
+def store_code(dtype):
+    """The ``store`` code of a 16-bit numpy dtype (numpy float16 or ml_dtypes bfloat16)."""
+    return BFLOAT16 if dtype.name == "bfloat16" else FLOAT16
+
+
 @intrinsic
 def _bitcast(typingctx, value, to):
     """Reinterpret a 32-bit value's bits as the other 32-bit type (uint32 <-> float32)."""
