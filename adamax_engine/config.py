@@ -138,7 +138,8 @@ def choice(value, path, src, options):
 
 # --- the optimizer block ------------------------------------------------------------------------
 OPTIMIZER_KEYS = {"learning_rate", "beta1", "beta2", "epsilon", "flavor", "device", "mode",
-                  "skip_nonfinite", "weight_decay", "grad_clip", "lr_scheduler", "groups", "name"}
+                  "skip_nonfinite", "multi_precision", "weight_decay", "grad_clip", "lr_scheduler",
+                  "groups", "name"}
 GROUP_KEYS = {"match", "learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip"}
 SCHEDULERS = {name: getattr(lr_module, name) for name in lr_module.__all__
               if name not in ("LRScheduler", "is_scheduler")}
@@ -257,11 +258,11 @@ def optimizer_kwargs(block, src, path="optimizer"):
     kw["device"] = choice(block.get("device", "cpu"), f"{path}.device", src, ["cpu", "cuda"])
     if "mode" in block:
         kw["mode"] = choice(block["mode"], f"{path}.mode", src, ["adopt", "borrow"])
-    if "skip_nonfinite" in block:
-        if not isinstance(block["skip_nonfinite"], bool):
-            raise src.error(f"{path}.skip_nonfinite", "expected true or false, got "
-                                                      f"{block['skip_nonfinite']!r}")
-        kw["skip_nonfinite"] = block["skip_nonfinite"]
+    for flag in ("skip_nonfinite", "multi_precision"):
+        if flag in block:
+            if not isinstance(block[flag], bool):
+                raise src.error(f"{path}.{flag}", f"expected true or false, got {block[flag]!r}")
+            kw[flag] = block[flag]
     if "name" in block:
         if not isinstance(block["name"], str):
             raise src.error(f"{path}.name", f"expected a string, got {_kind(block['name'])}")

@@ -133,6 +133,12 @@ class Registry:
             if e.adapter.device != device:
                 raise ValueError(f"parameters: {e.name!r} is a {e.adapter.device} array but "
                                  f"device={device!r} (move it, or pass device={e.adapter.device!r})")
+        self._params = [e.param for e in self.entries]
+        kinds = {e.adapter for e in self.entries}
+        batch = kinds.pop() if len(kinds) == 1 else None
+        self._batch = batch if batch is not None and hasattr(batch, "snapshot") else None
+        self._nbytes = np.array([e.size * e.dtype.itemsize for e in self.entries], np.int64)
+        self.check_aliasing()
         self.buckets = []
         by_key = {}
         for e in self.entries:
@@ -153,10 +159,6 @@ class Registry:
             self.refresh_master(e)
             # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
-        kinds = {e.adapter for e in self.entries}
-        batch = kinds.pop() if len(kinds) == 1 else None
-        self._batch = batch if batch is not None and hasattr(batch, "snapshot") else None
-        self._params = [e.param for e in self.entries]
         self._last_ok = False
 
     def gather(self, only=None):
@@ -173,7 +175,7 @@ class Registry:
             return  # nothing assigned since the last step: the active masks still hold
         if only is None and self._unchanged():
             return  # every tensor where it was: masks, views and address tables still hold
-        copies, live = [], {}
+        copies, live, foreign = [], {}, []
         masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         for e in self.entries:
             a = e.adapter
@@ -195,12 +197,13 @@ class Registry:
             grad_ours = e.grad_view is not None and a.same(grad, e.grad_view)
             if not grad_ours:
                 a.check(grad, f"{e.name}.grad", dtype=e.dtype, shape=e.shape, writeable=False)
-                if a.shares_memory(grad, data):
-                    raise ValueError(f"{e.name}.grad: shares memory with the parameter itself")
+                foreign.append((e, a.address(grad)))
             if self.mode == "adopt" and not (data_ours and grad_ours):
                 copies.append((e, None if data_ours else data, None if grad_ours else grad))
             masks[id(e.bucket)][e.index] = True
             live[id(e)] = (e, data, grad, key)
+        if foreign or self.mode == "borrow":
+            self.check_aliasing(foreign)
         for e, data, grad in copies:  # all valid: now copy in and re-point
             a = e.adapter
             if data is not None:
@@ -223,6 +226,33 @@ class Registry:
             self._checked = np.array([e.checked if id(e) in live else (0, 0)
                                       for e in self.entries], np.int64).reshape(-1, 2)
             self._last_ok = only is None
+
+    def check_aliasing(self, grads=()):
+        """Refuse parameters whose memory overlaps, and grads overlapping any parameter.
+
+        ``grads``: (entry, grad address) pairs. Overlaps would make the result depend on the
+        order the kernel visits elements (or silently untie "tied" weights in adopt mode).
+        ValueError names both sides. Sorted spans: O(n log n), addresses only.
+        """
+        if self._batch is not None:
+            starts = np.asarray(self._batch.snapshot(self._params)[1], np.int64)
+        else:
+            starts = np.array([e.adapter.address(e.adapter.data(e.param)) for e in self.entries],
+                              np.int64)
+        keep = self._nbytes > 0
+        order = np.flatnonzero(keep)[np.argsort(starts[keep], kind="stable")]
+        lo, hi = starts[order], starts[order] + self._nbytes[order]
+        clash = np.flatnonzero(lo[1:] < hi[:-1])
+        if len(clash):
+            a, b = (self.entries[order[clash[0]]].name, self.entries[order[clash[0] + 1]].name)
+            raise ValueError(f"parameters: {a!r} and {b!r} share memory (tie weights by passing "
+                             "one parameter, not two views of one array)")
+        for e, address in grads:
+            k = int(np.searchsorted(lo, address + e.size * e.dtype.itemsize, "left")) - 1
+            if e.size and k >= 0 and hi[k] > address:
+                other = self.entries[order[k]]
+                what = "the parameter itself" if other is e else f"parameter {other.name!r}"
+                raise ValueError(f"{e.name}.grad: shares memory with {what}")
 
     @staticmethod
     def refresh_master(e):

@@ -90,6 +90,8 @@ BAD = [  # (YAML text, the message must contain this)
     ("sweep: {grid: {optimizer.learning_rate: 0.1}}", "sweep.grid.optimizer.learning_rate: expected a non-empty list"),
     ("sweep: {grid: {optimizer.beta1: [0.5, 2.0]}}", "point [optimizer.beta1=2.0]: optimizer.beta1: must be < 1"),
     ("optimizer: [1, 2]", "optimizer: expected a mapping, got list"),
+    ("optimizer: {multi_precision: 'yes'}", "optimizer.multi_precision: expected true or false, got 'yes'"),
+    ("optimizer: {skip_nonfinite: 1}", "optimizer.skip_nonfinite: expected true or false, got 1"),
     ("optimizr: {}", "optimizr: unknown key (did you mean 'optimizer'?)"),
 ]
 
@@ -135,3 +137,14 @@ def test_set_overrides():
         S.apply_overrides(data, ["optimizer.learning_rate"])
     with pytest.raises(ConfigError, match="optimizer.learning_rate: --set: is a float, not a mapping"):
         S.apply_overrides(data, ["optimizer.learning_rate.x=1"])
+
+
+def test_multi_precision_from_yaml(rng):
+    import adamax_engine as ae
+    p = ae.Parameter(rng.standard_normal(4).astype(np.float16), name="w")
+    opt = from_config({"optimizer": {"learning_rate": 0.1, "multi_precision": True,
+                                     "skip_nonfinite": True}}, [p])
+    assert opt._multi_precision and opt._skip_nonfinite
+    p.grad = np.ones(4, np.float16)
+    opt.step()
+    assert "master_weights" in opt.state_dict()

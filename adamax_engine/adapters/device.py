@@ -66,11 +66,6 @@ class DeviceAdapter(NumpyAdapter):
         return isinstance(param, Parameter) and is_device_array(param._data)
 
     @staticmethod
-    def shares_memory(a, b):
-        (a0, a1), (b0, b1) = _extent(a), _extent(b)
-        return a0 < b1 and b0 < a1 and a.size > 0 and b.size > 0
-
-    @staticmethod
     def address(value):
         return _extent(value)[0]
 

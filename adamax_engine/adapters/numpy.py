@@ -14,10 +14,6 @@ class NumpyAdapter:
         return isinstance(param, Parameter) and isinstance(param._data, np.ndarray)
 
     @staticmethod
-    def shares_memory(a, b):
-        return np.may_share_memory(a, b)
-
-    @staticmethod
     def same(value, view):
         """Is ``value`` the registry's own view? (identity: any assignment is a new object)"""
         return value is view

@@ -56,13 +56,6 @@ class TensorAdapter:
         return value is not None and cls.address(value) == view.ctypes.data
 
     @classmethod
-    def shares_memory(cls, a, b):
-        a0, b0 = cls.address(a), cls.address(b)
-        a1 = a0 + cls.numpy(a).nbytes
-        b1 = b0 + cls.numpy(b).nbytes
-        return a0 < b1 and b0 < a1
-
-    @classmethod
     def copy_into(cls, view, value):
         view[...] = cls.numpy(value)
 
