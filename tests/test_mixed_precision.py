@@ -209,3 +209,30 @@ def test_state_dict_and_checkpoint_round_trip(rng, dtype, tmp_path):
     for p, r in zip(low, again):
         np.testing.assert_allclose(r.data.astype(np.float32), p.data.astype(np.float32),
                                    rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_paddle_low_precision_parameters_borrowed(rng, dtype):
+    paddle = pytest.importorskip("paddle")
+    np_dtype = np.dtype(np.float16) if dtype == "float16" else BF16
+    values = [rng.standard_normal(s).astype(np_dtype) for s in SHAPES[:3]]
+    pps = []
+    for v in values:
+        p = paddle.create_parameter(list(v.shape), dtype,
+                                    default_initializer=paddle.nn.initializer.Constant(0.0))
+        p.set_value(paddle.to_tensor(v.astype(np.float32)).astype(dtype))  # exact: v is 16-bit
+        pps.append(p)
+    nps = [ae.Parameter(v.copy()) for v in values]
+    opt_p = ae.Adamax(0.05, parameters=pps, multi_precision=True)
+    opt_n = ae.Adamax(0.05, parameters=nps, multi_precision=True)
+    for _ in range(3):
+        for p, n in zip(pps, nps):
+            g = rng.standard_normal(n.shape).astype(np_dtype)
+            p.grad = paddle.to_tensor(g.astype(np.float32)).astype(dtype)
+            n.grad = g
+        opt_p.step()
+        opt_n.step()
+    for p, n in zip(pps, nps):
+        assert str(p.dtype) == f"paddle.{dtype}"
+        got = p.detach().view(paddle.int16).numpy().view(np.uint16)
+        np.testing.assert_array_equal(got, n.data.view(np.uint16))

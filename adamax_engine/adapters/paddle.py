@@ -46,6 +46,10 @@ class PaddleAdapter(TensorAdapter):
     @staticmethod
     def numpy(value):
         import numpy as np
+        import paddle
+        if value.dtype == paddle.bfloat16:  # DLPack has no bfloat16 here: view the bits
+            return np.from_dlpack(value.detach().view(paddle.int16)).view(
+                numpy_dtype("bfloat16"))
         return np.from_dlpack(value.detach())
 
     @staticmethod
