@@ -101,8 +101,9 @@ def main(argv=None):
         else:
             s = runner.run(spec, out, resume=bool(args.resume), progress=not args.no_progress)
             acc = f", accuracy {s['accuracy']:.3f}" if "accuracy" in s else ""
-            print(f"{s['name']}: loss {s['first_loss']:.6g} -> {s['final_loss']:.6g} in "
-                  f"{s['steps']} steps{acc}; outputs in {out}")
+            if s.pop("root"):
+                print(f"{s['name']}: loss {s['first_loss']:.6g} -> {s['final_loss']:.6g} in "
+                      f"{s['steps']} steps{acc}; outputs in {out}")
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         print(f"adamax-engine: run failed: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,26 @@ def resolve(backend, device):
     return backend
 
 
+class LocalStep:
+    """The host kernels of one CPU step, as the optimizer calls them; distributed.ShardedStep
+    is its MPI twin (ZeRO-1), swapped in without the optimizer knowing."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def prepare(self, buckets):
+        """Before any reduction or update (the sharded twin reduce-scatters the grads here)."""
+
+    def sumsq(self, bucket, flags):
+        return segment_sumsq(self.backend, bucket, flags)
+
+    def update(self, bucket, flavor):
+        fused_update(self.backend, bucket, flavor)
+
+    def finish(self, buckets):
+        """After the updates (the sharded twin all-gathers the params here)."""
+
+
 def _kernels(backend):
     if backend == "reference":
         from .kernels import reference as k

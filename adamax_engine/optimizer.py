@@ -100,6 +100,7 @@ class Adamax:
         self._skip_nonfinite = skip_nonfinite
         self._skipped = 0
         self._backend = dispatch.resolve(backend, device)
+        self._kernels = dispatch.LocalStep(self._backend)
         self._registry = Registry(entries, mode=mode, device=device)
         self._fill_static_tables()
         self._cuda = None
@@ -173,11 +174,14 @@ class Adamax:
                    for b in buckets}
         if self._cuda is not None:
             self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite)
-        elif not self._apply_norm_clips(buckets):
-            for b in buckets:
-                dispatch.fused_update(self._backend, b, self._flavor_code)
         else:
-            self._skipped += 1
+            self._kernels.prepare(buckets)
+            if not self._apply_norm_clips(buckets):
+                for b in buckets:
+                    self._kernels.update(b, self._flavor_code)
+                self._kernels.finish(buckets)
+            else:
+                self._skipped += 1
         for b in buckets:  # paddle advances beta1_pow on a skipped (found_inf) step too
             end_step(b.active, b.beta1_pow, b.beta1_T, b.steps)
 
@@ -193,8 +197,8 @@ class Adamax:
         sums = {}
         for b in wanted:
             mask = b.active if skip else b.norm_clipped & b.active
-            sums[id(b)], nonfinite = dispatch.segment_sumsq(
-                self._backend, b, mask.astype(np.int64).reshape(-1, 1))
+            flags = mask.astype(np.int64).reshape(-1, 1)
+            sums[id(b)], nonfinite = self._kernels.sumsq(b, flags)
             if skip and nonfinite.any():
                 return True
         for gi, g in enumerate(self._groups):

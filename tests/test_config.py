@@ -92,6 +92,9 @@ BAD = [  # (YAML text, the message must contain this)
     ("optimizer: [1, 2]", "optimizer: expected a mapping, got list"),
     ("optimizer: {multi_precision: 'yes'}", "optimizer.multi_precision: expected true or false, got 'yes'"),
     ("optimizer: {skip_nonfinite: 1}", "optimizer.skip_nonfinite: expected true or false, got 1"),
+    ("distributed: {backend: nccl}", "distributed.backend: expected one of mpi, got 'nccl'"),
+    ("distributed: {shard_state: 1}", "distributed.shard_state: expected true or false, got 1"),
+    ("distributed: {shards: 2}", "distributed.shards: unknown key"),
     ("optimizr: {}", "optimizr: unknown key (did you mean 'optimizer'?)"),
 ]
 

@@ -29,7 +29,18 @@ def build(spec):
     kw.setdefault("mode", problem.mode)  # torch: borrow, so torch's own memory is stepped
     from ..optimizer import Adamax
     opt = Adamax(parameters=C.group_parameters(problem.params, groups), **kw)
+    dist = spec.get("distributed")
+    if dist:  # every rank computes the problem's (full-batch) grads; the step averages them
+        from ..distributed import DistributedAdamax
+        opt = DistributedAdamax(opt, shard_state=dist["shard_state"],
+                                bucket_bytes=int(dist["bucket_mb"] * 2 ** 20))
+        opt.broadcast_parameters()
     return problem, opt
+
+
+def is_root(opt):
+    """Only rank 0 of a distributed run prints and writes (checkpoints: opt.save decides)."""
+    return getattr(opt, "rank", 0) == 0
 
 
 def save_checkpoint(directory, step, problem, opt, losses, lrs):
@@ -73,7 +84,8 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
         start, losses, lrs = load_checkpoint(out_dir, problem, opt)
     sched = opt._learning_rate if is_scheduler(opt._learning_rate) else None
     steps, every = exp["steps"], exp["checkpoint_every"]
-    bar = _progress(steps, start, progress)
+    root = is_root(opt)
+    bar = _progress(steps, start, progress and root)
     t0 = time.perf_counter()
     for step in range(start, steps):
         loss = problem.loss_and_grads()
@@ -91,7 +103,7 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
         if bar is not None:
             bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", refresh=False)
             bar.update(1)
-        elif exp["log_every"] and (step % exp["log_every"] == 0 or step == steps - 1):
+        elif root and exp["log_every"] and (step % exp["log_every"] == 0 or step == steps - 1):
             log(f"step {step:6d}  loss {loss:.6g}  lr {lr:.4g}")
         if every and (step + 1) % every == 0:
             save_checkpoint(os.path.join(out_dir, "checkpoint"), step + 1, problem, opt, losses,
@@ -107,7 +119,12 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
     accuracy = problem.accuracy() if problem.accuracy is not None else None
     if accuracy is not None:
         summary["accuracy"] = accuracy
-    write_outputs(out_dir, spec, losses, lrs, summary)
+    if getattr(opt, "size", 1) > 1:
+        summary["ranks"] = opt.size
+        summary["state_bytes_per_rank"] = opt.comm.allgather(opt.state_bytes())
+    if root:
+        write_outputs(out_dir, spec, losses, lrs, summary)
+    summary["root"] = root
     return summary
 
 

@@ -5,6 +5,7 @@
     model:      {framework: numpy}                         # numpy (built-in backward) | torch
     optimizer:  {...}                                      # adamax_engine/config.py
     sweep:      {grid: {optimizer.learning_rate: [0.01, 0.1], optimizer.flavor: [paddle, torch]}}
+    distributed: {backend: mpi, shard_state: true, bucket_mb: 32}  # under mpiexec (distributed.py)
 """
 import copy
 import itertools
@@ -14,7 +15,8 @@ import yaml
 from .. import config as C
 from . import problems
 
-TOP_KEYS = {"experiment", "problem", "model", "optimizer", "sweep"}
+TOP_KEYS = {"experiment", "problem", "model", "optimizer", "sweep", "distributed"}
+DISTRIBUTED = {"backend": "mpi", "shard_state": False, "bucket_mb": 32}
 EXPERIMENT = {"name": None, "steps": 200, "seed": 0, "log_every": 0, "checkpoint_every": 0}
 FRAMEWORKS = ["numpy", "torch"]
 
@@ -81,7 +83,27 @@ def validate(data, src, name="experiment"):
                                           FRAMEWORKS)}
     C.optimizer_kwargs(data.get("optimizer"), src)  # validate now; built again per run
     out["optimizer"] = copy.deepcopy(data.get("optimizer") or {})
+    out["distributed"] = _distributed(data.get("distributed"), src)
     out["sweep"] = _sweep(data, src, name) if data.get("sweep") is not None else None
+    if out["sweep"] and out["distributed"]:
+        raise src.error("distributed", "a sweep runs its points one process at a time; drop "
+                                       "distributed or the sweep")
+    return out
+
+
+def _distributed(block, src):
+    if block is None:
+        return None
+    C.check_keys(block, "distributed", set(DISTRIBUTED), src)
+    out = dict(DISTRIBUTED)
+    C.choice(block.get("backend", "mpi"), "distributed.backend", src, ["mpi"])
+    if "shard_state" in block:
+        if not isinstance(block["shard_state"], bool):
+            raise src.error("distributed.shard_state",
+                            f"expected true or false, got {block['shard_state']!r}")
+        out["shard_state"] = block["shard_state"]
+    if "bucket_mb" in block:
+        out["bucket_mb"] = C.number(block["bucket_mb"], "distributed.bucket_mb", src, lo=1)
     return out
 
 

@@ -1,0 +1,220 @@
+"""Data parallelism over MPI (mpi4py, extra ``[mpi]``): averaged grads, or ZeRO-1 sharded state.
+
+``DistributedAdamax(opt, comm=None, shard_state=False)`` wraps an ``Adamax`` whose parameters are
+replicas on every rank (``broadcast_parameters()`` makes them equal). Each rank computes grads
+on its own data; ``step()`` then
+
+* ``shard_state=False``: one in-place ``Allreduce`` per run of consecutive active segments of
+  each flat grad buffer (cut into ``bucket_bytes`` pieces), divided by the world size, then the
+  ordinary fused step on every rank;
+* ``shard_state=True`` (ZeRO-1): every flat buffer is cut into one contiguous slice per rank
+  (128-byte aligned). Grads are ``Reduce_scatter``-ed (each rank gets the averaged grad of its
+  slice), each rank updates only its slice with the same kernel over a clipped chunk table,
+  and the params are ``Allgatherv``-ed back. Moments and inf-norms exist only for the slice:
+  optimizer state per rank is 1/N of the single-process state. Norm clipping sums per-segment
+  partial squares across ranks (``Allreduce``), the inf/nan check of skip_nonfinite too.
+
+The averaged grad is the MPI sum divided by N; the sum's order is MPI's, so results equal a
+single process stepping the averaged gradient exactly when those sums are exact (the tests use
+such grads), and within an ulp of each sum otherwise. A sharded run's norms are summed in
+another order than a single process's (also within ulps). Checkpoints (``save``/``restore``/
+``state_dict``) gather the full state: a sharded run's checkpoint is a single-process one and
+vice versa. Parameters must be on the CPU in adopt mode (flat grad buffers); a parameter must
+have a grad on all ranks or on none (checked every step, RuntimeError otherwise).
+"""
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import dispatch
+from .kernels import layout as L
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("distributed: needs mpi4py (pip install adamax-engine[mpi])") from None
+    return MPI
+
+
+def shard_bounds(total, size, align=L.SEGMENT_ALIGN):
+    """Edges [0, ..., total] of ``size`` near-equal slices, inner edges multiples of ``align``."""
+    edges = [min(total, int(round(total * r / size / align)) * align) for r in range(size + 1)]
+    edges[-1] = total
+    return np.maximum.accumulate(np.array(edges, np.int64))
+
+
+def shard_chunks(chunks, lo, hi):
+    """The chunk table clipped to [lo, hi) and shifted to slice coordinates."""
+    start, end = np.maximum(chunks[:, 1], lo), np.minimum(chunks[:, 2], hi)
+    keep = start < end
+    return np.ascontiguousarray(np.stack([chunks[keep, 0], start[keep] - lo, end[keep] - lo],
+                                         axis=1).reshape(-1, 3))
+
+
+class ShardedStep(dispatch.LocalStep):
+    """dispatch.LocalStep for ZeRO-1: reduce-scatter, update one slice, all-gather."""
+
+    def __init__(self, optimizer, comm):
+        super().__init__(optimizer._backend)
+        self.MPI, self.comm = _mpi(), comm
+        rank, size = comm.Get_rank(), comm.Get_size()
+        for b in optimizer.registry.buckets:
+            edges = shard_bounds(len(b.moment), size)
+            b.shard = (int(edges[rank]), int(edges[rank + 1]))
+            b.shard_counts, b.shard_displs = np.diff(edges), edges[:-1]
+            b.shard_chunks = shard_chunks(b.chunks, *b.shard)
+            lo, hi = b.shard
+            b.moment, b.inf_norm = b.moment[lo:hi].copy(), b.inf_norm[lo:hi].copy()
+
+    def prepare(self, buckets):
+        size = self.comm.Get_size()
+        for b in buckets:
+            lo, hi = b.shard
+            mine = np.empty(hi - lo, b.dtype)
+            self.comm.Reduce_scatter(b.grads, mine, recvcounts=b.shard_counts, op=self.MPI.SUM)
+            np.divide(mine, b.dtype.type(size), out=b.grads[lo:hi])
+
+    def sumsq(self, bucket, flags):
+        lo, hi = bucket.shard
+        sums, bad = dispatch._kernels(self.backend).segment_sumsq(
+            bucket.grads[lo:hi], bucket.shard_chunks, flags)
+        bad = bad.astype(np.uint8)
+        self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
+        return sums, bad.astype(np.bool_)
+
+    def update(self, bucket, flavor):
+        lo, hi = bucket.shard
+        dispatch._kernels(self.backend).fused_update(
+            bucket.params[lo:hi], bucket.grads[lo:hi], bucket.moment, bucket.inf_norm,
+            bucket.shard_chunks, bucket.hyper, bucket.flags, flavor)
+
+    def finish(self, buckets):
+        for b in buckets:
+            self.comm.Allgatherv(self.MPI.IN_PLACE,
+                                 [b.params, (b.shard_counts, b.shard_displs)])
+
+
+class DistributedAdamax:
+    """An Adamax whose step averages grads over MPI ranks (see the module docstring).
+
+    Everything else (clear_grad, get_lr, set_lr, ...) is the wrapped optimizer's. Raises
+    ValueError for parameters not on the CPU or not adopted, or multi_precision with sharding.
+    """
+
+    def __init__(self, optimizer, comm=None, shard_state=False, bucket_bytes=1 << 25):
+        self.MPI = _mpi()
+        self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        reg = optimizer.registry
+        if reg.device != "cpu" or reg.mode != "adopt":
+            raise ValueError("distributed: needs CPU parameters in adopt mode (flat grad "
+                             f"buffers), got device={reg.device!r} mode={reg.mode!r}")
+        if shard_state and any(b.store is not None for b in reg.buckets):
+            raise ValueError("distributed: shard_state=True with multi_precision is not "
+                             "supported yet")
+        if not isinstance(bucket_bytes, int) or bucket_bytes < 1024:
+            raise ValueError(f"bucket_bytes: expected an int >= 1024, got {bucket_bytes!r}")
+        self.shard_state, self.bucket_bytes = bool(shard_state), bucket_bytes
+        if self.shard_state:
+            optimizer._kernels = ShardedStep(optimizer, self.comm)
+
+    def __getattr__(self, name):
+        return getattr(self.opt, name)
+
+    def broadcast_parameters(self, root=0):
+        """Make every rank's parameters equal to ``root``'s (call once, before training)."""
+        for b in self.opt.registry.buckets:
+            self.comm.Bcast(b.params, root=root)
+        for e in self.opt.registry.entries:
+            self.opt.registry.refresh_master(e)
+
+    def step(self):
+        """Average the grads over the ranks, then one Adamax step (collective: every rank)."""
+        reg = self.opt.registry
+        reg.gather()
+        self._check_same_grads(reg)
+        if not self.shard_state:
+            for b in reg.buckets:
+                self._allreduce(b)
+        self.opt._step()
+
+    def _check_same_grads(self, reg):
+        mask = np.concatenate([b.active for b in reg.buckets]).astype(np.uint8)
+        lo, hi = mask.copy(), mask.copy()
+        self.comm.Allreduce(self.MPI.IN_PLACE, lo, op=self.MPI.MIN)
+        self.comm.Allreduce(self.MPI.IN_PLACE, hi, op=self.MPI.MAX)
+        if not np.array_equal(lo, hi):
+            entries = [e for b in reg.buckets for e in b.entries]
+            name = entries[int(np.flatnonzero(lo != hi)[0])].name
+            raise RuntimeError(f"distributed: parameter {name!r} has a grad on some ranks and "
+                               "not on others (every rank must step the same parameters)")
+
+    def _allreduce(self, b):
+        """Sum then divide each run of consecutive active segments of b.grads, in pieces."""
+        k, n = 0, len(b.entries)
+        step = max(1, self.bucket_bytes // b.dtype.itemsize)
+        while k < n:
+            if not b.active[k]:
+                k += 1
+                continue
+            j = k
+            while j + 1 < n and b.active[j + 1]:
+                j += 1
+            lo, hi = int(b.offsets[k]), int(b.offsets[j] + b.lengths[j])
+            for a in range(lo, hi, step):
+                piece = b.grads[a:min(hi, a + step)]
+                self.comm.Allreduce(self.MPI.IN_PLACE, piece, op=self.MPI.SUM)
+                np.divide(piece, b.dtype.type(self.size), out=piece)
+            k = j + 1
+
+    # --- state: gathered whole, so checkpoints are single-process ones --------------------------
+    @contextmanager
+    def _full_state(self, write_back=False):
+        buckets = self.opt.registry.buckets if self.shard_state else []
+        saved = [(b.moment, b.inf_norm) for b in buckets]
+        for b in buckets:
+            full = []
+            for part in (b.moment, b.inf_norm):
+                whole = np.empty(int(b.shard_counts.sum()), b.dtype)
+                self.comm.Allgatherv(part, [whole, (b.shard_counts, b.shard_displs)])
+                full.append(whole)
+            b.moment, b.inf_norm = full
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            for b, (m, u) in zip(buckets, saved):
+                if ok and write_back:
+                    lo, hi = b.shard
+                    m[...], u[...] = b.moment[lo:hi], b.inf_norm[lo:hi]
+                b.moment, b.inf_norm = m, u
+
+    def state_dict(self):
+        """The full (gathered) state dict, as a single process would return it (copies)."""
+        with self._full_state():
+            return {k: (dict(v) if isinstance(v, dict) else np.array(v, copy=True))
+                    for k, v in self.opt.state_dict().items()}
+
+    def set_state_dict(self, state_dict):
+        with self._full_state(write_back=True):
+            self.opt.set_state_dict(state_dict)
+
+    def save(self, path, extra=None, extra_arrays=None):
+        """Rank 0 writes a single-process checkpoint (collective: every rank calls it)."""
+        with self._full_state():
+            if self.rank == 0:
+                self.opt.save(path, extra, extra_arrays)
+        self.comm.Barrier()
+
+    def restore(self, path, match="name", params=True):
+        """Every rank reads the same (single-process or sharded-run) checkpoint."""
+        with self._full_state(write_back=True):
+            return self.opt.restore(path, match=match, params=params)
+
+    def state_bytes(self):
+        """Bytes of optimizer state (moments, inf-norms) this rank holds."""
+        return sum(b.moment.nbytes + b.inf_norm.nbytes for b in self.opt.registry.buckets)
