@@ -10,7 +10,9 @@ from .clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, Gradien
 from .optimizer import Adamax
 from .parameter import Parameter
 from .regularizer import L1Decay, L2Decay
+from .sparse import RowSparseGrad
 
 __version__ = "0.1.0"
 __all__ = ["Adamax", "Parameter", "ClipGradByValue", "ClipGradByNorm", "ClipGradByGlobalNorm",
-           "GradientClipBase", "L1Decay", "L2Decay", "lr", "from_config", "ConfigError"]
+           "GradientClipBase", "L1Decay", "L2Decay", "lr", "from_config", "ConfigError",
+           "RowSparseGrad"]

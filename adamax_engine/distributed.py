@@ -135,6 +135,8 @@ class DistributedAdamax:
         """Average the grads over the ranks, then one Adamax step (collective: every rank)."""
         reg = self.opt.registry
         reg.gather()
+        if reg.sparse:
+            raise TypeError("distributed: row-sparse grads are not supported yet (densify them)")
         self._check_same_grads(reg)
         if not self.shard_state:
             for b in reg.buckets:

@@ -26,6 +26,7 @@ from .kernels.steptables import begin_step, end_step
 from .lr import is_scheduler
 from .parameter import LOW_PRECISION
 from .registry import Entry, Registry
+from .sparse import SparseRows
 from .state import load_state, state_dict_of
 
 
@@ -39,7 +40,8 @@ class Adamax:
     ``device`` ("cpu"|"cuda": where the flat buffers live; "cuda" wants Parameters holding CUDA
     device arrays), ``skip_nonfinite`` (a step whose grads hold inf/nan changes no parameter or
     moment; beta1_pow and step counts still advance, as paddle's found_inf skip does),
-    ``multi_precision`` (paddle's ``_multi_precision``: float16/bfloat16 parameters are stepped
+    ``lazy_mode`` (row-sparse grads, adamax_engine.sparse: False = exactly the dense result,
+    True = only the touched rows move), ``multi_precision`` (paddle's ``_multi_precision``: float16/bfloat16 parameters are stepped
     in float32 on master weights, with float32 moments, and written back rounded to nearest even;
     required for such parameters, no effect on float32/float64 ones).
 
@@ -54,7 +56,8 @@ class Adamax:
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
                  weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
-                 backend=None, device="cpu", skip_nonfinite=False, multi_precision=False):
+                 backend=None, device="cpu", skip_nonfinite=False, multi_precision=False,
+                 lazy_mode=False):
         assert learning_rate is not None
         assert beta1 is not None
         assert beta2 is not None
@@ -101,6 +104,7 @@ class Adamax:
         self._skipped = 0
         self._backend = dispatch.resolve(backend, device)
         self._kernels = dispatch.LocalStep(self._backend)
+        self._sparse = SparseRows(lazy_mode)
         self._registry = Registry(entries, mode=mode, device=device)
         self._fill_static_tables()
         self._cuda = None
@@ -172,6 +176,13 @@ class Adamax:
         changed = {id(b): begin_step(lr, self._flavor_code, b.active, b.has_state, b.beta1_pow,
                                      b.beta1_T, b.beta1_py, b.steps, b.lr_mult, b.hyper, b.flags)
                    for b in buckets}
+        sparse, densified = self._registry.sparse, []
+        for e in self._registry.entries if sparse or self._sparse.state else ():
+            if id(e) in sparse:
+                e.bucket.flags[e.index, L.ACTIVE] = 0  # the dense kernels skip it
+            elif id(e) in self._sparse.state and e.bucket.active[e.index]:
+                self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
+                densified.append(e)  # a dense grad now: every row must be up to date
         if self._cuda is not None:
             self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite)
         else:
@@ -179,11 +190,27 @@ class Adamax:
             if not self._apply_norm_clips(buckets):
                 for b in buckets:
                     self._kernels.update(b, self._flavor_code)
+                for e in self._registry.entries if sparse else ():
+                    if id(e) in sparse:
+                        self._sparse.update(e, self._param_view(e), sparse[id(e)],
+                                            self._flavor_code)
                 self._kernels.finish(buckets)
             else:
                 self._skipped += 1
+                densified = []
         for b in buckets:  # paddle advances beta1_pow on a skipped (found_inf) step too
             end_step(b.active, b.beta1_pow, b.beta1_T, b.steps)
+        for e in densified:
+            self._sparse.dense_step_done(e)
+
+    def _param_view(self, e):
+        return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
+
+    def flush(self):
+        """Row-sparse parameters (lazy_mode=False): bring every lagging row up to date, so that
+        parameters and state equal the dense run's (state_dict and save do it themselves)."""
+        for e in self._registry.entries if self._sparse.state else ():
+            self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
 
     def _apply_norm_clips(self, buckets):
         """One reduction pass per bucket, then each norm clipper's per-segment grad scales.
@@ -197,8 +224,11 @@ class Adamax:
         sums = {}
         for b in wanted:
             mask = b.active if skip else b.norm_clipped & b.active
-            flags = mask.astype(np.int64).reshape(-1, 1)
+            flags = (mask & ~b.sparse).astype(np.int64).reshape(-1, 1)
             sums[id(b)], nonfinite = self._kernels.sumsq(b, flags)
+            for k in np.flatnonzero(mask & b.sparse):  # row-sparse grads: their rows' squares
+                sums[id(b)][k], nonfinite[k] = self._sparse.sumsq(
+                    self._registry.sparse[id(b.entries[k])])
             if skip and nonfinite.any():
                 return True
         for gi, g in enumerate(self._groups):
@@ -279,11 +309,13 @@ class Adamax:
     # --- state ----------------------------------------------------------------------------------
     def state_dict(self):
         """paddle's layout: ``<param>_[<name>_]moment_0`` ..., then ``LR_Scheduler``; live views."""
+        self.flush()
         return state_dict_of(self)
 
     def set_state_dict(self, state_dict):
         """Load a state_dict; validates names, shapes and dtypes first and changes nothing if off."""
         load_state(self, state_dict)
+        self._sparse.state.clear()  # the loaded state is whole: no row lags
 
     load_state_dict = set_state_dict
 
@@ -291,13 +323,16 @@ class Adamax:
     def save(self, path, extra=None, extra_arrays=None):
         """Write params, state, scheduler, clipper and config to ``path`` (.npz), atomically."""
         from .checkpoint import save
+        self.flush()
         save(self, path, extra, extra_arrays)
 
     def restore(self, path, match="name", params=True):
         """Load a checkpoint into this optimizer (and the parameters' values unless
         ``params=False``); CheckpointError, with nothing changed, if it does not fit."""
         from .checkpoint import restore
-        return restore(self, path, match=match, params=params)
+        extra = restore(self, path, match=match, params=params)
+        self._sparse.state.clear()
+        return extra
 
     @classmethod
     def load(cls, path, parameters, match="name", **overrides):

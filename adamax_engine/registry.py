@@ -28,6 +28,7 @@ import numpy as np
 
 from .kernels import layout as L
 from .parameter import LOW_PRECISION
+from .sparse import RowSparseGrad
 
 MODES = ("adopt", "borrow")
 DEVICES = ("cpu", "cuda")
@@ -77,6 +78,7 @@ class Bucket:
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
         self.active = np.zeros(n, np.bool_)
+        self.sparse = np.zeros(n, np.bool_)  # this step's grad is row-sparse (sparse.py)
         self.chunks = L.build_chunk_table(self.offsets, self.lengths)
         self.groups = np.array([e.group for e in self.entries], dtype=np.int64)
         self.hyper, self.flags = L.empty_tables(n, self.dtype)
@@ -107,7 +109,7 @@ class Bucket:
         self.grad_addrs = np.zeros(len(self.entries), np.int64)
         self.alive = []
         for k, e in enumerate(self.entries):
-            if self.active[k]:
+            if self.active[k] and not self.sparse[k]:
                 _, data, grad, key = live[id(e)]
                 key = key or (e.adapter.address(data), e.adapter.address(grad))
                 self.param_addrs[k], self.grad_addrs[k] = key
@@ -160,6 +162,7 @@ class Registry:
             # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
         self._last_ok = False
+        self.sparse = {}  # id(entry) -> (unique rows, summed values) of this step's sparse grads
 
     def gather(self, only=None):
         """Mark active segments (trainable, grad present) and bring assigned arrays in.
@@ -171,12 +174,13 @@ class Registry:
         a param whose (data, grad) addresses are the ones checked last step costs two reads.
         """
         stamp = self.entries[0].adapter.mutation_count() if self.entries else None
-        if only is None and stamp is not None and stamp == self._seen:
+        if only is None and stamp is not None and stamp == self._seen and not self.sparse:
             return  # nothing assigned since the last step: the active masks still hold
         if only is None and self._unchanged():
             return  # every tensor where it was: masks, views and address tables still hold
-        copies, live, foreign = [], {}, []
+        copies, live, foreign, sparse = [], {}, [], {}
         masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
+        sparse_masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         for e in self.entries:
             a = e.adapter
             if not a.trainable(e.param) or (only is not None and id(e.param) not in only):
@@ -193,6 +197,15 @@ class Registry:
             if not data_ours:
                 a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
             if grad is None:
+                continue
+            if isinstance(grad, RowSparseGrad):
+                if stamp is None or self.device != "cpu":
+                    raise TypeError(f"{e.name}.grad: row-sparse grads are for "
+                                    "adamax_engine.Parameter on the CPU")
+                sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
+                if self.mode == "adopt" and not data_ours:
+                    copies.append((e, data, None))
+                masks[id(e.bucket)][e.index] = sparse_masks[id(e.bucket)][e.index] = True
                 continue
             grad_ours = e.grad_view is not None and a.same(grad, e.grad_view)
             if not grad_ours:
@@ -217,8 +230,10 @@ class Registry:
         for e, data, grad, key in live.values():
             if stamp is None and (key is None or key != e.checked):
                 e.checked = key or (e.adapter.address(data), e.adapter.address(grad))
+        self.sparse = sparse
         for b in self.buckets:
             b.active[:] = masks[id(b)]
+            b.sparse[:] = sparse_masks[id(b)]
             if b.mode == "borrow":
                 b.set_addresses(live)
         self._seen = stamp if only is None else None

@@ -129,3 +129,24 @@ def test_cli_run_under_mpiexec_matches_single_process(tmp_path):
     assert summary["ranks"] == 2 and len(summary["state_bytes_per_rank"]) == 2
     meta, _ = checkpoint.read(dist / "checkpoint" / "checkpoint.npz")
     assert meta["extra"]["step"] == 30
+
+
+def test_one_rank_in_process_equals_plain_and_refuses_sparse(rng):
+    from mpi4py import MPI
+    from adamax_engine.distributed import DistributedAdamax
+    values = [rng.standard_normal(s).astype(np.float32) for s in W.SHAPES]
+    a = [ae.Parameter(v.copy(), name=f"p{i}") for i, v in enumerate(values)]
+    b = [ae.Parameter(v.copy(), name=f"p{i}") for i, v in enumerate(values)]
+    plain = W.make_optimizer(a, "global")
+    dist = DistributedAdamax(W.make_optimizer(b, "global"), comm=MPI.COMM_SELF, shard_state=True)
+    for step in range(3):
+        for p, q in zip(a, b):
+            p.grad = rng.standard_normal(p.shape).astype(np.float32)
+            q.grad = p.grad.copy()
+        plain.step()
+        dist.step()
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p.data, q.data)
+    b[0].grad = ae.RowSparseGrad([0, 1], np.ones((2, 5), np.float32))
+    with pytest.raises(TypeError, match="row-sparse grads are not supported"):
+        dist.step()

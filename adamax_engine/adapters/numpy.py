@@ -28,7 +28,10 @@ class NumpyAdapter:
 
     @staticmethod
     def zero_grad(param):
-        param._grad[...] = 0
+        if hasattr(param._grad, "zero_"):  # a RowSparseGrad: no rows left
+            param._grad.zero_()
+        else:
+            param._grad[...] = 0
 
     @staticmethod
     def meta(param):

@@ -1,0 +1,132 @@
+"""Row-sparse gradients for embedding tables: ``p.grad = RowSparseGrad(rows, values)``.
+
+paddle's Adamax does not support sparse parameters (its docs say so) and no peer does. Here a
+parameter of shape (R, ...) may receive a gradient that names some rows (duplicates summed, in
+the order given) and their values; ``step()`` updates only those rows in one fused kernel
+(kernels/sparse.py). ``Adamax(lazy_mode=False)`` (default) gives exactly the dense result, a
+dense grad with zeros in the other rows: rows that are not touched lag behind and are replayed
+exactly when next touched, or by ``opt.flush()`` (which ``state_dict``, ``save`` and a dense
+grad on that parameter call first). Reading an untouched row's value between steps without a
+flush gives its value at its last update. ``lazy_mode=True`` updates only the touched rows and
+leaves the others (value and moments) as they are: cheaper, not the dense result.
+Norm clipping sums the touched rows' squares (the dense grad's other entries are zero) in row
+order: the same sum as a dense grad up to its summation order (last-bit differences).
+History: one hyper-table row per step since the most lagging row's last update; when that
+exceeds ``max_lag`` steps the whole parameter is flushed (the dense cost, amortised).
+"""
+import numpy as np
+
+from .kernels import layout as L
+from .kernels import sparse as K
+
+
+class RowSparseGrad:
+    """A gradient for rows ``rows`` (int array, k) of a parameter of shape (R, ...):
+    ``values`` has shape (k, ...) and the parameter's dtype. Duplicate rows are summed."""
+
+    def __init__(self, rows, values):
+        self.rows = np.asarray(rows)
+        self.values = values
+
+    def zero_(self):
+        """clear_grad(): no rows left (the parameter still counts as having a grad)."""
+        self.rows = self.rows[:0]
+        self.values = self.values[:0]
+
+    def check(self, name, shape, dtype):
+        """(unique rows, summed values as (u, row_len)) or TypeError/ValueError naming ``name``."""
+        what = f"{name}.grad"
+        if len(shape) < 1:
+            raise ValueError(f"{what}: a row-sparse grad needs a parameter with rows, got shape ()")
+        if self.rows.ndim != 1 or self.rows.dtype.kind not in "iu":
+            raise TypeError(f"{what}.rows: expected a 1-D integer array, got {self.rows.dtype} "
+                            f"with shape {self.rows.shape}")
+        values = self.values
+        if not isinstance(values, np.ndarray):
+            raise TypeError(f"{what}.values: expected a numpy.ndarray, got "
+                            f"{type(values).__name__}")
+        if values.dtype != dtype:
+            raise TypeError(f"{what}.values: expected dtype {dtype} (the parameter's), got "
+                            f"{values.dtype}")
+        if values.shape != (len(self.rows),) + tuple(shape[1:]):
+            raise ValueError(f"{what}.values: expected shape {(len(self.rows),) + tuple(shape[1:])}"
+                             f" (one row per index), got {values.shape}")
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= shape[0]):
+            raise ValueError(f"{what}.rows: expected indices in [0, {shape[0]}), got "
+                             f"[{self.rows.min()}, {self.rows.max()}]")
+        unique, inverse = np.unique(self.rows.astype(np.int64), return_inverse=True)
+        flat = values.reshape(len(self.rows), int(np.prod(shape[1:], dtype=np.int64)))
+        if len(unique) == len(self.rows):
+            summed = np.ascontiguousarray(flat[np.argsort(self.rows, kind="stable")])
+        else:
+            summed = np.zeros((len(unique), flat.shape[1]), dtype)
+            np.add.at(summed, inverse, flat)
+        return unique, summed
+
+
+class SparseRows:
+    """Per-parameter state of the exact (replay) mode, and the sparse part of a step."""
+
+    def __init__(self, lazy_mode, max_lag=1000):
+        if not isinstance(lazy_mode, bool):
+            raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
+        self.lazy, self.max_lag = lazy_mode, max_lag
+        self.state = {}  # id(entry) -> [last (R,), hist (list of hyper rows), base]
+
+    def _views(self, e, param):
+        b, k = e.bucket, e.index
+        rows = e.shape[0]
+        return (param.reshape(rows, -1), b.segment(b.moment, k).reshape(rows, -1),
+                b.segment(b.inf_norm, k).reshape(rows, -1))
+
+    def _state(self, e):
+        """{"clock": updates so far, "last": per-row last update, "hist": hyper rows of the
+        updates base.., "n": how many}. Updates, not steps: a skipped step is no update."""
+        if id(e) not in self.state:
+            self.state[id(e)] = {"clock": 0, "last": np.full(e.shape[0], -1, np.int64), "n": 0,
+                                 "base": 0, "hist": np.empty((8, L.N_HYPER), e.bucket.dtype)}
+        return self.state[id(e)]
+
+    def update(self, e, param, grad, flavor):
+        """The step of one row-sparse entry (its tables are filled: lr_t, grad scale)."""
+        b, k = e.bucket, e.index
+        rows, values = grad
+        st = self._state(e)
+        now = st["clock"]
+        st["clock"] += 1
+        if st["n"] == len(st["hist"]):
+            st["hist"] = np.concatenate([st["hist"], np.empty_like(st["hist"])])
+        st["hist"][st["n"]] = b.hyper[k]
+        st["n"] += 1
+        K.rows_update(*self._views(e, param), rows, values, st["last"], st["hist"], st["base"],
+                      now, b.flags[k], flavor, not self.lazy)
+        if self.lazy:
+            st["n"], st["base"] = 0, now + 1
+        elif st["n"] > self.max_lag:
+            self.flush_entry(e, param, flavor)
+
+    def flush_entry(self, e, param, flavor):
+        """Bring every row of ``e`` up to its last step (exact mode; lazy mode has no lag)."""
+        st = self.state.get(id(e))
+        if st is None or not st["n"]:
+            return
+        upto = st["base"] + st["n"] - 1
+        if not self.lazy:
+            K.catch_up(*self._views(e, param), st["last"], st["hist"], st["base"], upto,
+                       e.bucket.flags[e.index], flavor)
+        st["n"], st["base"] = 0, upto + 1
+
+    def dense_step_done(self, e):
+        """A dense update moved every row (after a flush): no row lags any more."""
+        st = self.state[id(e)]
+        st["last"][:] = st["clock"]
+        st["clock"] += 1
+        st["n"], st["base"] = 0, st["clock"]
+
+    def sumsq(self, grad):
+        """(sum of squares, non-finite) of a checked sparse grad's summed values."""
+        from .kernels.cpu import segment_sumsq
+        flat = grad[1].reshape(-1)
+        chunks = L.build_chunk_table([0], [flat.size])
+        sums, bad = segment_sumsq(flat, chunks, np.ones((1, L.N_FLAGS), np.int64))
+        return sums[0], bad[0]
