@@ -19,7 +19,9 @@ single process stepping the averaged gradient exactly when those sums are exact 
 such grads), and within an ulp of each sum otherwise. A sharded run's norms are summed in
 another order than a single process's (also within ulps). Checkpoints (``save``/``restore``/
 ``state_dict``) gather the full state: a sharded run's checkpoint is a single-process one and
-vice versa. Parameters must be on the CPU in adopt mode (flat grad buffers); a parameter must
+vice versa. Parameters must be in adopt mode (flat grad buffers; on device="cuda" the grads go
+through MPI directly when it is CUDA-aware, staged through the host otherwise; ZeRO-1 is CPU
+only for now); a parameter must
 have a grad on all ranks or on none (checked every step, RuntimeError otherwise).
 """
 from contextlib import contextmanager
@@ -109,9 +111,16 @@ class DistributedAdamax:
         self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         reg = optimizer.registry
-        if reg.device != "cpu" or reg.mode != "adopt":
-            raise ValueError("distributed: needs CPU parameters in adopt mode (flat grad "
-                             f"buffers), got device={reg.device!r} mode={reg.mode!r}")
+        if reg.mode != "adopt":
+            raise ValueError("distributed: needs parameters in adopt mode (flat grad buffers), "
+                             f"got mode={reg.mode!r}")
+        if reg.device == "cuda" and shard_state:
+            raise ValueError("distributed: shard_state=True on device='cuda' is not built yet "
+                             "(use shard_state=False)")
+        self.cuda = reg.device == "cuda"
+        query = getattr(self.MPI, "Query_cuda_support", None)
+        from .kernels.cuda import simulated
+        self.cuda_aware = bool(self.cuda and query is not None and not simulated() and query())
         if shard_state and any(b.store is not None for b in reg.buckets):
             raise ValueError("distributed: shard_state=True with multi_precision is not "
                              "supported yet")
@@ -127,7 +136,7 @@ class DistributedAdamax:
     def broadcast_parameters(self, root=0):
         """Make every rank's parameters equal to ``root``'s (call once, before training)."""
         for b in self.opt.registry.buckets:
-            self.comm.Bcast(b.params, root=root)
+            self._collective(b.params, lambda buf: self.comm.Bcast(buf, root=root))
         for e in self.opt.registry.entries:
             self.opt.registry.refresh_master(e)
 
@@ -168,9 +177,24 @@ class DistributedAdamax:
             lo, hi = int(b.offsets[k]), int(b.offsets[j] + b.lengths[j])
             for a in range(lo, hi, step):
                 piece = b.grads[a:min(hi, a + step)]
-                self.comm.Allreduce(self.MPI.IN_PLACE, piece, op=self.MPI.SUM)
-                np.divide(piece, b.dtype.type(self.size), out=piece)
+                self._collective(piece, lambda buf: self.comm.Allreduce(
+                    self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
+                if self.cuda:
+                    from .kernels.cuda import divide
+                    divide(piece, self.size)
+                else:
+                    np.divide(piece, b.dtype.type(self.size), out=piece)
             k = j + 1
+
+    def _collective(self, buf, op):
+        """Run ``op`` on a host buffer, or on a device one: directly when MPI is CUDA-aware
+        (``__cuda_array_interface__``), else staged through host memory."""
+        if not self.cuda or self.cuda_aware:
+            op(buf)
+            return
+        host = buf.copy_to_host()
+        op(host)
+        buf.copy_to_device(host)
 
     # --- state: gathered whole, so checkpoints are single-process ones --------------------------
     @contextmanager

@@ -199,9 +199,9 @@ class Registry:
             if grad is None:
                 continue
             if isinstance(grad, RowSparseGrad):
-                if stamp is None or self.device != "cpu":
+                if stamp is None:
                     raise TypeError(f"{e.name}.grad: row-sparse grads are for "
-                                    "adamax_engine.Parameter on the CPU")
+                                    "adamax_engine.Parameter")
                 sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
                 if self.mode == "adopt" and not data_ours:
                     copies.append((e, data, None))

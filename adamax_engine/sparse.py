@@ -75,16 +75,27 @@ class SparseRows:
 
     def _views(self, e, param):
         b, k = e.bucket, e.index
-        rows = e.shape[0]
-        return (param.reshape(rows, -1), b.segment(b.moment, k).reshape(rows, -1),
-                b.segment(b.inf_norm, k).reshape(rows, -1))
+        shape = (e.shape[0], int(np.prod(e.shape[1:], dtype=np.int64)))
+        return (param.reshape(shape), b.segment(b.moment, k).reshape(shape),
+                b.segment(b.inf_norm, k).reshape(shape))
+
+    @staticmethod
+    def _kernels(e):
+        if e.bucket.device == "cuda":
+            from .kernels import cuda_sparse
+            return cuda_sparse
+        return K
 
     def _state(self, e):
         """{"clock": updates so far, "last": per-row last update, "hist": hyper rows of the
         updates base.., "n": how many}. Updates, not steps: a skipped step is no update."""
         if id(e) not in self.state:
-            self.state[id(e)] = {"clock": 0, "last": np.full(e.shape[0], -1, np.int64), "n": 0,
-                                 "base": 0, "hist": np.empty((8, L.N_HYPER), e.bucket.dtype)}
+            last = np.full(e.shape[0], -1, np.int64)
+            if e.bucket.device == "cuda":
+                from numba import cuda
+                last = cuda.to_device(last)
+            self.state[id(e)] = {"clock": 0, "last": last, "n": 0, "base": 0,
+                                 "hist": np.empty((8, L.N_HYPER), e.bucket.dtype)}
         return self.state[id(e)]
 
     def update(self, e, param, grad, flavor):
@@ -98,8 +109,8 @@ class SparseRows:
             st["hist"] = np.concatenate([st["hist"], np.empty_like(st["hist"])])
         st["hist"][st["n"]] = b.hyper[k]
         st["n"] += 1
-        K.rows_update(*self._views(e, param), rows, values, st["last"], st["hist"], st["base"],
-                      now, b.flags[k], flavor, not self.lazy)
+        self._kernels(e).rows_update(*self._views(e, param), rows, values, st["last"], st["hist"],
+                                     st["base"], now, b.flags[k], flavor, not self.lazy)
         if self.lazy:
             st["n"], st["base"] = 0, now + 1
         elif st["n"] > self.max_lag:
@@ -112,14 +123,18 @@ class SparseRows:
             return
         upto = st["base"] + st["n"] - 1
         if not self.lazy:
-            K.catch_up(*self._views(e, param), st["last"], st["hist"], st["base"], upto,
-                       e.bucket.flags[e.index], flavor)
+            self._kernels(e).catch_up(*self._views(e, param), st["last"], st["hist"], st["base"],
+                                      upto, e.bucket.flags[e.index], flavor)
         st["n"], st["base"] = 0, upto + 1
 
     def dense_step_done(self, e):
         """A dense update moved every row (after a flush): no row lags any more."""
         st = self.state[id(e)]
-        st["last"][:] = st["clock"]
+        if e.bucket.device == "cuda":
+            from .kernels.cuda import fill
+            fill(st["last"], st["clock"])
+        else:
+            st["last"][:] = st["clock"]
         st["clock"] += 1
         st["n"], st["base"] = 0, st["clock"]
 

@@ -4,6 +4,7 @@ argv: out.npz shard(0|1) dtype clip(none|global|norm) steps [resume.npz]
 Every rank's grad is exactly representable and small, so the MPI sums are exact in any order
 and the result can be compared bit for bit with one process stepping the averaged gradient.
 """
+import os
 import sys
 
 import numpy as np
@@ -27,20 +28,25 @@ def grad(step, rank, size, i, dtype):
     return (base + (rank - (size - 1) / 2) * delta).astype(dtype)
 
 
-def make_optimizer(params, clip):
+def make_optimizer(params, clip, device="cpu"):
     grad_clip = {"none": None, "global": ae.ClipGradByGlobalNorm(2.0),
                  "norm": ae.ClipGradByNorm(1.0)}[clip]
     groups = [{"params": params[:3], "beta1": 0.8},
               {"params": params[3:], "weight_decay": ae.L1Decay(0.01), "learning_rate": 0.5}]
-    return ae.Adamax(0.02, parameters=groups, grad_clip=grad_clip, weight_decay=0.001)
+    return ae.Adamax(0.02, parameters=groups, grad_clip=grad_clip, weight_decay=0.001,
+                     device=device)
 
 
 def main():
     out, shard, dtype, clip, steps = sys.argv[1:6]
     resume = sys.argv[6] if len(sys.argv) > 6 else None
     dtype, steps = np.dtype(dtype), int(steps)
-    params = [ae.Parameter(v, name=f"p{i}") for i, v in enumerate(initial(dtype))]
-    opt = DistributedAdamax(make_optimizer(params, clip), shard_state=shard == "1")
+    device = os.environ.get("ADAMAX_WORKER_DEVICE", "cpu")  # "cuda": device arrays
+    if device == "cuda":
+        from numba import cuda
+    put = (lambda a: a) if device == "cpu" else cuda.to_device
+    params = [ae.Parameter(put(v), name=f"p{i}") for i, v in enumerate(initial(dtype))]
+    opt = DistributedAdamax(make_optimizer(params, clip, device), shard_state=shard == "1")
     rank, size = opt.rank, opt.size
     start = 0
     if resume:
@@ -48,7 +54,7 @@ def main():
     opt.broadcast_parameters()
     for step in range(start, steps):
         for i, p in enumerate(params):
-            p.grad = grad(step, rank, size, i, dtype)
+            p.grad = put(grad(step, rank, size, i, dtype))
         opt.step()
     sizes = opt.comm.gather(opt.state_bytes())
     opt.save(out, extra={"step": steps, "state_bytes": sizes})

@@ -14,6 +14,7 @@ import pytest
 
 import adamax_engine as ae
 from adamax_engine import checkpoint
+from adamax_engine.kernels import cuda as cuda_kernels
 
 pytest.importorskip("mpi4py")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,3 +151,13 @@ def test_one_rank_in_process_equals_plain_and_refuses_sparse(rng):
     b[0].grad = ae.RowSparseGrad([0, 1], np.ones((2, 5), np.float32))
     with pytest.raises(TypeError, match="row-sparse grads are not supported"):
         dist.step()
+
+
+@pytest.mark.skipif(not cuda_kernels.available(), reason="no CUDA GPU and no simulator")
+def test_cuda_parameters_two_ranks(tmp_path, monkeypatch):
+    """device='cuda' grads all-reduced (host-staged in the simulator) == one process."""
+    monkeypatch.setenv("ADAMAX_WORKER_DEVICE", "cuda")
+    out = tmp_path / "cuda.npz"
+    run_mpi(2, out, 0, "float32", "none", 4)
+    params, opt = single_process(np.dtype("float32"), "none", 2, 4)
+    assert_checkpoint_equals(out, params, opt)

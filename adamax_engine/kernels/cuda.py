@@ -79,6 +79,14 @@ def fill(x, value):
         k.fill[grid_for((x.shape[0] + k.threads - 1) // k.threads), k.threads](x, x.dtype.type(value))
 
 
+def divide(x, value):
+    """x[:] /= value for a 1-D device array."""
+    if x.shape[0]:
+        k = kernels(x.dtype)
+        k.divide[grid_for((x.shape[0] + k.threads - 1) // k.threads), k.threads](
+            x, x.dtype.type(value))
+
+
 cuda = None  # numba.cuda, bound on first use; a module global, which the simulator swaps
 
 
@@ -329,7 +337,15 @@ def kernels(dtype):
             x[i] = value
             i += cuda.gridsize(1)
 
-    return SimpleNamespace(fill=fill, count_skip=count_skip, update=update, end_step=end_step,
+    @cuda.jit
+    def divide(x, value):
+        """x[:] /= value (the average of an all-reduced grad, as numpy's divide rounds it)."""
+        i = cuda.grid(1)
+        while i < x.shape[0]:
+            x[i] = x[i] / value
+            i += cuda.gridsize(1)
+
+    return SimpleNamespace(fill=fill, divide=divide, count_skip=count_skip, update=update, end_step=end_step,
                            sumsq_partials=sumsq_partials, finish_clip=finish_clip,
                            threads=nthreads, element=element, step_lr=step_lr,
                            make_sumsq=make_sumsq)

@@ -1,0 +1,110 @@
+"""numba.cuda twins of kernels/sparse.py: row-sparse steps on device parameters.
+
+Same arguments and meaning (param/moment/inf_norm viewed as (rows, row_len) device arrays,
+``hist`` the hyper rows of the updates base.., ``last`` per-row last update), one thread per
+(touched row, column) element; ``last`` is written by a second launch so that no thread reads
+a row's ``last`` after another thread of that row changed it. The arithmetic is kernels/cuda.py's
+``element`` (so the GPU's dense and sparse results agree); a replayed step has a zero grad and
+no grad scale, as in kernels/sparse.py.
+"""
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import cuda as K
+from .layout import (BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
+                     GRAD_SCALE, LR_T, ONE_MINUS_BETA1, SCALE_GRAD)
+
+cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps
+
+
+@functools.lru_cache(maxsize=None)
+def kernels(dtype):
+    global cuda
+    import numba
+    base = K.kernels(dtype)
+    cuda = K.cuda
+    element = base.element
+    nbt = numba.from_dtype(np.dtype(dtype))
+
+    @cuda.jit(device=True, inline=True)
+    def apply(p, g, m, u, h, flags, scale_grad, flavor):
+        return element(p, g, m, u, h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS],
+                       h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY], flags[CLIP_VALUE] != 0,
+                       scale_grad, flags[DECAY_MODE], flavor)
+
+    @cuda.jit
+    def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, flavor,
+                    replay):
+        cols = param.shape[1]
+        i = cuda.grid(1)
+        while i < rows.shape[0] * cols:
+            k, j = i // cols, i % cols
+            r = rows[k]
+            p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
+            if replay:
+                for s in range(last[r] + 1, now):
+                    p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+            p, m, u = apply(p, values[k, j], m, u, hist[now - base], flags,
+                            flags[SCALE_GRAD] != 0, flavor)
+            param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
+            i += cuda.gridsize(1)
+
+    @cuda.jit
+    def set_last(last, rows, now):
+        k = cuda.grid(1)
+        while k < rows.shape[0]:
+            last[rows[k]] = now
+            k += cuda.gridsize(1)
+
+    @cuda.jit
+    def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
+        cols = param.shape[1]
+        i = cuda.grid(1)
+        while i < param.shape[0] * cols:
+            r, j = i // cols, i % cols
+            p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
+            for s in range(last[r] + 1, upto + 1):
+                p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+            param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
+            i += cuda.gridsize(1)
+
+    @cuda.jit
+    def raise_last(last, upto):
+        r = cuda.grid(1)
+        while r < last.shape[0]:
+            if last[r] < upto:
+                last[r] = upto
+            r += cuda.gridsize(1)
+
+    return SimpleNamespace(rows_update=rows_update, set_last=set_last, catch_up=catch_up,
+                           raise_last=raise_last, threads=base.threads)
+
+
+def _grid(n, k):
+    return K.grid_for(max(1, (n + k.threads - 1) // k.threads)), k.threads
+
+
+def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, flavor,
+                replay):
+    """kernels.sparse.rows_update on the device (rows, values, hist, flags: host arrays)."""
+    from numba import cuda as c
+    k = kernels(param.dtype)
+    d_rows = c.to_device(rows)
+    n = rows.shape[0] * param.shape[1]
+    if n:
+        k.rows_update[_grid(n, k)](param, moment, inf_norm, d_rows, c.to_device(values), last,
+                                   c.to_device(hist[:now - base + 1]), base, now,
+                                   c.to_device(np.ascontiguousarray(flags)), flavor, replay)
+        k.set_last[_grid(rows.shape[0], k)](last, d_rows, now)
+
+
+def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
+    from numba import cuda as c
+    k = kernels(param.dtype)
+    n = param.shape[0] * param.shape[1]
+    if n:
+        k.catch_up[_grid(n, k)](param, moment, inf_norm, last, c.to_device(hist[:upto - base + 1]),
+                                base, upto, c.to_device(np.ascontiguousarray(flags)), flavor)
+        k.raise_last[_grid(last.shape[0], k)](last, upto)
