@@ -142,6 +142,14 @@ def kernels(dtype):
         correction = 1.0 - beta1_f64[seg] ** numba.float64(steps[seg] + 1)
         return nbt(lr * numba.float64(lr_mult[seg]) / correction)
 
+    @cuda.jit(device=True, inline=True)
+    def segment_scalars(hyper, flags, seg):
+        """A segment's scalars, read once per chunk (the arguments of ``element`` after lr_t)."""
+        return (hyper[seg, BETA1], hyper[seg, ONE_MINUS_BETA1], hyper[seg, BETA2],
+                hyper[seg, EPS], hyper[seg, DECAY], hyper[seg, CLIP_MIN], hyper[seg, CLIP_MAX],
+                hyper[seg, GRAD_SCALE], flags[seg, CLIP_VALUE] != 0,
+                flags[seg, SCALE_GRAD] != 0, flags[seg, DECAY_MODE])
+
     @cuda.jit
     def update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr, lr_mult,
                beta1_pow, beta1_f64, steps):
@@ -153,11 +161,8 @@ def kernels(dtype):
             seg = chunks[c, 0]
             if flags[seg, ACTIVE] != 0:
                 lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
-                b1, omb1 = hyper[seg, BETA1], hyper[seg, ONE_MINUS_BETA1]
-                b2, eps, decay = hyper[seg, BETA2], hyper[seg, EPS], hyper[seg, DECAY]
-                lo, hi, scale = hyper[seg, CLIP_MIN], hyper[seg, CLIP_MAX], hyper[seg, GRAD_SCALE]
-                clip_value, scale_grad = flags[seg, CLIP_VALUE] != 0, flags[seg, SCALE_GRAD] != 0
-                decay_mode = flags[seg, DECAY_MODE]
+                (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
+                 decay_mode) = segment_scalars(hyper, flags, seg)
                 step = cuda.blockDim.x
                 i = chunks[c, 1] + cuda.threadIdx.x
                 end = chunks[c, 2]
@@ -348,4 +353,4 @@ def kernels(dtype):
     return SimpleNamespace(fill=fill, divide=divide, count_skip=count_skip, update=update, end_step=end_step,
                            sumsq_partials=sumsq_partials, finish_clip=finish_clip,
                            threads=nthreads, element=element, step_lr=step_lr,
-                           make_sumsq=make_sumsq)
+                           segment_scalars=segment_scalars, make_sumsq=make_sumsq)

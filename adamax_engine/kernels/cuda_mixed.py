@@ -15,8 +15,7 @@ import numpy as np
 
 from . import cuda as K
 from . import halfmath
-from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
-                     EPS, GRAD_SCALE, ONE_MINUS_BETA1, SCALE_GRAD)
+from .layout import ACTIVE
 
 
 cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps
@@ -28,7 +27,7 @@ def kernels():
     global cuda
     base = K.kernels(np.float32)
     cuda = K.cuda
-    element, step_lr = base.element, base.step_lr
+    element, step_lr, segment_scalars = base.element, base.step_lr, base.segment_scalars
     widen = cuda.jit(device=True, inline=True)(halfmath.widen)
     narrow = cuda.jit(device=True, inline=True)(halfmath.narrow)
 
@@ -47,11 +46,8 @@ def kernels():
             seg = chunks[c, 0]
             if flags[seg, ACTIVE] != 0:
                 lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
-                b1, omb1 = hyper[seg, BETA1], hyper[seg, ONE_MINUS_BETA1]
-                b2, eps, decay = hyper[seg, BETA2], hyper[seg, EPS], hyper[seg, DECAY]
-                lo, hi, scale = hyper[seg, CLIP_MIN], hyper[seg, CLIP_MAX], hyper[seg, GRAD_SCALE]
-                clip_value, scale_grad = flags[seg, CLIP_VALUE] != 0, flags[seg, SCALE_GRAD] != 0
-                decay_mode = flags[seg, DECAY_MODE]
+                (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
+                 decay_mode) = segment_scalars(hyper, flags, seg)
                 i = chunks[c, 1] + cuda.threadIdx.x
                 while i < chunks[c, 2]:
                     p, m, u = element(master[i], load(grads, i, store), moment[i], inf_norm[i],
