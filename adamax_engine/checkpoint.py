@@ -3,8 +3,9 @@
 Format (version 1) -- ``np.load(path, allow_pickle=False)`` opens it:
   ``__meta__``          0-d unicode array: JSON with ``format``, ``version``, ``flavor``,
                         ``multi_precision``, ``config`` (lr or scheduler, betas, epsilon, weight
-                        decay, clipper, groups, name, skip_nonfinite), ``parameters`` (name, shape,
-                        dtype, group, lr multiplier, regularizer, need_clip, has_state, in order),
+                        decay, clipper, groups, name, skip_nonfinite, lazy_mode), ``parameters``
+                        (name, shape, dtype, group, lr multiplier, regularizer, need_clip,
+                        has_state, in order),
                         ``scheduler`` (its state_dict), ``skipped_steps``, ``extra`` (the caller's
                         JSON) and ``checksums`` {array name: sha256 of dtype, shape and bytes}.
   ``__meta_sha256__``   sha256 of the ``__meta__`` text.
@@ -100,7 +101,7 @@ def _config(opt):
     return {"learning_rate": lr, "beta1": opt._beta1, "beta2": opt._beta2,
             "epsilon": opt._epsilon, "weight_decay": encode(opt.regularization),
             "grad_clip": encode(opt._grad_clip), "name": opt._name, "groups": groups,
-            "skip_nonfinite": opt._skip_nonfinite}
+            "skip_nonfinite": opt._skip_nonfinite, "lazy_mode": opt._sparse.lazy}
 
 
 def collect(opt):
@@ -334,7 +335,8 @@ def build(cls, path, parameters, match="name", **overrides):
     kwargs = {"learning_rate": decode(lr), "beta1": cfg["beta1"], "beta2": cfg["beta2"],
               "epsilon": cfg["epsilon"], "weight_decay": decode(cfg["weight_decay"]),
               "grad_clip": decode(cfg["grad_clip"]), "name": cfg["name"],
-              "flavor": meta["flavor"], "skip_nonfinite": cfg["skip_nonfinite"]}
+              "flavor": meta["flavor"], "skip_nonfinite": cfg["skip_nonfinite"],
+              "lazy_mode": cfg.get("lazy_mode", False)}
     if meta["multi_precision"]:
         kwargs["multi_precision"] = True
     kwargs["device"] = adapter_for(named[0][1]).device if named else "cpu"

@@ -71,7 +71,7 @@ class SparseRows:
         if not isinstance(lazy_mode, bool):
             raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
         self.lazy, self.max_lag = lazy_mode, max_lag
-        self.state = {}  # id(entry) -> [last (R,), hist (list of hyper rows), base]
+        self.state = {}  # id(entry) -> see _state
 
     def _views(self, e, param):
         b, k = e.bucket, e.index

@@ -180,3 +180,8 @@ def test_checkpoint_of_a_lagging_run_is_the_dense_state(rng, tmp_path):
     _, b = checkpoint.read(tmp_path / "d.npz")
     for key in b:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    lazy, opt_l, _, _ = twins(rng, np.float32, lazy=True)
+    opt_l.save(tmp_path / "l.npz")
+    back = ae.Adamax.load(tmp_path / "l.npz", [ae.Parameter(p.data.copy(), name=p.name)
+                                               for p in lazy])
+    assert back._sparse.lazy is True
