@@ -87,13 +87,17 @@ def clip_object(spec):
 
 
 @SETTINGS
-@given(shapes=st.lists(SHAPE, min_size=1, max_size=5), dtype=DTYPES, flavor=FLAVOR,
-       mode=st.sampled_from(["adopt", "borrow"]), clip=CLIPS, data=st.data(),
-       beta1=st.floats(0, 0.999), beta2=st.floats(0, 0.9999), eps=st.floats(1e-10, 1e-2),
-       lr=st.floats(1e-4, 1.0), seed=st.integers(0, 2 ** 31))
-def test_optimizer_equals_oracle(shapes, dtype, flavor, mode, clip, data, beta1, beta2, eps, lr,
+@given(shapes=st.lists(SHAPE, min_size=1, max_size=6), dtype=DTYPES, flavor=FLAVOR,
+       mode=st.sampled_from(["adopt", "borrow"]), clips=st.tuples(CLIPS, CLIPS), data=st.data(),
+       beta1=st.tuples(st.floats(0, 0.999), st.floats(0, 0.999)), beta2=st.floats(0, 0.9999),
+       eps=st.floats(1e-10, 1e-2), lr=st.floats(1e-4, 1.0), seed=st.integers(0, 2 ** 31))
+def test_optimizer_equals_oracle(shapes, dtype, flavor, mode, clips, data, beta1, beta2, eps, lr,
                                  seed):
+    """Two parameter groups (the second with its own beta1, lr multiplier and clipper) against
+    the oracle run once per group."""
     n = len(shapes)
+    split = data.draw(st.integers(0, n))
+    group_lr = data.draw(st.sampled_from([0.5, 1.0, 3.0]))
     decays = data.draw(st.lists(DECAY, min_size=n, max_size=n))
     lr_mults = data.draw(st.lists(st.sampled_from([1.0, 0.5, 2.0]), min_size=n, max_size=n))
     need_clip = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
@@ -102,9 +106,14 @@ def test_optimizer_equals_oracle(shapes, dtype, flavor, mode, clip, data, beta1,
                            regularizer=None if d is None else
                            (ae.L2Decay if d[0] == "l2" else ae.L1Decay)(d[1]))
               for x, m, d, c in zip(init, lr_mults, decays, need_clip)]
-    opt = ae.Adamax(lr, beta1=beta1, beta2=beta2, epsilon=eps, parameters=params,
-                    grad_clip=clip_object(clip), flavor=flavor, mode=mode)
-    oracle, state = [x.copy() for x in init], {}
+    groups = [{"params": params[:split]},
+              {"params": params[split:], "beta1": beta1[1], "learning_rate": group_lr,
+               "grad_clip": clip_object(clips[1])}]
+    opt = ae.Adamax(lr, beta1=beta1[0], beta2=beta2, epsilon=eps, parameters=groups,
+                    grad_clip=clip_object(clips[0]), flavor=flavor, mode=mode)
+    oracle, states = [x.copy() for x in init], ({}, {})
+    parts = [(slice(0, split), beta1[0], clips[0], lr_mults[:split]),
+             (slice(split, n), beta1[1], clips[1], [group_lr] * (n - split))]
     for step in range(3):
         present = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
         grads = [random_array(seed + 100 * step + i, s, dtype, 2.0) if keep else None
@@ -112,9 +121,10 @@ def test_optimizer_equals_oracle(shapes, dtype, flavor, mode, clip, data, beta1,
         for p, g in zip(params, grads):
             p.grad = None if g is None else g.copy()
         opt.step()
-        ref.group_step(oracle, grads, state, lr=lr, beta1=beta1, beta2=beta2, epsilon=eps,
-                       lr_mults=lr_mults, decays=decays, need_clip=need_clip, clip=clip,
-                       flavor=L.FLAVORS[flavor])
+        for (sl, b1, clip, mults), state in zip(parts, states):
+            ref.group_step(oracle[sl], grads[sl], state, lr=lr, beta1=b1, beta2=beta2,
+                           epsilon=eps, lr_mults=mults, decays=decays[sl],
+                           need_clip=need_clip[sl], clip=clip, flavor=L.FLAVORS[flavor])
         for p, want in zip(params, oracle):
             np.testing.assert_array_equal(p.data, want)
 
