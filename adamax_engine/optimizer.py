@@ -219,6 +219,15 @@ class Adamax:
     def _param_view(self, e):
         return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
 
+    def catch_up(self, param, rows):
+        """Row-sparse parameter ``param`` (lazy_mode=False): bring ``rows`` up to date before a
+        forward pass reads them (a lagging row holds its value at its last update)."""
+        for e in self._registry.entries:
+            if e.param is param:
+                self._sparse.catch_up_rows(e, self._param_view(e), rows, self._flavor_code)
+                return
+        raise ValueError("param: not a parameter of this optimizer")
+
     def flush(self):
         """Row-sparse parameters (lazy_mode=False): bring every lagging row up to date, so that
         parameters and state equal the dense run's (state_dict and save do it themselves)."""

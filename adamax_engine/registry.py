@@ -187,7 +187,9 @@ class Registry:
                 continue
             data, grad = a.data(e.param), a.grad(e.param)
             key = None
-            if stamp is None and grad is not None:
+            if stamp is None and grad is not None and hasattr(a, "row_sparse"):
+                grad = a.row_sparse(grad) or grad  # a framework's sparse grad, as ours
+            if stamp is None and grad is not None and not isinstance(grad, RowSparseGrad):
                 key = (a.address(data), a.address(grad))
                 if key == e.checked:
                     masks[id(e.bucket)][e.index] = True
@@ -199,9 +201,6 @@ class Registry:
             if grad is None:
                 continue
             if isinstance(grad, RowSparseGrad):
-                if stamp is None:
-                    raise TypeError(f"{e.name}.grad: row-sparse grads are for "
-                                    "adamax_engine.Parameter")
                 sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
                 if self.mode == "adopt" and not data_ours:
                     copies.append((e, data, None))
@@ -249,8 +248,9 @@ class Registry:
         order the kernel visits elements (or silently untie "tied" weights in adopt mode).
         ValueError names both sides. Sorted spans: O(n log n), addresses only.
         """
-        if self._batch is not None:
-            starts = np.asarray(self._batch.snapshot(self._params)[1], np.int64)
+        snap = self._batch.snapshot(self._params) if self._batch is not None else None
+        if snap is not None:
+            starts = np.asarray(snap[1], np.int64)
         else:
             starts = np.array([e.adapter.address(e.adapter.data(e.param)) for e in self.entries],
                               np.int64)
@@ -290,7 +290,10 @@ class Registry:
         """Framework tensors: one vectorised look at every (trainable, data, grad) address."""
         if self._batch is None or not self._last_ok:
             return False
-        train, daddr, gaddr = self._batch.snapshot(self._params)
+        snap = self._batch.snapshot(self._params)
+        if snap is None:
+            return False
+        train, daddr, gaddr = snap
         now = np.array([daddr, gaddr], np.int64).T
         now[~np.asarray(train, np.bool_) | (now[:, 1] == 0)] = 0  # not stepped: as recorded
         return np.array_equal(now, self._checked)

@@ -6,9 +6,12 @@ the order given) and their values; ``step()`` updates only those rows in one fus
 (kernels/sparse.py). ``Adamax(lazy_mode=False)`` (default) gives exactly the dense result, a
 dense grad with zeros in the other rows: rows that are not touched lag behind and are replayed
 exactly when next touched, or by ``opt.flush()`` (which ``state_dict``, ``save`` and a dense
-grad on that parameter call first). Reading an untouched row's value between steps without a
-flush gives its value at its last update. ``lazy_mode=True`` updates only the touched rows and
-leaves the others (value and moments) as they are: cheaper, not the dense result.
+grad on that parameter call first). A lagging row holds its value at its last update, so a
+forward pass must not read it stale: ``opt.catch_up(param, rows)`` brings the rows a batch is
+about to look up up to date (for torch, ``adapters.torch.keep_rows_current(embedding, opt)``
+does it in a forward pre-hook); without that, the training is exact only when the grads do not
+depend on the lagging rows. ``lazy_mode=True`` updates only the touched rows and leaves the
+others (value and moments) as they are: cheaper, not the dense result.
 Norm clipping sums the touched rows' squares (the dense grad's other entries are zero) in row
 order: the same sum as a dense grad up to its summation order (last-bit differences).
 History: one hyper-table row per step since the most lagging row's last update; when that
@@ -126,6 +129,19 @@ class SparseRows:
             self._kernels(e).catch_up(*self._views(e, param), st["last"], st["hist"], st["base"],
                                       upto, e.bucket.flags[e.index], flavor)
         st["n"], st["base"] = 0, upto + 1
+
+    def catch_up_rows(self, e, param, rows, flavor):
+        """Bring ``rows`` of ``e`` up to its last update (exact mode): call before reading them."""
+        rows = np.unique(np.asarray(rows, np.int64).reshape(-1))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= e.shape[0]):
+            raise ValueError(f"rows: expected indices in [0, {e.shape[0]}) of {e.name!r}, got "
+                             f"[{rows[0]}, {rows[-1]}]")
+        st = self.state.get(id(e))
+        if st is None or not st["n"] or self.lazy:
+            return
+        upto = st["base"] + st["n"] - 1
+        self._kernels(e).rows_catch_up(*self._views(e, param), rows, st["last"], st["hist"],
+                                       st["base"], upto, e.bucket.flags[e.index], flavor)
 
     def dense_step_done(self, e):
         """A dense update moved every row (after a flush): no row lags any more."""

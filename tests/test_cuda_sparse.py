@@ -62,3 +62,26 @@ def test_sparse_on_device_refuses_norm_clipping(rng):
         opt.step()
     np.testing.assert_array_equal(p.numpy(), 1.0)
     assert opt.state_dict() == {}  # refused before any table or state changed
+
+
+def test_catch_up_rows_on_device(rng):
+    emb = rng.standard_normal((R, D)).astype(np.float32)
+    sp = ae.Parameter(cuda().to_device(emb), name="emb")
+    de = ae.Parameter(cuda().to_device(emb), name="emb")
+    opt_s = ae.Adamax(0.05, parameters=[sp], device="cuda", weight_decay=0.01)
+    opt_d = ae.Adamax(0.05, parameters=[de], device="cuda", weight_decay=0.01)
+    for step in range(4):
+        rows = np.arange(R) if step == 0 else rng.integers(0, R, 3)
+        opt_s.catch_up(sp, rows)
+        np.testing.assert_allclose(sp.numpy()[rows], de.numpy()[rows], rtol=1e-6, atol=1e-7)
+        vals = np.tanh(sp.numpy()[rows]) + np.float32(0.1)  # closed loop: grads from the rows
+        full = np.zeros((R, D), np.float32)
+        np.add.at(full, rows, vals)
+        sp.grad = ae.RowSparseGrad(rows, vals)
+        de.grad = cuda().to_device(full)
+        opt_s.step()
+        opt_d.step()
+    opt_s.flush()
+    np.testing.assert_allclose(sp.numpy(), de.numpy(), rtol=1e-6, atol=1e-7)
+    if K.simulated():
+        np.testing.assert_array_equal(sp.numpy(), de.numpy())

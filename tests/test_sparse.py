@@ -185,3 +185,52 @@ def test_checkpoint_of_a_lagging_run_is_the_dense_state(rng, tmp_path):
     back = ae.Adamax.load(tmp_path / "l.npz", [ae.Parameter(p.data.copy(), name=p.name)
                                                for p in lazy])
     assert back._sparse.lazy is True
+
+
+def test_closed_loop_training_needs_catch_up(rng):
+    """Grads that depend on the looked-up rows: exact once those rows are caught up first."""
+    sparse, opt_s, dense, opt_d = twins(rng, np.float64, weight_decay=0.02)
+    for _ in range(8):
+        rows = rng.integers(0, R, 6)
+        opt_s.catch_up(sparse[0], rows)  # what a forward pass would read
+        np.testing.assert_array_equal(sparse[0].data[rows], dense[0].data[rows])
+        vals = np.tanh(sparse[0].data[rows]) + 0.1  # a grad computed from those rows
+        full = np.zeros((R, D))
+        np.add.at(full, rows, vals)
+        sparse[0].grad, dense[0].grad = RowSparseGrad(rows, vals), full
+        sparse[1].grad = dense[1].grad = np.ones(7)
+        opt_s.step()
+        opt_d.step()
+    opt_s.flush()
+    np.testing.assert_array_equal(sparse[0].data, dense[0].data)
+    with pytest.raises(ValueError, match=r"rows: expected indices in \[0, 60\)"):
+        opt_s.catch_up(sparse[0], [60])
+    with pytest.raises(ValueError, match="not a parameter of this optimizer"):
+        opt_s.catch_up(dense[0], [1])
+
+
+@pytest.mark.parametrize("mode", ["adopt", "borrow"])
+def test_torch_sparse_embedding_equals_dense_embedding(mode):
+    """nn.Embedding(sparse=True) grads go the row-sparse way; the result is the dense one."""
+    torch = pytest.importorskip("torch")
+
+    def model(sparse):
+        torch.manual_seed(0)
+        return torch.nn.ModuleDict({"emb": torch.nn.Embedding(50, 4, sparse=sparse),
+                                    "out": torch.nn.Linear(4, 1)})
+    from adamax_engine.adapters.torch import keep_rows_current
+    ms, md = model(True), model(False)
+    opt_s = ae.Adamax(0.05, parameters=ms.named_parameters(), mode=mode, weight_decay=0.01)
+    opt_d = ae.Adamax(0.05, parameters=md.named_parameters(), mode=mode, weight_decay=0.01)
+    keep_rows_current(ms["emb"], opt_s)  # the looked-up rows are caught up before forward
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        idx = torch.randint(0, 20, (16,), generator=gen)  # rows 20.. never looked up
+        for m, opt in ((ms, opt_s), (md, opt_d)):
+            opt.clear_grad(set_to_zero=False)
+            m["out"](m["emb"](idx)).pow(2).mean().backward()
+            opt.step()
+    assert ms["emb"].weight.grad.is_sparse
+    opt_s.flush()
+    for (name, p), q in zip(ms.named_parameters(), md.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name

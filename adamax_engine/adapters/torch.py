@@ -30,10 +30,23 @@ class TorchAdapter(TensorAdapter):
 
     @staticmethod
     def snapshot(params):
-        """(trainable, data address, grad address or 0) of every parameter, in one pass."""
+        """(trainable, data address, grad address or 0) of every parameter, in one pass;
+        None when some grad has no address (a sparse grad): then every step rescans."""
         grads = [p.grad for p in params]
-        return ([p.requires_grad for p in params], [p.data_ptr() for p in params],
-                [0 if g is None else g.data_ptr() for g in grads])
+        try:
+            return ([p.requires_grad for p in params], [p.data_ptr() for p in params],
+                    [0 if g is None else g.data_ptr() for g in grads])
+        except RuntimeError:
+            return None
+
+    @staticmethod
+    def row_sparse(grad):
+        """A sparse COO grad (nn.Embedding(sparse=True)) as a RowSparseGrad, else None."""
+        if grad is None or not grad.is_sparse:
+            return None
+        from ..sparse import RowSparseGrad
+        g = grad.coalesce()
+        return RowSparseGrad(g.indices()[0].numpy(), g.values().detach().numpy())
 
     @staticmethod
     def numpy(value):
@@ -58,6 +71,14 @@ class TorchAdapter(TensorAdapter):
     @staticmethod
     def clear_grad(param):
         param.grad = None
+
+
+def keep_rows_current(embedding, optimizer):
+    """Exact row-sparse training of ``nn.Embedding(sparse=True)``: before each forward pass,
+    bring the rows it looks up up to date (``Adamax.catch_up``). Returns the hook handle."""
+    def hook(module, inputs):
+        optimizer.catch_up(module.weight, inputs[0].detach().cpu().numpy())
+    return embedding.register_forward_pre_hook(hook)
 
 
 def _tensor(torch, view):

@@ -71,6 +71,27 @@ def kernels(dtype):
             i += cuda.gridsize(1)
 
     @cuda.jit
+    def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, flavor):
+        cols = param.shape[1]
+        i = cuda.grid(1)
+        while i < rows.shape[0] * cols:
+            k, j = i // cols, i % cols
+            r = rows[k]
+            p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
+            for s in range(last[r] + 1, upto + 1):
+                p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+            param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
+            i += cuda.gridsize(1)
+
+    @cuda.jit
+    def raise_rows(last, rows, upto):
+        k = cuda.grid(1)
+        while k < rows.shape[0]:
+            if last[rows[k]] < upto:
+                last[rows[k]] = upto
+            k += cuda.gridsize(1)
+
+    @cuda.jit
     def raise_last(last, upto):
         r = cuda.grid(1)
         while r < last.shape[0]:
@@ -79,7 +100,8 @@ def kernels(dtype):
             r += cuda.gridsize(1)
 
     return SimpleNamespace(rows_update=rows_update, set_last=set_last, catch_up=catch_up,
-                           raise_last=raise_last, threads=base.threads)
+                           raise_last=raise_last, rows_catch_up=rows_catch_up,
+                           raise_rows=raise_rows, threads=base.threads)
 
 
 def _grid(n, k):
@@ -98,6 +120,18 @@ def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, fl
                                    c.to_device(hist[:now - base + 1]), base, now,
                                    c.to_device(np.ascontiguousarray(flags)), flavor, replay)
         k.set_last[_grid(rows.shape[0], k)](last, d_rows, now)
+
+
+def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, flavor):
+    from numba import cuda as c
+    k = kernels(param.dtype)
+    n = rows.shape[0] * param.shape[1]
+    if n:
+        d_rows = c.to_device(rows)
+        k.rows_catch_up[_grid(n, k)](param, moment, inf_norm, d_rows, last,
+                                     c.to_device(hist[:upto - base + 1]), base, upto,
+                                     c.to_device(np.ascontiguousarray(flags)), flavor)
+        k.raise_rows[_grid(rows.shape[0], k)](last, d_rows, upto)
 
 
 def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):

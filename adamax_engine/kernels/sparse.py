@@ -40,6 +40,20 @@ def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, fl
 
 
 @njit(parallel=True, cache=True)
+def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, flavor):
+    """catch_up for the (unique) rows ``rows`` only: before a forward pass reads them."""
+    zero = np.zeros(param.shape[1], param.dtype)
+    quiet = flags.copy()
+    quiet[SCALE_GRAD] = 0
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        for s in range(last[r] + 1, upto + 1):
+            _update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet, flavor)
+        if last[r] < upto:
+            last[r] = upto
+
+
+@njit(parallel=True, cache=True)
 def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
     """Replay, with zero grads, every step up to ``upto`` that a row missed (exact mode)."""
     zero = np.zeros(param.shape[1], param.dtype)
