@@ -75,6 +75,9 @@ class DeviceTables:
         self.partial = cuda.device_array(max(len(bucket.chunks), 1), bucket.dtype)
         self.bad = cuda.device_array(max(len(bucket.chunks), 1), np.int32)
         self.seg_sumsq = cuda.device_array(max(n, 1), bucket.dtype)
+        self.extra_sumsq = K.zeros(max(n, 1), bucket.dtype)  # row-sparse segments' sums
+        self.extra_bad = K.zeros(max(n, 1), np.int32)
+        self.has_extra = False
         self.beta1_f64 = cuda.to_device(bucket.beta1_py)
         self.beta1_mult = cuda.to_device(bucket.beta1_T)
         self.lr_mult = cuda.to_device(bucket.lr_mult)
@@ -100,12 +103,22 @@ class CudaStep:
         self.group_skip = cuda.to_device(auto_skip)
         self.skip = K.zeros(2, np.int32)  # [this step skipped, steps skipped so far]
 
-    def step(self, buckets, changed, lr, flavor, skip_nonfinite):
+    def step(self, buckets, changed, lr, flavor, skip_nonfinite, extra=None):
+        """``extra``: {id(bucket): (per-segment sums of squares, non-finite flags)} of the
+        row-sparse grads (host arrays), added by finish_clip."""
         first = True
         for b in buckets:
             t = self.tables[id(b)]
             if changed[id(b)] or b.dirty:
                 t.upload(b)
+            if extra and id(b) in extra:
+                t.extra_sumsq.copy_to_device(extra[id(b)][0])
+                t.extra_bad.copy_to_device(extra[id(b)][1].astype(np.int32))
+                t.has_extra = True
+            elif t.has_extra:
+                K.fill(t.extra_sumsq, 0)
+                K.fill(t.extra_bad, 0)
+                t.has_extra = False
             if skip_nonfinite or (b.norm_clipped & b.active).any():
                 k = K.kernels(b.dtype)
                 n_chunks = len(b.chunks)
@@ -119,7 +132,7 @@ class CudaStep:
                 k.finish_clip[1, k.threads](t.partial, t.bad, t.seg_chunks, t.flags, t.clip_table,
                                             t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq,
                                             self.skip, bool(skip_nonfinite), first,
-                                            self.n_groups)
+                                            self.n_groups, t.extra_sumsq, t.extra_bad)
                 first = False
         for b in buckets:
             t, k = self.tables[id(b)], K.kernels(b.dtype)
@@ -138,6 +151,15 @@ class CudaStep:
                 t.flags, t.beta1_pow, t.beta1_mult, t.steps)
         if skip_nonfinite and buckets:
             K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
+
+    def rows(self, bucket, k):
+        """Segment k's device hyper and flag rows (with this step's clip scale)."""
+        t = self.tables[id(bucket)]
+        return t.hyper[k], t.flags[k]
+
+    def this_step_skipped(self):
+        """Whether skip_nonfinite skipped this step (reads the device: a sync)."""
+        return bool(self.skip.copy_to_host()[0])
 
     def set_skipped(self, count):
         self.skip.copy_to_device(np.array([0, count], np.int32))

@@ -171,8 +171,6 @@ class Adamax:
             raise IndexError("parameters: the optimizer has no parameters "
                              "(paddle: list index out of range)")
         self._registry.gather(only)
-        if self._cuda is not None and self._registry.sparse:
-            self._check_cuda_sparse()
         lr = float(self.get_lr())
         buckets = [b for b in self._registry.buckets if b.active.any()]
         changed = {id(b): begin_step(lr, self._flavor_code, b.active, b.has_state, b.beta1_pow,
@@ -180,15 +178,19 @@ class Adamax:
                    for b in buckets}
         sparse, densified = self._registry.sparse, []
         for e in self._registry.entries if sparse or self._sparse.state else ():
-            if id(e) in sparse:
-                e.bucket.flags[e.index, L.ACTIVE] = 0  # the dense kernels skip it
+            if id(e) in sparse:  # stepped, but the dense kernels skip it
+                e.bucket.flags[e.index, L.ACTIVE] = 0 if self._cuda is None else L.ACTIVE_SPARSE
                 e.bucket.dirty = True  # (a device copy of the flags must see that)
             elif id(e) in self._sparse.state and e.bucket.active[e.index]:
                 self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
                 densified.append(e)  # a dense grad now: every row must be up to date
         if self._cuda is not None:
-            self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite)
-            self._sparse_updates(sparse)
+            self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite,
+                            self._sparse_sums(sparse))
+            if sparse and self._skip_nonfinite and self._cuda.this_step_skipped():
+                densified = []  # (a device read, only with row-sparse grads and skipping)
+            else:
+                self._sparse_updates(sparse)
         else:
             self._kernels.prepare(buckets)
             if not self._apply_norm_clips(buckets):
@@ -204,20 +206,14 @@ class Adamax:
         for e in densified:
             self._sparse.dense_step_done(e)
 
-    def _check_cuda_sparse(self):
-        for e in self._registry.entries:
-            if id(e) in self._registry.sparse and (self._skip_nonfinite
-                                                   or e.bucket.norm_clipped[e.index]):
-                raise TypeError(f"{e.name}.grad: on device='cuda' row-sparse grads work without "
-                                "norm clipping and skip_nonfinite (not yet)")
-
     def _sparse_updates(self, sparse):
-        for e in self._registry.entries if sparse else ():
-            if id(e) in sparse:
-                self._sparse.update(e, self._param_view(e), sparse[id(e)], self._flavor_code)
+        rows = None if self._cuda is None else self._cuda.rows
+        self._sparse.updates(self._registry.entries, sparse, self._flavor_code, rows)
 
-    def _param_view(self, e):
-        return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
+    def _sparse_sums(self, sparse):
+        return self._sparse.sums(self._registry.entries, sparse, self._skip_nonfinite)
+
+    _param_view = staticmethod(SparseRows.param_view)
 
     def catch_up(self, param, rows):
         """Row-sparse parameter ``param`` (lazy_mode=False): bring ``rows`` up to date before a

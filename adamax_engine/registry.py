@@ -201,6 +201,9 @@ class Registry:
             if grad is None:
                 continue
             if isinstance(grad, RowSparseGrad):
+                if e.bucket.store is not None:
+                    raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision are "
+                                    "not supported yet")
                 sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
                 if self.mode == "adopt" and not data_ours:
                     copies.append((e, data, None))

@@ -76,6 +76,31 @@ class SparseRows:
         self.lazy, self.max_lag = lazy_mode, max_lag
         self.state = {}  # id(entry) -> see _state
 
+    @staticmethod
+    def param_view(e):
+        """The parameter's memory as an array (our view when adopted, else the caller's)."""
+        return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
+
+    def updates(self, entries, sparse, flavor, device_rows=None):
+        """The sparse part of a step: every entry with a row-sparse grad this step."""
+        for e in entries if sparse else ():
+            if id(e) in sparse:
+                rows = None if device_rows is None else device_rows(e.bucket, e.index)
+                self.update(e, self.param_view(e), sparse[id(e)], flavor, rows)
+
+    def sums(self, entries, sparse, skip_nonfinite):
+        """On the GPU: {id(bucket): (squares, inf/nan flags)} of the row-sparse grads that a
+        norm clip or skip_nonfinite needs (cuda_step adds them in finish_clip)."""
+        out = {}
+        for e in entries if sparse else ():
+            b, k = e.bucket, e.index
+            if id(e) in sparse and (skip_nonfinite or b.norm_clipped[k]):
+                if id(b) not in out:
+                    out[id(b)] = (np.zeros(len(b.entries), b.dtype),
+                                  np.zeros(len(b.entries), np.bool_))
+                out[id(b)][0][k], out[id(b)][1][k] = self.sumsq(sparse[id(e)])
+        return out
+
     def _views(self, e, param):
         b, k = e.bucket, e.index
         shape = (e.shape[0], int(np.prod(e.shape[1:], dtype=np.int64)))
@@ -101,8 +126,9 @@ class SparseRows:
                                  "hist": np.empty((8, L.N_HYPER), e.bucket.dtype)}
         return self.state[id(e)]
 
-    def update(self, e, param, grad, flavor):
-        """The step of one row-sparse entry (its tables are filled: lr_t, grad scale)."""
+    def update(self, e, param, grad, flavor, device_rows=None):
+        """The step of one row-sparse entry (its tables are filled: lr_t, grad scale; on the
+        GPU ``device_rows`` are its device table rows, which hold the clip scale)."""
         b, k = e.bucket, e.index
         rows, values = grad
         st = self._state(e)
@@ -112,8 +138,9 @@ class SparseRows:
             st["hist"] = np.concatenate([st["hist"], np.empty_like(st["hist"])])
         st["hist"][st["n"]] = b.hyper[k]
         st["n"] += 1
+        extra = () if device_rows is None else (device_rows,)
         self._kernels(e).rows_update(*self._views(e, param), rows, values, st["last"], st["hist"],
-                                     st["base"], now, b.flags[k], flavor, not self.lazy)
+                                     st["base"], now, b.flags[k], flavor, not self.lazy, *extra)
         if self.lazy:
             st["n"], st["base"] = 0, now + 1
         elif st["n"] > self.max_lag:

@@ -118,7 +118,9 @@ def run_reduction(rng, dtype, sizes, grads, clip_kind, skip_nonfinite=False, aut
     k.finish_clip[1, k.threads](partial, bad, c.to_device(seg_chunks), d_flags,
                                 c.to_device(clip_table), c.to_device(clip_norm),
                                 c.to_device(np.array([auto_skip], np.int32)), d_hyper, seg_sumsq,
-                                d_skip, skip_nonfinite, True, 1)
+                                d_skip, skip_nonfinite, True, 1,
+                                c.to_device(np.zeros(n_seg, dtype)),  # no row-sparse sums
+                                c.to_device(np.zeros(n_seg, np.int32)))
     return (seg_sumsq.copy_to_host(), d_hyper.copy_to_host(), d_flags.copy_to_host(),
             int(d_skip.copy_to_host()[0]), chunks, flags)
 

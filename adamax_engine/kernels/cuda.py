@@ -159,7 +159,7 @@ def kernels(dtype):
         c = cuda.blockIdx.x
         while c < chunks.shape[0]:
             seg = chunks[c, 0]
-            if flags[seg, ACTIVE] != 0:
+            if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are cuda_sparse's)
                 lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
                 (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
                  decay_mode) = segment_scalars(hyper, flags, seg)
@@ -220,7 +220,7 @@ def kernels(dtype):
             c = cuda.blockIdx.x
             while c < chunks.shape[0]:
                 seg = chunks[c, 0]
-                wanted = flags[seg, ACTIVE] != 0 and (all_active
+                wanted = flags[seg, ACTIVE] == 1 and (all_active
                                                       or clip_table[seg, 0] != NO_NORM_CLIP)
                 s = nbt(0)
                 nonfinite = 0
@@ -257,14 +257,16 @@ def kernels(dtype):
 
     @cuda.jit
     def finish_clip(partial, bad, seg_chunks, flags, clip_table, clip_norm, group_skip,
-                    hyper, seg_sumsq, skip, skip_nonfinite, first, n_groups):
+                    hyper, seg_sumsq, skip, skip_nonfinite, first, n_groups, extra_sumsq,
+                    extra_bad):
         """One block: per-segment sums (chunk order), clip scales into ``hyper``, skip flag.
 
         seg_chunks[k]:seg_chunks[k+1] are segment k's chunks; clip_table[k] = (kind, global
         group index); clip_norm[k] = its clipper's clip_norm in T; group_skip[gi] =
         auto_skip_clip of global group gi. With ``skip_nonfinite``, skip[0] (read by update())
         becomes "a grad is inf/nan": assigned by the step's ``first`` bucket, OR-ed by the rest.
-        Formulas: clip.ClipGradByNorm / ClipGradByGlobalNorm.
+        Formulas: clip.ClipGradByNorm / ClipGradByGlobalNorm. ``extra_sumsq``/``extra_bad``
+        start each segment's sum and flag (a row-sparse grad's, computed on the host; else 0).
         """
         t = cuda.threadIdx.x
         n = seg_chunks.shape[0] - 1
@@ -273,7 +275,8 @@ def kernels(dtype):
         nonfinite = 0
         k = t
         while k < n:
-            s = nbt(0)
+            s = extra_sumsq[k]
+            nonfinite |= extra_bad[k]
             for c in range(seg_chunks[k], seg_chunks[k + 1]):
                 s += partial[c]
                 nonfinite |= bad[c]

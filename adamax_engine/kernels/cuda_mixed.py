@@ -44,7 +44,7 @@ def kernels():
         c = cuda.blockIdx.x
         while c < chunks.shape[0]:
             seg = chunks[c, 0]
-            if flags[seg, ACTIVE] != 0:
+            if flags[seg, ACTIVE] == 1:
                 lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
                 (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
                  decay_mode) = segment_scalars(hyper, flags, seg)

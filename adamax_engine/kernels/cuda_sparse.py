@@ -35,8 +35,10 @@ def kernels(dtype):
                        scale_grad, flags[DECAY_MODE], flavor)
 
     @cuda.jit
-    def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, flavor,
-                    replay):
+    def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, cur_h,
+                    cur_f, flavor, replay):
+        """Replays use ``hist`` and the static ``flags``; this step uses ``cur_h``/``cur_f``
+        (the device table rows: they hold the clip scale finish_clip computed there)."""
         cols = param.shape[1]
         i = cuda.grid(1)
         while i < rows.shape[0] * cols:
@@ -46,8 +48,7 @@ def kernels(dtype):
             if replay:
                 for s in range(last[r] + 1, now):
                     p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
-            p, m, u = apply(p, values[k, j], m, u, hist[now - base], flags,
-                            flags[SCALE_GRAD] != 0, flavor)
+            p, m, u = apply(p, values[k, j], m, u, cur_h, cur_f, cur_f[SCALE_GRAD] != 0, flavor)
             param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
             i += cuda.gridsize(1)
 
@@ -109,16 +110,19 @@ def _grid(n, k):
 
 
 def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, flavor,
-                replay):
-    """kernels.sparse.rows_update on the device (rows, values, hist, flags: host arrays)."""
+                replay, cur=None):
+    """kernels.sparse.rows_update on the device (rows, values, hist, flags: host arrays;
+    ``cur``: this step's (hyper row, flag row) on the device, else taken from hist/flags)."""
     from numba import cuda as c
     k = kernels(param.dtype)
     d_rows = c.to_device(rows)
     n = rows.shape[0] * param.shape[1]
     if n:
+        d_flags = c.to_device(np.ascontiguousarray(flags))
+        cur_h, cur_f = cur if cur is not None else (c.to_device(hist[now - base]), d_flags)
         k.rows_update[_grid(n, k)](param, moment, inf_norm, d_rows, c.to_device(values), last,
-                                   c.to_device(hist[:now - base + 1]), base, now,
-                                   c.to_device(np.ascontiguousarray(flags)), flavor, replay)
+                                   c.to_device(hist[:now - base + 1]), base, now, d_flags,
+                                   cur_h, cur_f, flavor, replay)
         k.set_last[_grid(rows.shape[0], k)](last, d_rows, now)
 
 
