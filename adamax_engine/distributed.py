@@ -102,11 +102,14 @@ class ShardedStep(dispatch.LocalStep):
 class DistributedAdamax:
     """An Adamax whose step averages grads over MPI ranks (see the module docstring).
 
+    ``cuda_aware`` (device="cuda"): hand MPI the device buffers (True), stage through the host
+    (False), or ask MPI (None: ``MPI.Query_cuda_support()`` where mpi4py has it, else False).
     Everything else (clear_grad, get_lr, set_lr, ...) is the wrapped optimizer's. Raises
-    ValueError for parameters not on the CPU or not adopted, or multi_precision with sharding.
+    ValueError for parameters not adopted, ZeRO-1 on the GPU or with multi_precision.
     """
 
-    def __init__(self, optimizer, comm=None, shard_state=False, bucket_bytes=1 << 25):
+    def __init__(self, optimizer, comm=None, shard_state=False, bucket_bytes=1 << 25,
+                 cuda_aware=None):
         self.MPI = _mpi()
         self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -118,9 +121,13 @@ class DistributedAdamax:
             raise ValueError("distributed: shard_state=True on device='cuda' is not built yet "
                              "(use shard_state=False)")
         self.cuda = reg.device == "cuda"
-        query = getattr(self.MPI, "Query_cuda_support", None)
-        from .kernels.cuda import simulated
-        self.cuda_aware = bool(self.cuda and query is not None and not simulated() and query())
+        if cuda_aware not in (None, True, False):
+            raise ValueError(f"cuda_aware: expected None, True or False, got {cuda_aware!r}")
+        if cuda_aware is None:  # MPIX_Query_cuda_support where mpi4py exposes it, else stage
+            query = getattr(self.MPI, "Query_cuda_support", None)
+            from .kernels.cuda import simulated
+            cuda_aware = bool(query is not None and not simulated() and query())
+        self.cuda_aware = self.cuda and cuda_aware
         if shard_state and any(b.store is not None for b in reg.buckets):
             raise ValueError("distributed: shard_state=True with multi_precision is not "
                              "supported yet")

@@ -97,6 +97,10 @@ def test_wrapper_refuses_what_it_cannot_do():
     p = ae.Parameter(np.ones(3, np.float32))
     with pytest.raises(ValueError, match="adopt mode"):
         DistributedAdamax(ae.Adamax(0.1, parameters=[p], mode="borrow"))
+    with pytest.raises(ValueError, match="cuda_aware: expected None, True or False"):
+        DistributedAdamax(ae.Adamax(0.1, parameters=[p]), cuda_aware="yes")
+    with pytest.raises(ValueError, match="bucket_bytes"):
+        DistributedAdamax(ae.Adamax(0.1, parameters=[p]), bucket_bytes=10)
     edges = shard_bounds(1000, 3)
     assert edges[0] == 0 and edges[-1] == 1000 and all(e % 32 == 0 for e in edges[1:-1])
     chunks = np.array([[0, 0, 100], [1, 128, 900], [2, 928, 1000]], np.int64)
