@@ -41,9 +41,10 @@ class Adamax:
     device arrays), ``skip_nonfinite`` (a step whose grads hold inf/nan changes no parameter or
     moment; beta1_pow and step counts still advance, as paddle's found_inf skip does),
     ``lazy_mode`` (row-sparse grads, adamax_engine.sparse: False = exactly the dense result,
-    True = only the touched rows move), ``multi_precision`` (paddle's ``_multi_precision``: float16/bfloat16 parameters are stepped
-    in float32 on master weights, with float32 moments, and written back rounded to nearest even;
-    required for such parameters, no effect on float32/float64 ones).
+    True = only the touched rows move), ``multi_precision`` (paddle's ``_multi_precision``:
+    float16/bfloat16 parameters are stepped in float32 on master weights, with float32
+    moments, and written back rounded to nearest even; required for such parameters, no
+    effect on float32/float64 ones).
 
     Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
     beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for

@@ -157,9 +157,9 @@ class Registry:
             for e in self.entries:  # copy the values in, then hand the caller our views
                 e.adapter.copy_into(e.data_view, e.adapter.data(e.param))
                 e.adapter.point(e.param, data=e.data_view)
+            # a grad that is already there is validated and copied in by the first gather()
         for e in self.entries:
             self.refresh_master(e)
-            # a grad that is already there is validated and copied in by the first gather()
         self._seen = None
         self._last_ok = False
         self.sparse = {}  # id(entry) -> (unique rows, summed values) of this step's sparse grads
