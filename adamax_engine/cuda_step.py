@@ -54,10 +54,9 @@ def clip_tables(buckets, groups):
     return out, np.array(auto_skip or [0], np.int32), len(auto_skip)
 
 
-def _bits(bucket):
+def _bits(bucket, params, grads):
     """A mixed-precision bucket's 16-bit params and grads as uint16, and its store code."""
-    return (bucket.params.view(np.uint16), bucket.grads.view(np.uint16),
-            store_code(bucket.store))
+    return params.view(np.uint16), grads.view(np.uint16), store_code(bucket.store)
 
 
 class DeviceTables:
@@ -111,46 +110,67 @@ class CudaStep:
             t = self.tables[id(b)]
             if changed[id(b)] or b.dirty:
                 t.upload(b)
-            if extra and id(b) in extra:
-                t.extra_sumsq.copy_to_device(extra[id(b)][0])
-                t.extra_bad.copy_to_device(extra[id(b)][1].astype(np.int32))
-                t.has_extra = True
-            elif t.has_extra:
-                K.fill(t.extra_sumsq, 0)
-                K.fill(t.extra_bad, 0)
-                t.has_extra = False
+            self._set_extra(t, None if not extra else extra.get(id(b)))
             if skip_nonfinite or (b.norm_clipped & b.active).any():
-                k = K.kernels(b.dtype)
-                n_chunks = len(b.chunks)
-                if n_chunks:
-                    reduce, grads, store = k.sumsq_partials, b.grads, 0
-                    if b.store is not None:
-                        reduce, grads, store = KM.kernels().sumsq_partials, *_bits(b)[1:]
-                    reduce[K.grid_for(n_chunks), k.threads](
-                        grads, t.chunks, t.flags, t.clip_table, bool(skip_nonfinite), t.partial,
-                        t.bad, store)
-                k.finish_clip[1, k.threads](t.partial, t.bad, t.seg_chunks, t.flags, t.clip_table,
-                                            t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq,
-                                            self.skip, bool(skip_nonfinite), first,
-                                            self.n_groups, t.extra_sumsq, t.extra_bad)
+                self._norms(b, t, skip_nonfinite, first)
                 first = False
         for b in buckets:
             t, k = self.tables[id(b)], K.kernels(b.dtype)
-            if len(b.chunks) and b.store is not None:
-                params, grads, store = _bits(b)
-                KM.kernels().update[K.grid_for(len(b.chunks)), k.threads](
-                    params, grads, b.master, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags,
+            params, grads, moment, inf_norm, chunks, n_chunks = self._views(b, t)
+            if n_chunks and b.store is not None:
+                params, grads, store = _bits(b, params, grads)
+                KM.kernels().update[K.grid_for(n_chunks), k.threads](
+                    params, grads, b.master, moment, inf_norm, chunks, t.hyper, t.flags,
                     flavor, self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps,
                     store)
-            elif len(b.chunks):
-                k.update[K.grid_for(len(b.chunks)), k.threads](
-                    b.params, b.grads, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags, flavor,
+            elif n_chunks:
+                k.update[K.grid_for(n_chunks), k.threads](
+                    params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,
                     self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps)
             n = len(b.entries)
             k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
                 t.flags, t.beta1_pow, t.beta1_mult, t.steps)
         if skip_nonfinite and buckets:
             K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
+
+    def _views(self, b, t):
+        """(params, grads, moment, inf_norm, device chunk table, chunk count) a step walks:
+        the whole bucket here (distributed.ShardedCudaStep: this rank's slice)."""
+        return b.params, b.grads, b.moment, b.inf_norm, t.chunks, len(b.chunks)
+
+    @staticmethod
+    def _set_extra(t, extra):
+        if extra is not None:
+            t.extra_sumsq.copy_to_device(extra[0])
+            t.extra_bad.copy_to_device(extra[1].astype(np.int32))
+            t.has_extra = True
+        elif t.has_extra:
+            K.fill(t.extra_sumsq, 0)
+            K.fill(t.extra_bad, 0)
+            t.has_extra = False
+
+    def _partials(self, b, t, skip_nonfinite):
+        """sumsq_partials over the chunks a step walks (into t.partial, t.bad)."""
+        k = K.kernels(b.dtype)
+        _, grads, _, _, chunks, n_chunks = self._views(b, t)
+        if n_chunks:
+            reduce, store = k.sumsq_partials, 0
+            if b.store is not None:
+                reduce, (_, grads, store) = KM.kernels().sumsq_partials, _bits(b, grads, grads)
+            reduce[K.grid_for(n_chunks), k.threads](grads, chunks, t.flags, t.clip_table,
+                                                    bool(skip_nonfinite), t.partial, t.bad, store)
+
+    def _norms(self, b, t, skip_nonfinite, first):
+        """Per-segment sums, clip scales and the skip flag, on the device."""
+        self._partials(b, t, skip_nonfinite)
+        self._finish(b, t, t.seg_chunks, skip_nonfinite, first)
+
+    def _finish(self, b, t, seg_chunks, skip_nonfinite, first):
+        k = K.kernels(b.dtype)
+        k.finish_clip[1, k.threads](t.partial, t.bad, seg_chunks, t.flags, t.clip_table,
+                                    t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq, self.skip,
+                                    bool(skip_nonfinite), first, self.n_groups, t.extra_sumsq,
+                                    t.extra_bad)
 
     def rows(self, bucket, k):
         """Segment k's device hyper and flag rows (with this step's clip scale)."""
