@@ -20,9 +20,9 @@ such grads), and within an ulp of each sum otherwise. A sharded run's norms are 
 another order than a single process's (also within ulps). Checkpoints (``save``/``restore``/
 ``state_dict``) gather the full state: a sharded run's checkpoint is a single-process one and
 vice versa. Parameters must be in adopt mode (flat grad buffers; on device="cuda" the grads go
-through MPI directly when it is CUDA-aware, staged through the host otherwise; ZeRO-1 is CPU
-only for now); a parameter must
-have a grad on all ranks or on none (checked every step, RuntimeError otherwise).
+through MPI directly when it is CUDA-aware, staged through the host otherwise, and ZeRO-1
+stages through the host: ShardedCudaStep); a parameter must have a grad on all ranks or on
+none (checked every step, RuntimeError otherwise).
 """
 from contextlib import contextmanager
 
@@ -99,13 +99,83 @@ class ShardedStep(dispatch.LocalStep):
                                  [b.params, (b.shard_counts, b.shard_displs)])
 
 
+def _sharded_cuda_step():
+    """ShardedCudaStep, defined on first use (cuda_step imports numba's CUDA support)."""
+    from .cuda_step import CudaStep
+    from .kernels import cuda as K
+
+    class ShardedCudaStep(CudaStep):
+        """ZeRO-1 on device="cuda": each rank steps its slice of every flat device buffer.
+
+        Grads are reduce-scattered and params all-gathered through host memory (one copy of
+        each buffer per step; CUDA-aware transfers are not built for sharding). The norms:
+        per-chunk partials on the device, summed per segment on the host in chunk order,
+        all-reduced, then handed to finish_clip as its per-segment ``extra`` sums (with no chunk
+        partials of its own), so the clip scales and the skip flag are global.
+        """
+
+        def __init__(self, optimizer, comm):
+            super().__init__(optimizer.registry.buckets, optimizer._groups)
+            from numba import cuda
+            self.MPI, self.comm = _mpi(), comm
+            rank, size = comm.Get_rank(), comm.Get_size()
+            for b in optimizer.registry.buckets:
+                t = self.tables[id(b)]
+                edges = shard_bounds(len(b.moment), size)
+                b.shard = (int(edges[rank]), int(edges[rank + 1]))
+                b.shard_counts, b.shard_displs = np.diff(edges), edges[:-1]
+                b.shard_chunks = shard_chunks(b.chunks, *b.shard)
+                lo, hi = b.shard
+                b.moment = cuda.to_device(b.moment[lo:hi].copy_to_host())
+                b.inf_norm = cuda.to_device(b.inf_norm[lo:hi].copy_to_host())
+                t.shard_chunks = cuda.to_device(b.shard_chunks)
+                t.no_chunks = K.zeros(len(b.entries) + 1, np.int64)
+                t.partial = cuda.device_array(max(len(b.shard_chunks), 1), b.dtype)
+                t.bad = cuda.device_array(max(len(b.shard_chunks), 1), np.int32)
+
+        def step(self, buckets, changed, lr, flavor, skip_nonfinite, extra=None):
+            size = self.comm.Get_size()
+            for b in buckets:  # reduce-scatter: each rank gets the averaged grads of its slice
+                lo, hi = b.shard
+                mine = np.empty(hi - lo, b.dtype)
+                self.comm.Reduce_scatter(b.grads.copy_to_host(), mine,
+                                         recvcounts=b.shard_counts, op=self.MPI.SUM)
+                b.grads[lo:hi].copy_to_device(mine / b.dtype.type(size))
+            super().step(buckets, changed, lr, flavor, skip_nonfinite, extra)
+            for b in buckets:  # all-gather the stepped slices
+                lo, hi = b.shard
+                full = np.empty(len(b.params), b.dtype)
+                self.comm.Allgatherv(b.params[lo:hi].copy_to_host(),
+                                     [full, (b.shard_counts, b.shard_displs)])
+                b.params.copy_to_device(full)
+
+        def _views(self, b, t):
+            lo, hi = b.shard
+            return (b.params[lo:hi], b.grads[lo:hi], b.moment, b.inf_norm, t.shard_chunks,
+                    len(b.shard_chunks))
+
+        def _norms(self, b, t, skip_nonfinite, first):
+            self._partials(b, t, skip_nonfinite)
+            n = len(b.entries)
+            sums, bad = np.zeros(n, b.dtype), np.zeros(n, np.int32)
+            if len(b.shard_chunks):
+                np.add.at(sums, b.shard_chunks[:, 0], t.partial.copy_to_host())
+                np.maximum.at(bad, b.shard_chunks[:, 0], t.bad.copy_to_host())
+            self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
+            self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
+            self._set_extra(t, (sums, bad))
+            self._finish(b, t, t.no_chunks, skip_nonfinite, first)
+
+    return ShardedCudaStep
+
+
 class DistributedAdamax:
     """An Adamax whose step averages grads over MPI ranks (see the module docstring).
 
     ``cuda_aware`` (device="cuda"): hand MPI the device buffers (True), stage through the host
     (False), or ask MPI (None: ``MPI.Query_cuda_support()`` where mpi4py has it, else False).
     Everything else (clear_grad, get_lr, set_lr, ...) is the wrapped optimizer's. Raises
-    ValueError for parameters not adopted, ZeRO-1 on the GPU or with multi_precision.
+    ValueError for parameters not adopted, or ZeRO-1 with multi_precision.
     """
 
     def __init__(self, optimizer, comm=None, shard_state=False, bucket_bytes=1 << 25,
@@ -117,9 +187,6 @@ class DistributedAdamax:
         if reg.mode != "adopt":
             raise ValueError("distributed: needs parameters in adopt mode (flat grad buffers), "
                              f"got mode={reg.mode!r}")
-        if reg.device == "cuda" and shard_state:
-            raise ValueError("distributed: shard_state=True on device='cuda' is not built yet "
-                             "(use shard_state=False)")
         self.cuda = reg.device == "cuda"
         if cuda_aware not in (None, True, False):
             raise ValueError(f"cuda_aware: expected None, True or False, got {cuda_aware!r}")
@@ -134,7 +201,9 @@ class DistributedAdamax:
         if not isinstance(bucket_bytes, int) or bucket_bytes < 1024:
             raise ValueError(f"bucket_bytes: expected an int >= 1024, got {bucket_bytes!r}")
         self.shard_state, self.bucket_bytes = bool(shard_state), bucket_bytes
-        if self.shard_state:
+        if self.shard_state and self.cuda:
+            optimizer._cuda = _sharded_cuda_step()(optimizer, self.comm)
+        elif self.shard_state:
             optimizer._kernels = ShardedStep(optimizer, self.comm)
 
     def __getattr__(self, name):
@@ -208,11 +277,12 @@ class DistributedAdamax:
     def _full_state(self, write_back=False):
         buckets = self.opt.registry.buckets if self.shard_state else []
         saved = [(b.moment, b.inf_norm) for b in buckets]
-        for b in buckets:
+        for b in buckets:  # (on the GPU the whole state is assembled in host memory)
             full = []
             for part in (b.moment, b.inf_norm):
                 whole = np.empty(int(b.shard_counts.sum()), b.dtype)
-                self.comm.Allgatherv(part, [whole, (b.shard_counts, b.shard_displs)])
+                host = part if isinstance(part, np.ndarray) else part.copy_to_host()
+                self.comm.Allgatherv(host, [whole, (b.shard_counts, b.shard_displs)])
                 full.append(whole)
             b.moment, b.inf_norm = full
         ok = False
@@ -223,7 +293,11 @@ class DistributedAdamax:
             for b, (m, u) in zip(buckets, saved):
                 if ok and write_back:
                     lo, hi = b.shard
-                    m[...], u[...] = b.moment[lo:hi], b.inf_norm[lo:hi]
+                    for dst, src in ((m, b.moment[lo:hi]), (u, b.inf_norm[lo:hi])):
+                        if isinstance(dst, np.ndarray):
+                            dst[...] = src
+                        else:
+                            dst.copy_to_device(np.ascontiguousarray(src))
                 b.moment, b.inf_norm = m, u
 
     def state_dict(self):

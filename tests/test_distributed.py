@@ -159,9 +159,16 @@ def test_one_rank_in_process_equals_plain_and_refuses_sparse(rng):
 
 @pytest.mark.skipif(not cuda_kernels.available(), reason="no CUDA GPU and no simulator")
 def test_cuda_parameters_two_ranks(tmp_path, monkeypatch):
-    """device='cuda' grads all-reduced (host-staged in the simulator) == one process."""
+    """device='cuda': grads all-reduced (host-staged in the simulator), and ZeRO-1 on the
+    device, each == one process."""
     monkeypatch.setenv("ADAMAX_WORKER_DEVICE", "cuda")
     out = tmp_path / "cuda.npz"
     run_mpi(2, out, 0, "float32", "none", 4)
     params, opt = single_process(np.dtype("float32"), "none", 2, 4)
     assert_checkpoint_equals(out, params, opt)
+    # ZeRO-1 on the device, with the global norm summed across ranks
+    run_mpi(2, out, 1, "float64", "global", 4)
+    params, opt = single_process(np.dtype("float64"), "global", 2, 4)
+    meta = assert_checkpoint_equals(out, params, opt)
+    whole = sum(b.moment.nbytes + b.inf_norm.nbytes for b in opt.registry.buckets)
+    assert sum(meta["extra"]["state_bytes"]) == whole
