@@ -34,9 +34,16 @@ def kernels(dtype):
                        h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY], flags[CLIP_VALUE] != 0,
                        scale_grad, flags[DECAY_MODE], flavor)
 
+    @cuda.jit(device=True, inline=True)
+    def replay(p, m, u, first, upto, hist, base, flags, flavor):
+        """Updates first..upto with a zero grad and no grad scale (what a dense step does)."""
+        for s in range(first, upto + 1):
+            p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+        return p, m, u
+
     @cuda.jit
     def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, cur_h,
-                    cur_f, flavor, replay):
+                    cur_f, flavor, replay_missed):
         """Replays use ``hist`` and the static ``flags``; this step uses ``cur_h``/``cur_f``
         (the device table rows: they hold the clip scale finish_clip computed there)."""
         cols = param.shape[1]
@@ -45,29 +52,9 @@ def kernels(dtype):
             k, j = i // cols, i % cols
             r = rows[k]
             p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
-            if replay:
-                for s in range(last[r] + 1, now):
-                    p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+            if replay_missed:
+                p, m, u = replay(p, m, u, last[r] + 1, now - 1, hist, base, flags, flavor)
             p, m, u = apply(p, values[k, j], m, u, cur_h, cur_f, cur_f[SCALE_GRAD] != 0, flavor)
-            param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
-            i += cuda.gridsize(1)
-
-    @cuda.jit
-    def set_last(last, rows, now):
-        k = cuda.grid(1)
-        while k < rows.shape[0]:
-            last[rows[k]] = now
-            k += cuda.gridsize(1)
-
-    @cuda.jit
-    def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
-        cols = param.shape[1]
-        i = cuda.grid(1)
-        while i < param.shape[0] * cols:
-            r, j = i // cols, i % cols
-            p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
-            for s in range(last[r] + 1, upto + 1):
-                p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
             param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
             i += cuda.gridsize(1)
 
@@ -78,30 +65,21 @@ def kernels(dtype):
         while i < rows.shape[0] * cols:
             k, j = i // cols, i % cols
             r = rows[k]
-            p, m, u = param[r, j], moment[r, j], inf_norm[r, j]
-            for s in range(last[r] + 1, upto + 1):
-                p, m, u = apply(p, nbt(0), m, u, hist[s - base], flags, False, flavor)
+            p, m, u = replay(param[r, j], moment[r, j], inf_norm[r, j], last[r] + 1, upto, hist,
+                             base, flags, flavor)
             param[r, j], moment[r, j], inf_norm[r, j] = p, m, u
             i += cuda.gridsize(1)
 
     @cuda.jit
     def raise_rows(last, rows, upto):
+        """last[r] = max(last[r], upto) for r in rows (after the element kernels read it)."""
         k = cuda.grid(1)
         while k < rows.shape[0]:
             if last[rows[k]] < upto:
                 last[rows[k]] = upto
             k += cuda.gridsize(1)
 
-    @cuda.jit
-    def raise_last(last, upto):
-        r = cuda.grid(1)
-        while r < last.shape[0]:
-            if last[r] < upto:
-                last[r] = upto
-            r += cuda.gridsize(1)
-
-    return SimpleNamespace(rows_update=rows_update, set_last=set_last, catch_up=catch_up,
-                           raise_last=raise_last, rows_catch_up=rows_catch_up,
+    return SimpleNamespace(rows_update=rows_update, rows_catch_up=rows_catch_up,
                            raise_rows=raise_rows, threads=base.threads)
 
 
@@ -123,7 +101,7 @@ def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, fl
         k.rows_update[_grid(n, k)](param, moment, inf_norm, d_rows, c.to_device(values), last,
                                    c.to_device(hist[:now - base + 1]), base, now, d_flags,
                                    cur_h, cur_f, flavor, replay)
-        k.set_last[_grid(rows.shape[0], k)](last, d_rows, now)
+        k.raise_rows[_grid(rows.shape[0], k)](last, d_rows, now)
 
 
 def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, flavor):
@@ -139,10 +117,6 @@ def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, 
 
 
 def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
-    from numba import cuda as c
-    k = kernels(param.dtype)
-    n = param.shape[0] * param.shape[1]
-    if n:
-        k.catch_up[_grid(n, k)](param, moment, inf_norm, last, c.to_device(hist[:upto - base + 1]),
-                                base, upto, c.to_device(np.ascontiguousarray(flags)), flavor)
-        k.raise_last[_grid(last.shape[0], k)](last, upto)
+    """Every row (opt.flush())."""
+    rows_catch_up(param, moment, inf_norm, np.arange(param.shape[0], dtype=np.int64), last, hist,
+                  base, upto, flags, flavor)
