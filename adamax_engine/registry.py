@@ -50,6 +50,7 @@ class Entry:
     data_view: np.ndarray = None
     grad_view: np.ndarray = None
     checked: tuple = None  # (data, grad) addresses validated last step (framework tensors)
+    view_addrs: tuple = (None, None)  # host addresses of data_view/grad_view (adopt mode)
 
     @property
     def size(self):
@@ -93,6 +94,8 @@ class Bucket:
             if self.mode == "adopt":
                 e.data_view = self.segment(self.params, k)
                 e.grad_view = self.segment(self.grads, k)
+                if self.device == "cpu":
+                    e.view_addrs = (e.data_view.ctypes.data, e.grad_view.ctypes.data)
 
     def segment(self, flat, k):
         """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
@@ -140,6 +143,7 @@ class Registry:
         batch = kinds.pop() if len(kinds) == 1 else None
         self._batch = batch if batch is not None and hasattr(batch, "snapshot") else None
         self._nbytes = np.array([e.size * e.dtype.itemsize for e in self.entries], np.int64)
+        self._position = {id(e): i for i, e in enumerate(self.entries)}
         self.check_aliasing()
         self.buckets = []
         by_key = {}
@@ -195,7 +199,7 @@ class Registry:
                     masks[id(e.bucket)][e.index] = True
                     live[id(e)] = (e, data, grad, key)
                     continue
-            data_ours = e.data_view is not None and a.same(data, e.data_view)
+            data_ours = e.data_view is not None and a.same(data, e.data_view, e.view_addrs[0])
             if not data_ours:
                 a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
             if grad is None:
@@ -209,7 +213,7 @@ class Registry:
                     copies.append((e, data, None))
                 masks[id(e.bucket)][e.index] = sparse_masks[id(e.bucket)][e.index] = True
                 continue
-            grad_ours = e.grad_view is not None and a.same(grad, e.grad_view)
+            grad_ours = e.grad_view is not None and a.same(grad, e.grad_view, e.view_addrs[1])
             if not grad_ours:
                 a.check(grad, f"{e.name}.grad", dtype=e.dtype, shape=e.shape, writeable=False)
                 foreign.append((e, a.address(grad)))
@@ -249,7 +253,7 @@ class Registry:
 
         ``grads``: (entry, grad address) pairs. Overlaps would make the result depend on the
         order the kernel visits elements (or silently untie "tied" weights in adopt mode).
-        ValueError names both sides. Sorted spans: O(n log n), addresses only.
+        ValueError names both sides. Sorted spans, one vectorised search: O(n log n).
         """
         snap = self._batch.snapshot(self._params) if self._batch is not None else None
         if snap is not None:
@@ -265,12 +269,18 @@ class Registry:
             a, b = (self.entries[order[clash[0]]].name, self.entries[order[clash[0] + 1]].name)
             raise ValueError(f"parameters: {a!r} and {b!r} share memory (tie weights by passing "
                              "one parameter, not two views of one array)")
-        for e, address in grads:
-            k = int(np.searchsorted(lo, address + e.size * e.dtype.itemsize, "left")) - 1
-            if e.size and k >= 0 and hi[k] > address:
-                other = self.entries[order[k]]
-                what = "the parameter itself" if other is e else f"parameter {other.name!r}"
-                raise ValueError(f"{e.name}.grad: shares memory with {what}")
+        if not len(grads):
+            return
+        which = np.fromiter((self._position[id(e)] for e, _ in grads), np.int64, len(grads))
+        start = np.fromiter((address for _, address in grads), np.int64, len(grads))
+        size = self._nbytes[which]
+        k = np.searchsorted(lo, start + size, "left") - 1  # the last span starting before the end
+        hit = (size > 0) & (k >= 0) & (hi[np.maximum(k, 0)] > start)
+        if hit.any():
+            i = int(np.flatnonzero(hit)[0])
+            e, other = grads[i][0], self.entries[order[k[i]]]
+            what = "the parameter itself" if other is e else f"parameter {other.name!r}"
+            raise ValueError(f"{e.name}.grad: shares memory with {what}")
 
     @staticmethod
     def refresh_master(e):
@@ -306,7 +316,7 @@ class Registry:
         for e in self.entries:
             grad = e.adapter.grad(e.param)
             if grad is not None and not (e.grad_view is not None
-                                         and e.adapter.same(grad, e.grad_view)):
+                                         and e.adapter.same(grad, e.grad_view, e.view_addrs[1])):
                 e.adapter.zero_grad(e.param)
         for b in self.buckets:
             if b.mode == "adopt" and b.device == "cuda":

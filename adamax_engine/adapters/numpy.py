@@ -14,7 +14,7 @@ class NumpyAdapter:
         return isinstance(param, Parameter) and isinstance(param._data, np.ndarray)
 
     @staticmethod
-    def same(value, view):
+    def same(value, view, view_address=None):
         """Is ``value`` the registry's own view? (identity: any assignment is a new object)"""
         return value is view
 

@@ -51,9 +51,12 @@ class TensorAdapter:
         return None
 
     @classmethod
-    def same(cls, value, view):
-        """Whether ``value`` (a tensor) is backed by exactly our view's memory."""
-        return value is not None and cls.address(value) == view.ctypes.data
+    def same(cls, value, view, view_address=None):
+        """Whether ``value`` (a tensor) is backed by exactly our view's memory (its address,
+        when the caller has it cached: ``view.ctypes`` builds an object on every call)."""
+        if view_address is None:
+            view_address = view.ctypes.data
+        return value is not None and cls.address(value) == view_address
 
     @classmethod
     def copy_into(cls, view, value):
