@@ -24,7 +24,8 @@ class GradientClipBase:
         return None
 
     def norm_scales(self, sumsqs):
-        """Per-bucket sums of squares of the group's clipped segments -> per-bucket (scale, apply)."""
+        """Per-bucket sums of squares of the group's clipped segments -> per-bucket (scale, apply):
+        arrays with one value per segment, or scalars that hold for all of them."""
         raise NotImplementedError
 
 
@@ -110,15 +111,16 @@ class ClipGradByGlobalNorm(GradientClipBase):
         return np.sqrt(total)
 
     def norm_scales(self, sumsqs):
+        """One (scale, apply) pair of scalars for every bucket: the same factor for all."""
         gnorm = self.global_norm(sumsqs)
         max_norm = gnorm.dtype.type(self.clip_norm)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if not self.auto_skip_clip:
-                scale, apply = max_norm / np.maximum(gnorm, max_norm), True
+        with np.errstate(divide="ignore", invalid="ignore"):  # clip_norm <= 0 and a zero norm
+            if not self.auto_skip_clip:  # a NaN/inf norm gives a NaN/0 scale, as in paddle
+                scale, apply = max_norm / max(gnorm, max_norm) if gnorm == gnorm else gnorm, True
             else:
                 apply = bool(gnorm > max_norm)
                 scale = max_norm / gnorm if apply else max_norm
-        return [(np.full(len(sq), scale, dtype=sq.dtype), np.full(len(sq), apply)) for sq in sumsqs]
+        return [(sq.dtype.type(scale), apply) for sq in sumsqs]
 
     def __repr__(self):
         return (f"ClipGradByGlobalNorm(clip_norm={self.clip_norm}, "

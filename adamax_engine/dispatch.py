@@ -43,11 +43,18 @@ class LocalStep:
         """After the updates (the sharded twin all-gathers the params here)."""
 
 
+_LOADED = {}
+
+
 def _kernels(backend):
-    if backend == "reference":
-        from .kernels import reference as k
-    else:
-        from .kernels import cpu as k
+    """The host kernel module of ``backend`` (imported on first use: numba compiles lazily)."""
+    k = _LOADED.get(backend)
+    if k is None:
+        if backend == "reference":
+            from .kernels import reference as k
+        else:
+            from .kernels import cpu as k
+        _LOADED[backend] = k
     return k
 
 

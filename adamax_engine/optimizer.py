@@ -131,6 +131,7 @@ class Adamax:
 
     def _fill_static_tables(self):
         """Everything in the hyper/flag tables that does not change from step to step."""
+        self._plan = (None, None)  # _clip_plan's cache: norm_clipped is (re)built here
         for b in self._registry.buckets:
             T = b.dtype.type
             n = len(b.entries)
@@ -157,6 +158,7 @@ class Adamax:
                         b.hyper[k, [L.CLIP_MIN, L.CLIP_MAX]] = bounds
                         b.flags[k, L.CLIP_VALUE] = 1
                     b.norm_clipped[k] = clip.needs_norms
+        self._norm_clipping = any(b.norm_clipped.any() for b in self._registry.buckets)
 
     # --- the step -------------------------------------------------------------------------------
     def step(self):
@@ -237,32 +239,53 @@ class Adamax:
         Returns True when ``skip_nonfinite`` is on and some grad is inf/nan: skip the update.
         """
         skip = self._skip_nonfinite
-        wanted = [b for b in buckets if skip or (b.norm_clipped & b.active).any()]
-        if not wanted:
+        if not skip and not self._norm_clipping:
             return False
+        reduce, groups = self._clip_plan(buckets, skip)
         sums = {}
-        for b in wanted:
-            mask = b.active if skip else b.norm_clipped & b.active
-            flags = (mask & ~b.sparse).astype(np.int64).reshape(-1, 1)
+        for b, flags, sparse_rows in reduce:
             sums[id(b)], nonfinite = self._kernels.sumsq(b, flags)
-            for k in np.flatnonzero(mask & b.sparse):  # row-sparse grads: their rows' squares
+            for k in sparse_rows:  # row-sparse grads: the squares of their rows
                 sums[id(b)][k], nonfinite[k] = self._sparse.sumsq(
                     self._registry.sparse[id(b.entries[k])])
             if skip and nonfinite.any():
                 return True
+        for clip, members in groups:
+            scales = clip.norm_scales([sums[id(b)][idx] for b, idx in members])
+            for (b, idx), (scale, apply) in zip(members, scales):
+                b.hyper[idx, L.GRAD_SCALE] = scale
+                b.flags[idx, L.SCALE_GRAD] = apply
+        return False
+
+    def _clip_plan(self, buckets, skip):
+        """What _apply_norm_clips does, worked out from the masks: per bucket (bucket, reduction
+        flags, row-sparse segments), per norm clipper (clipper, [(bucket, its segments)]).
+
+        Masks rarely change between steps, so the plan is kept until they do (at 2000 tensors
+        rebuilding it every step cost ~5% of a step).
+        """
+        key = (skip, tuple(id(g["grad_clip"]) for g in self._groups),
+               tuple((id(b), b.active.tobytes(), b.sparse.tobytes()) for b in buckets))
+        if self._plan[0] == key:
+            return self._plan[1]
+        wanted = [b for b in buckets if skip or (b.norm_clipped & b.active).any()]
+        reduce = []
+        for b in wanted:
+            mask = b.active if skip else b.norm_clipped & b.active
+            reduce.append((b, (mask & ~b.sparse).astype(np.int64).reshape(-1, 1),
+                           np.flatnonzero(mask & b.sparse)))
+        groups = []
         for gi, g in enumerate(self._groups):
             if g["grad_clip"] is None or not g["grad_clip"].needs_norms:
                 continue
             members = [(b, np.flatnonzero((b.groups == gi) & b.norm_clipped & b.active))
                        for b in wanted]
-            members = [(b, idx) for b, idx in members if len(idx)]
-            if not members:
-                continue
-            scales = g["grad_clip"].norm_scales([sums[id(b)][idx] for b, idx in members])
-            for (b, idx), (scale, apply) in zip(members, scales):
-                b.hyper[idx, L.GRAD_SCALE] = scale
-                b.flags[idx, L.SCALE_GRAD] = apply
-        return False
+            members = [(b, slice(None) if len(idx) == len(b.entries) else idx)
+                       for b, idx in members if len(idx)]  # (a slice: no fancy-index copies)
+            if members:
+                groups.append((g["grad_clip"], members))
+        self._plan = (key, (reduce, groups))
+        return reduce, groups
 
     @property
     def skipped_steps(self):

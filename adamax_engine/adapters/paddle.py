@@ -37,11 +37,9 @@ class PaddleAdapter(TensorAdapter):
         return param
 
     @staticmethod
-    def snapshot(params):
-        """(trainable, data address, grad address or 0) of every parameter, in one pass."""
-        grads = [p.grad for p in params]
-        return ([not p.stop_gradient for p in params], [p.data_ptr() for p in params],
-                [0 if g is None else g.data_ptr() for g in grads])
+    def tensor_type():
+        import paddle
+        return paddle.Tensor
 
     @staticmethod
     def numpy(value):

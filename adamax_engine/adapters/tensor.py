@@ -6,6 +6,8 @@ addresses for the borrow table (``address``) and zero-copy numpy views (``numpy`
 must copy or where the numpy reference backend runs. Only the adapter imports its framework,
 and only when such a tensor is actually passed (``accepts`` looks at the type's module first).
 """
+from operator import attrgetter
+
 import numpy as np
 
 from ..parameter import DTYPE_NAMES, supported
@@ -44,6 +46,44 @@ class TensorAdapter:
     @classmethod
     def is_tensor(cls, value):
         return type(value).__module__.split(".")[0] == cls.framework
+
+    @classmethod
+    def snapshot(cls, params):
+        """(trainable, data address, grad address or 0) of every parameter as bool/int64
+        arrays, or None when some grad has no address (a sparse grad: then every step rescans).
+
+        This runs every step over every parameter, so it is C-level ``map`` passes with the
+        framework's unbound methods (no Python frame per tensor): about a third of the cost
+        of the equivalent list comprehensions.
+        """
+        grad_of, address_of, flag_of = cls._accessors()
+        n = len(params)
+        grads = list(map(grad_of, params))
+        try:
+            data = np.fromiter(map(address_of, params), np.int64, n)
+            try:
+                grad = np.fromiter(map(address_of, grads), np.int64, n)
+            except TypeError:  # some grads are None
+                grad = np.fromiter((0 if g is None else address_of(g) for g in grads),
+                                   np.int64, n)
+        except RuntimeError:
+            return None
+        flag = np.fromiter(map(flag_of, params), np.bool_, n)
+        return (flag if cls.trainable_attr == "requires_grad" else ~flag), data, grad
+
+    @classmethod
+    def _accessors(cls):
+        """(grad getter, unbound data_ptr, getter of ``trainable_attr``), built on first use
+        (the framework is imported only once one of its tensors is here)."""
+        if "_cached_accessors" not in cls.__dict__:
+            cls._cached_accessors = (attrgetter("grad"), cls.tensor_type().data_ptr,
+                                     attrgetter(cls.trainable_attr))
+        return cls._cached_accessors
+
+    @staticmethod
+    def tensor_type():
+        """The framework's tensor class (its ``data_ptr`` is called unbound)."""
+        raise NotImplementedError
 
     @staticmethod
     def mutation_count():

@@ -16,6 +16,11 @@ class TorchAdapter(TensorAdapter):
     default_mode = "adopt"
 
     @staticmethod
+    def tensor_type():
+        import torch
+        return torch.Tensor
+
+    @staticmethod
     def attributes(param):
         """torch has no per-parameter lr, regularizer or need_clip: paddle's defaults."""
         return None, 1.0, None, True
@@ -27,17 +32,6 @@ class TorchAdapter(TensorAdapter):
     @staticmethod
     def data(param):
         return param  # (param.data would build a new tensor object on every call)
-
-    @staticmethod
-    def snapshot(params):
-        """(trainable, data address, grad address or 0) of every parameter, in one pass;
-        None when some grad has no address (a sparse grad): then every step rescans."""
-        grads = [p.grad for p in params]
-        try:
-            return ([p.requires_grad for p in params], [p.data_ptr() for p in params],
-                    [0 if g is None else g.data_ptr() for g in grads])
-        except RuntimeError:
-            return None
 
     @staticmethod
     def row_sparse(grad):
