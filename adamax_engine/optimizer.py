@@ -19,10 +19,10 @@ import numpy as np
 from . import dispatch
 from . import groups as G
 from .adapters import adapter_for
-from .clip import GradientClipBase
+from .clip import ClipGradByGlobalNorm, GradientClipBase
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
-from .kernels.steptables import begin_step, end_step
+from .kernels.steptables import begin_step, end_step, global_norm_scales
 from .lr import is_scheduler
 from .parameter import LOW_PRECISION
 from .registry import Entry, Registry
@@ -250,7 +250,12 @@ class Adamax:
                     self._registry.sparse[id(b.entries[k])])
             if skip and nonfinite.any():
                 return True
-        for clip, members in groups:
+        for clip, members, mask in groups:
+            if mask is not None and type(clip) is ClipGradByGlobalNorm:  # the usual case
+                b = members[0][0]
+                global_norm_scales(sums[id(b)], mask, clip.clip_norm, clip.auto_skip_clip,
+                                   b.hyper, b.flags)
+                continue
             scales = clip.norm_scales([sums[id(b)][idx] for b, idx in members])
             for (b, idx), (scale, apply) in zip(members, scales):
                 b.hyper[idx, L.GRAD_SCALE] = scale
@@ -259,7 +264,8 @@ class Adamax:
 
     def _clip_plan(self, buckets, skip):
         """What _apply_norm_clips does, worked out from the masks: per bucket (bucket, reduction
-        flags, row-sparse segments), per norm clipper (clipper, [(bucket, its segments)]).
+        flags, row-sparse segments), per norm clipper (clipper, [(bucket, its segments)], and
+        those segments as a mask when they are all in one bucket, else None).
 
         Masks rarely change between steps, so the plan is kept until they do (at 2000 tensors
         rebuilding it every step cost ~5% of a step).
@@ -282,8 +288,10 @@ class Adamax:
                        for b in wanted]
             members = [(b, slice(None) if len(idx) == len(b.entries) else idx)
                        for b, idx in members if len(idx)]  # (a slice: no fancy-index copies)
-            if members:
-                groups.append((g["grad_clip"], members))
+            if members:  # one bucket: also as a mask, for global_norm_scales
+                b = members[0][0]
+                mask = (b.groups == gi) & b.norm_clipped & b.active if len(members) == 1 else None
+                groups.append((g["grad_clip"], members, mask))
         self._plan = (key, (reduce, groups))
         return reduce, groups
 

@@ -151,3 +151,29 @@ def test_chunk_table_covers_every_element_once():
         hits[start:end] += 1
     assert (hits == 1).all()
     assert table[:, 0].tolist() == [1, 2, 3, 3, 4, 4, 4]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("auto_skip", [False, True])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_compiled_global_norm_scales_equal_the_clipper(rng, dtype, auto_skip):
+    """steptables.global_norm_scales (the one-bucket fast path) gives the bits of
+    ClipGradByGlobalNorm.norm_scales, including zero, inf and NaN norms and clip_norm <= 0."""
+    from adamax_engine import ClipGradByGlobalNorm
+    from adamax_engine.kernels.steptables import global_norm_scales
+    n = 37
+    cases = [rng.random(n).astype(dtype) * 10 ** rng.uniform(-6, 3) for _ in range(20)]
+    cases += [np.zeros(n, dtype), np.full(n, np.inf, dtype), np.full(n, np.nan, dtype)]
+    for sums in cases:
+        members = rng.random(n) < 0.7
+        for clip_norm in (0.5, 3.0, 1e6, 0.0, -2.0):
+            clip = ClipGradByGlobalNorm(clip_norm, auto_skip_clip=auto_skip)
+            (scale, apply), = clip.norm_scales([sums[members]])
+            hyper, flags = L.empty_tables(n, dtype)
+            hyper[:, L.GRAD_SCALE] = 7  # untouched outside the members
+            global_norm_scales(sums, members, clip_norm, auto_skip, hyper, flags)
+            got, want = hyper[members, L.GRAD_SCALE], np.full(members.sum(), scale, dtype)
+            assert got.tobytes() == want.tobytes(), (sums, clip_norm)  # the same bits
+            assert (flags[members, L.SCALE_GRAD] == int(apply)).all()
+            assert (hyper[~members, L.GRAD_SCALE] == 7).all()
+            assert (flags[~members, L.SCALE_GRAD] == 0).all()

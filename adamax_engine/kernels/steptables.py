@@ -5,9 +5,10 @@ In numpy this was ~8 small array operations per step, ~0.2 ms for 2000 tensors, 
 a 4M-parameter step; compiled it is a few microseconds. The arithmetic and its dtype rules are
 the ones of kernels.reference.group_step (tests compare every path with that oracle).
 """
+import numpy as np
 from numba import njit
 
-from .layout import ACTIVE, LR_T, PADDLE, SCALE_GRAD
+from .layout import ACTIVE, GRAD_SCALE, LR_T, PADDLE, SCALE_GRAD
 
 
 @njit(cache=True, error_model="numpy")
@@ -49,3 +50,32 @@ def end_step(active, beta1_pow, beta1_T, steps):
         if active[k]:
             beta1_pow[k] = beta1_pow[k] * beta1_T[k]
             steps[k] += 1
+
+
+@njit(cache=True, error_model="numpy")
+def global_norm_scales(sumsq, members, clip_norm, auto_skip, hyper, flags):
+    """ClipGradByGlobalNorm over one bucket, after the reduction: the global norm of the member
+    segments and their GRAD_SCALE/SCALE_GRAD columns, in one call instead of a dozen numpy
+    operations (they ran from a cold cache right after the reduction pass: ~0.15 ms at 2000
+    tensors). Same arithmetic as clip.ClipGradByGlobalNorm.norm_scales: the squares summed
+    sequentially in segment order in the bucket dtype T, sqrt in T, the scale in T."""
+    T = hyper.dtype.type
+    total = T(0)
+    for k in range(sumsq.shape[0]):
+        if members[k]:
+            total = total + sumsq[k]
+    gnorm = np.sqrt(total)
+    max_norm = T(clip_norm)
+    if not auto_skip:
+        apply = True
+        if gnorm != gnorm:  # NaN propagates, as np.maximum does
+            scale = gnorm
+        else:
+            scale = max_norm / (gnorm if gnorm > max_norm else max_norm)
+    else:
+        apply = gnorm > max_norm
+        scale = max_norm / gnorm if apply else max_norm
+    for k in range(sumsq.shape[0]):
+        if members[k]:
+            hyper[k, GRAD_SCALE] = scale
+            flags[k, SCALE_GRAD] = 1 if apply else 0
