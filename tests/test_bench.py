@@ -32,6 +32,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, monkeypatch)
             assert row["status"] == "ok" and row["median_s"] > 0 and row["spread_s"] >= 0
             assert row["ns_per_element"] == pytest.approx(row["median_s"] / r["n_params"] * 1e9)
         assert r["impls"]["engine"]["bytes_per_element"] == 28
+        assert r["engine_with_peers_s"] > 0  # the engine's second loop, with the frameworks
     assert report["cold_start"]["warm_cache_s"] > 0 and "empty_cache_s" not in report["cold_start"]
     assert (out / "bench.md").read_text().startswith("| workload |")
     if pytest.importorskip("matplotlib"):
@@ -48,3 +49,17 @@ def test_default_workloads():
     names = [n for n, _ in bench_run.workloads(bench_run.SIZES)]
     assert names[0] == "1 tensor of 1e+03" and names[5] == "1 tensor of 1e+08"
     assert names[-2:] == ["transformer 73 tensors", "2000 small tensors"]
+
+
+def test_engine_and_ceiling_share_a_loop_without_the_frameworks(monkeypatch):
+    """measure() times OWN in one round-robin loop and the rest (+ the engine) in another."""
+    loops = []
+
+    def fake_timeit_all(fns, reps, on_rep=None):
+        loops.append(sorted(fns))
+        return {name: (1e-3, 0.0) for name in fns}
+    monkeypatch.setattr(bench_run, "timeit_all", fake_timeit_all)
+    r = bench_run.measure("tiny", [(100,)], 1, 2, ["ceiling", "engine", "numpy_reference",
+                                                  "engine_full"])
+    assert loops == [["ceiling", "engine", "engine_full"], ["engine", "numpy_reference"]]
+    assert r["engine_with_peers_s"] == 1e-3 and r["impls"]["engine"]["median_s"] == 1e-3
