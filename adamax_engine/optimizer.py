@@ -14,20 +14,26 @@ T; beta1_pow starts at T(beta1) and is kept in T; lr is T(lr), times T(lr multip
 is not 1. Other flavors: ``"torch"``/``"optax"`` u = max(beta2*u, |g| + eps), ``"keras"``
 u = max(beta2*u, |g|) and eps in the denominator; their bias correction is 1 - beta1**step.
 """
+import contextlib
+
 import numpy as np
 
 from . import dispatch
 from . import groups as G
 from .adapters import adapter_for
-from .clip import ClipGradByGlobalNorm, GradientClipBase
+from .clip import GradientClipBase
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
-from .kernels.steptables import begin_step, end_step, global_norm_scales
+from .kernels.steptables import begin_step, end_step
 from .lr import is_scheduler
+from .normclip import NormClips
 from .parameter import LOW_PRECISION
 from .registry import Entry, Registry
 from .sparse import SparseRows
 from .state import load_state, state_dict_of
+
+
+_unfenced = contextlib.nullcontext
 
 
 class Adamax:
@@ -44,7 +50,9 @@ class Adamax:
     True = only the touched rows move), ``multi_precision`` (paddle's ``_multi_precision``:
     float16/bfloat16 parameters are stepped in float32 on master weights, with float32
     moments, and written back rounded to nearest even; required for such parameters, no
-    effect on float32/float64 ones).
+    effect on float32/float64 ones), ``stream`` (device="cuda": the trainer's CUDA stream,
+    "torch"/"cupy" for that framework's current one; each step is fenced against it on the
+    device, see streams.py).
 
     Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
     beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for
@@ -58,7 +66,7 @@ class Adamax:
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
                  weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
                  backend=None, device="cpu", skip_nonfinite=False, multi_precision=False,
-                 lazy_mode=False):
+                 lazy_mode=False, stream=None):
         assert learning_rate is not None
         assert beta1 is not None
         assert beta2 is not None
@@ -104,6 +112,12 @@ class Adamax:
         self._skip_nonfinite = skip_nonfinite
         self._skipped = 0
         self._backend = dispatch.resolve(backend, device)
+        self._fence = _unfenced()
+        if stream is not None:  # checked before anything is built: a bad value changes nothing
+            if device != "cuda":
+                raise ValueError(f"stream: only for device='cuda', got device={device!r}")
+            from .streams import StreamFence, stream_source
+            self._fence = StreamFence(stream_source(stream))
         self._kernels = dispatch.LocalStep(self._backend)
         self._sparse = SparseRows(lazy_mode)
         self._registry = Registry(entries, mode=mode, device=device)
@@ -131,7 +145,6 @@ class Adamax:
 
     def _fill_static_tables(self):
         """Everything in the hyper/flag tables that does not change from step to step."""
-        self._plan = (None, None)  # _clip_plan's cache: norm_clipped is (re)built here
         for b in self._registry.buckets:
             T = b.dtype.type
             n = len(b.entries)
@@ -158,7 +171,7 @@ class Adamax:
                         b.hyper[k, [L.CLIP_MIN, L.CLIP_MAX]] = bounds
                         b.flags[k, L.CLIP_VALUE] = 1
                     b.norm_clipped[k] = clip.needs_norms
-        self._norm_clipping = any(b.norm_clipped.any() for b in self._registry.buckets)
+        self._norms = NormClips(self._groups, self._registry.buckets, self._skip_nonfinite)
 
     # --- the step -------------------------------------------------------------------------------
     def step(self):
@@ -173,6 +186,10 @@ class Adamax:
         if not self._registry.entries:
             raise IndexError("parameters: the optimizer has no parameters "
                              "(paddle: list index out of range)")
+        with self._fence:
+            self._run_step(only)
+
+    def _run_step(self, only):
         self._registry.gather(only)
         lr = float(self.get_lr())
         buckets = [b for b in self._registry.buckets if b.active.any()]
@@ -196,7 +213,7 @@ class Adamax:
                 self._sparse_updates(sparse)
         else:
             self._kernels.prepare(buckets)
-            if not self._apply_norm_clips(buckets):
+            if not self._norms.apply(buckets, self._kernels, self._sparse, self._registry.sparse):
                 for b in buckets:
                     self._kernels.update(b, self._flavor_code)
                 self._sparse_updates(sparse)
@@ -223,77 +240,17 @@ class Adamax:
         forward pass reads them (a lagging row holds its value at its last update)."""
         for e in self._registry.entries:
             if e.param is param:
-                self._sparse.catch_up_rows(e, self._param_view(e), rows, self._flavor_code)
+                with self._fence:
+                    self._sparse.catch_up_rows(e, self._param_view(e), rows, self._flavor_code)
                 return
         raise ValueError("param: not a parameter of this optimizer")
 
     def flush(self):
         """Row-sparse parameters (lazy_mode=False): bring every lagging row up to date, so that
         parameters and state equal the dense run's (state_dict and save do it themselves)."""
-        for e in self._registry.entries if self._sparse.state else ():
-            self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
-
-    def _apply_norm_clips(self, buckets):
-        """One reduction pass per bucket, then each norm clipper's per-segment grad scales.
-
-        Returns True when ``skip_nonfinite`` is on and some grad is inf/nan: skip the update.
-        """
-        skip = self._skip_nonfinite
-        if not skip and not self._norm_clipping:
-            return False
-        reduce, groups = self._clip_plan(buckets, skip)
-        sums = {}
-        for b, flags, sparse_rows in reduce:
-            sums[id(b)], nonfinite = self._kernels.sumsq(b, flags)
-            for k in sparse_rows:  # row-sparse grads: the squares of their rows
-                sums[id(b)][k], nonfinite[k] = self._sparse.sumsq(
-                    self._registry.sparse[id(b.entries[k])])
-            if skip and nonfinite.any():
-                return True
-        for clip, members, mask in groups:
-            if mask is not None and type(clip) is ClipGradByGlobalNorm:  # the usual case
-                b = members[0][0]
-                global_norm_scales(sums[id(b)], mask, clip.clip_norm, clip.auto_skip_clip,
-                                   b.hyper, b.flags)
-                continue
-            scales = clip.norm_scales([sums[id(b)][idx] for b, idx in members])
-            for (b, idx), (scale, apply) in zip(members, scales):
-                b.hyper[idx, L.GRAD_SCALE] = scale
-                b.flags[idx, L.SCALE_GRAD] = apply
-        return False
-
-    def _clip_plan(self, buckets, skip):
-        """What _apply_norm_clips does, worked out from the masks: per bucket (bucket, reduction
-        flags, row-sparse segments), per norm clipper (clipper, [(bucket, its segments)], and
-        those segments as a mask when they are all in one bucket, else None).
-
-        Masks rarely change between steps, so the plan is kept until they do (at 2000 tensors
-        rebuilding it every step cost ~5% of a step).
-        """
-        key = (skip, tuple(id(g["grad_clip"]) for g in self._groups),
-               tuple((id(b), b.active.tobytes(), b.sparse.tobytes()) for b in buckets))
-        if self._plan[0] == key:
-            return self._plan[1]
-        wanted = [b for b in buckets if skip or (b.norm_clipped & b.active).any()]
-        reduce = []
-        for b in wanted:
-            mask = b.active if skip else b.norm_clipped & b.active
-            reduce.append((b, (mask & ~b.sparse).astype(np.int64).reshape(-1, 1),
-                           np.flatnonzero(mask & b.sparse)))
-        groups = []
-        for gi, g in enumerate(self._groups):
-            if g["grad_clip"] is None or not g["grad_clip"].needs_norms:
-                continue
-            members = [(b, np.flatnonzero((b.groups == gi) & b.norm_clipped & b.active))
-                       for b in wanted]
-            members = [(b, slice(None) if len(idx) == len(b.entries) else idx)
-                       for b, idx in members if len(idx)]  # (a slice: no fancy-index copies)
-            if members:  # one bucket: also as a mask, for global_norm_scales
-                b = members[0][0]
-                mask = (b.groups == gi) & b.norm_clipped & b.active if len(members) == 1 else None
-                groups.append((g["grad_clip"], members, mask))
-        self._plan = (key, (reduce, groups))
-        return reduce, groups
+        with self._fence:
+            for e in self._registry.entries if self._sparse.state else ():
+                self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
 
     @property
     def skipped_steps(self):
@@ -323,7 +280,8 @@ class Adamax:
     def clear_grad(self, set_to_zero=True):
         """Zero every existing grad (default) or set them all to None (``set_to_zero=False``)."""
         if set_to_zero:
-            self._registry.zero_grads()
+            with self._fence:
+                self._registry.zero_grads()
         else:
             self._registry.clear_grads()
 
