@@ -96,6 +96,10 @@ class Bucket:
                 e.grad_view = self.segment(self.grads, k)
                 if self.device == "cpu":
                     e.view_addrs = (e.data_view.ctypes.data, e.grad_view.ctypes.data)
+                else:  # (torch CUDA tensors are compared with our views by address)
+                    from .adapters.device import DeviceAdapter
+                    e.view_addrs = (DeviceAdapter.address(e.data_view),
+                                    DeviceAdapter.address(e.grad_view))
 
     def segment(self, flat, k):
         """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""

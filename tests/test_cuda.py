@@ -350,6 +350,40 @@ def test_torch_cuda_tensors_flavor_torch(rng):
         np.testing.assert_allclose(e.numpy(), expect, rtol=1e-6, atol=1e-6 * np.abs(expect).max())
 
 
+def test_torch_cuda_module_adopted(rng):
+    """Adamax(model.parameters(), device="cuda") on a torch CUDA model: params and grads become
+    views of the flat device buffers (backward accumulates into them), new grad tensors after
+    zero_grad(set_to_none=True) are copied in; numbers equal torch.optim.Adamax (flavor torch)."""
+    torch = pytest.importorskip("torch")
+    if SIM or not torch.cuda.is_available():
+        pytest.skip("needs torch with a real CUDA GPU (the simulator has no CUDA Array Interface)")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(33, 65), torch.nn.Tanh(), torch.nn.Linear(65, 7))
+    twin = torch.nn.Sequential(torch.nn.Linear(33, 65), torch.nn.Tanh(), torch.nn.Linear(65, 7))
+    twin.load_state_dict(model.state_dict())
+    model, twin = model.cuda(), twin.cuda()
+    opt = ae.Adamax(0.01, parameters=model.parameters(), device="cuda", flavor="torch",
+                    weight_decay=0.01)
+    ref = torch.optim.Adamax(twin.parameters(), lr=0.01, weight_decay=0.01)
+    b = opt.registry.buckets[0]
+    start = b.params.__cuda_array_interface__["data"][0]
+    for p in model.parameters():  # adopted: the module's own tensors are our flat buffer now
+        assert start <= p.data_ptr() < start + b.params.size * 4
+    x = torch.randn(128, 33, device="cuda")
+    y = torch.randint(0, 7, (128,), device="cuda")
+    for step in range(12):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad(set_to_none=step % 2 == 0)  # new grad tensors every other step
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        expect = q.detach().cpu().numpy()
+        np.testing.assert_allclose(p.detach().cpu().numpy(), expect, rtol=1e-5,
+                                   atol=1e-6 * np.abs(expect).max())
+    with pytest.raises(ValueError, match="is a cuda array but device='cpu'"):
+        ae.Adamax(0.01, parameters=twin.parameters())
+
+
 def test_cuda_clear_grad(rng):
     values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     params = [ae.Parameter(cuda().to_device(v)) for v in values]

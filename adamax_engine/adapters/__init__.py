@@ -7,9 +7,9 @@ device (CUDA arrays), torch and paddle; frameworks are imported lazily, never by
 from .device import DeviceAdapter
 from .numpy import NumpyAdapter
 from .paddle import PaddleAdapter
-from .torch import TorchAdapter
+from .torch import TorchAdapter, TorchCudaAdapter
 
-ADAPTERS = (NumpyAdapter, DeviceAdapter, TorchAdapter, PaddleAdapter)
+ADAPTERS = (NumpyAdapter, DeviceAdapter, TorchAdapter, TorchCudaAdapter, PaddleAdapter)
 
 
 def adapter_for(param):

@@ -39,7 +39,7 @@ class TensorAdapter:
 
     @staticmethod
     def describe(value):
-        """(shape tuple, numpy dtype or None, contiguous, on the CPU)."""
+        """(shape tuple, numpy dtype or None, contiguous, on the adapter's device)."""
         raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------------------
@@ -113,11 +113,11 @@ class TensorAdapter:
         if not cls.is_tensor(value):
             raise TypeError(f"{what}: expected a {cls.framework} tensor, got "
                             f"{type(value).__module__}.{type(value).__name__}")
-        tshape, tdtype, contiguous, on_cpu = cls.describe(value)
-        if not on_cpu:
-            raise ValueError(f"{what}: expected a CPU tensor (for CUDA tensors use "
-                             "adamax_engine.Parameter(tensor) with device='cuda')")
-        if not supported(tdtype):
+        tshape, tdtype, contiguous, on_device = cls.describe(value)
+        if not on_device:
+            raise ValueError(f"{what}: expected a {cls.device.upper()} tensor (the parameter's "
+                             "device; CUDA parameters need Adamax(device='cuda'))")
+        if not supported(tdtype) or (cls.device == "cuda" and tdtype.name == "bfloat16"):
             raise TypeError(f"{what}: expected dtype {DTYPE_NAMES}, got {tdtype}")
         if dtype is not None and tdtype != dtype:
             raise TypeError(f"{what}: expected dtype {dtype} (the parameter's), got {tdtype}")

@@ -15,6 +15,10 @@ class TorchAdapter(TensorAdapter):
     trainable_attr = "requires_grad"
     default_mode = "adopt"
 
+    @classmethod
+    def accepts(cls, param):
+        return super().accepts(param) and not param.is_cuda  # (TorchCudaAdapter's)
+
     @staticmethod
     def tensor_type():
         import torch
@@ -65,6 +69,50 @@ class TorchAdapter(TensorAdapter):
     @staticmethod
     def clear_grad(param):
         param.grad = None
+
+
+class TorchCudaAdapter(TorchAdapter):
+    """torch CUDA parameters (``model.cuda()``) with ``device="cuda"``: adopted as on the CPU,
+    through ``__cuda_array_interface__``: ``param.data`` / ``.grad`` become torch views
+    (``torch.as_tensor``, no copy) of the registry's flat device buffers, so backward
+    accumulates into them and a step is one launch per bucket; a new grad tensor is copied in
+    on the device and re-pointed. float32/float64/float16 (numba has no bfloat16 on the GPU).
+    numba's simulator has no CUDA Array Interface: tests/test_cuda.py runs this on a GPU only.
+    """
+    device = "cuda"
+
+    @classmethod
+    def accepts(cls, param):
+        return super(TorchAdapter, cls).accepts(param) and param.is_cuda
+
+    @staticmethod
+    def data(param):
+        return param.detach()  # (a tensor that requires grad refuses to export its memory)
+
+    @staticmethod
+    def describe(value):
+        return (tuple(value.shape), numpy_dtype(value.dtype), value.is_contiguous(),
+                value.is_cuda)
+
+    @staticmethod
+    def row_sparse(grad):
+        if grad is not None and grad.is_sparse:
+            raise TypeError("grad: row-sparse CUDA grads are not supported yet (use a dense "
+                            "grad, or keep the embedding on the CPU)")
+        return None
+
+    @staticmethod
+    def copy_into(view, value):
+        from numba import cuda
+        view.copy_to_device(cuda.as_cuda_array(value.detach()))
+
+    @staticmethod
+    def point(param, data=None, grad=None):
+        import torch
+        if data is not None:
+            param.data = torch.as_tensor(data, device="cuda")
+        if grad is not None:
+            param.grad = torch.as_tensor(grad, device="cuda")
 
 
 def keep_rows_current(embedding, optimizer):
