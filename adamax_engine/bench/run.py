@@ -4,8 +4,8 @@ Workloads: one tensor of each size in ``sizes`` (1e3 ... 1e8 by default), a tran
 model (73 tensors, 23M) and 2000 small tensors, each at 1 thread and at all threads. Small
 problems rotate over several copies of their buffers (at least ~64 MB touched per round) so
 that no implementation is timed out of a warm cache. Implementations are timed round-robin
-in one loop, except past MEMORY_BUDGET (1e8 elements) where they take turns, one in memory at a
-time ("round_robin": false in bench.json). The engine's variants and the ceiling share one
+in two loops, except past MEMORY_BUDGET (1e8 elements, or the transformer with every peer)
+where they take turns, one in memory at a time ("round_robin": false in bench.json). The engine's variants and the ceiling share one
 loop and the frameworks another, which times the engine again ("engine_with_peers_s"): ratios
 to the ceiling come from the first, speed-ups over the frameworks from the second.
 Nothing is asserted: figures are reported.
