@@ -384,6 +384,29 @@ def test_torch_cuda_module_adopted(rng):
         ae.Adamax(0.01, parameters=twin.parameters())
 
 
+def test_cupy_arrays_on_cupys_stream(rng):
+    """cupy arrays as Parameters (zero-copy through __cuda_array_interface__), cupy's current
+    stream fenced (stream="cupy"), against the same optimizer on the host."""
+    cupy = pytest.importorskip("cupy")
+    if SIM:
+        pytest.skip("needs a real CUDA GPU (the simulator has no CUDA Array Interface)")
+    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    kw = dict(weight_decay=ae.L2Decay(0.01), grad_clip=ae.ClipGradByGlobalNorm(1.0))
+    dev = [ae.Parameter(cupy.asarray(v)) for v in values]
+    host = [ae.Parameter(v.copy()) for v in values]
+    opt_d = ae.Adamax(0.01, parameters=dev, device="cuda", stream="cupy", **kw)
+    opt_h = ae.Adamax(0.01, parameters=host, **kw)
+    with cupy.cuda.Stream(non_blocking=True):
+        for _ in range(5):
+            for d, h in zip(dev, host):
+                g = rng.standard_normal(h.data.shape).astype(np.float32)
+                d.grad, h.grad = cupy.asarray(g) * 1, g  # (made on cupy's side stream)
+            opt_d.step()
+            opt_h.step()
+    for d, h in zip(dev, host):
+        np.testing.assert_allclose(d.numpy(), h.data, rtol=1e-5, atol=1e-6)
+
+
 def test_cuda_clear_grad(rng):
     values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     params = [ae.Parameter(cuda().to_device(v)) for v in values]
