@@ -80,6 +80,7 @@ class DeviceTables:
         self.beta1_f64 = cuda.to_device(bucket.beta1_py)
         self.beta1_mult = cuda.to_device(bucket.beta1_T)
         self.lr_mult = cuda.to_device(bucket.lr_mult)
+        self.addresses = self.offsets = self.staging = None  # borrow mode (BorrowedAccess)
         self.upload(bucket)
 
     def upload(self, bucket):
@@ -110,6 +111,8 @@ class CudaStep:
             t = self.tables[id(b)]
             if changed[id(b)] or b.dirty:
                 t.upload(b)
+            if b.mode == "borrow" and K.simulated():
+                stage(b, t, into=True)
             self._set_extra(t, None if not extra else extra.get(id(b)))
             if skip_nonfinite or (b.norm_clipped & b.active).any():
                 self._norms(b, t, skip_nonfinite, first)
@@ -117,6 +120,7 @@ class CudaStep:
         for b in buckets:
             t, k = self.tables[id(b)], K.kernels(b.dtype)
             params, grads, moment, inf_norm, chunks, n_chunks = self._views(b, t)
+            kernels, where = access(b, t)
             if n_chunks and b.store is not None:
                 params, grads, store = _bits(b, params, grads)
                 KM.kernels().update[K.grid_for(n_chunks), k.threads](
@@ -124,9 +128,11 @@ class CudaStep:
                     flavor, self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps,
                     store)
             elif n_chunks:
-                k.update[K.grid_for(n_chunks), k.threads](
+                kernels.update[K.grid_for(n_chunks), k.threads](
                     params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,
-                    self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps)
+                    self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps, where)
+            if b.mode == "borrow" and K.simulated():
+                stage(b, t, into=False)
             n = len(b.entries)
             k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
                 t.flags, t.beta1_pow, t.beta1_mult, t.steps)
@@ -135,7 +141,11 @@ class CudaStep:
 
     def _views(self, b, t):
         """(params, grads, moment, inf_norm, device chunk table, chunk count) a step walks:
-        the whole bucket here (distributed.ShardedCudaStep: this rank's slice)."""
+        the whole bucket here (distributed.ShardedCudaStep: this rank's slice). Borrow mode:
+        the address tables (a GPU) or the staging buffers (the simulator) for params/grads."""
+        if b.mode == "borrow":
+            params, grads = t.staging if K.simulated() else borrowed_addresses(b, t)
+            return params, grads, b.moment, b.inf_norm, t.chunks, len(b.chunks)
         return b.params, b.grads, b.moment, b.inf_norm, t.chunks, len(b.chunks)
 
     @staticmethod
@@ -154,7 +164,8 @@ class CudaStep:
         k = K.kernels(b.dtype)
         _, grads, _, _, chunks, n_chunks = self._views(b, t)
         if n_chunks:
-            reduce, store = k.sumsq_partials, 0
+            kernels, store = access(b, t)
+            reduce = kernels.sumsq_partials
             if b.store is not None:
                 reduce, (_, grads, store) = KM.kernels().sumsq_partials, _bits(b, grads, grads)
             reduce[K.grid_for(n_chunks), k.threads](grads, chunks, t.flags, t.clip_table,
@@ -187,3 +198,48 @@ class CudaStep:
     def skipped_steps(self):
         """How many steps a non-finite grad skipped (reads the device: a sync)."""
         return int(self.skip.copy_to_host()[1])
+
+
+# --- borrow mode: the caller's params and grads, wherever they are ------------------------------
+def access(bucket, t):
+    """(kernel namespace, ``where``) of a bucket's update and reduction: borrowed memory on a
+    GPU goes through kernels/cuda_borrow.py's address tables, which need the segment offsets."""
+    if bucket.mode == "borrow" and not K.simulated():
+        from numba import cuda
+
+        from .kernels import cuda_borrow as KB
+        if t.offsets is None:
+            t.offsets = cuda.to_device(bucket.offsets)
+        return KB.kernels(bucket.dtype), t.offsets
+    return K.kernels(bucket.dtype), 0
+
+
+def borrowed_addresses(bucket, t):
+    """The device copies of the bucket's param and grad address tables (registry
+    set_addresses), uploaded only when an address changed (a new grad tensor, say)."""
+    from numba import cuda
+    params, grads, _alive = bucket.addresses()
+    if t.addresses is None or not (np.array_equal(params, t.addresses[0])
+                                   and np.array_equal(grads, t.addresses[1])):
+        t.addresses = (params.copy(), grads.copy(), cuda.to_device(params), cuda.to_device(grads))
+    return t.addresses[2], t.addresses[3]
+
+
+def stage(bucket, t, into):
+    """The simulator's borrow mode (it has no raw addresses): the active params and grads are
+    copied into flat staging buffers before the step (``into``) and the params back after, so
+    the plain kernels run; the same numbers as the address-table kernels, which it cannot run."""
+    from .adapters.device import as_device_array
+    if t.staging is None:
+        t.staging = (K.zeros(len(bucket.moment), bucket.dtype),
+                     K.zeros(len(bucket.moment), bucket.dtype))
+    params, grads = t.staging
+    for k, e in enumerate(bucket.entries):
+        if not bucket.active[k] or bucket.sparse[k]:
+            continue
+        data = as_device_array(e.adapter.data(e.param))
+        if into:
+            bucket.segment(params, k).copy_to_device(data)
+            bucket.segment(grads, k).copy_to_device(as_device_array(e.adapter.grad(e.param)))
+        else:
+            data.copy_to_device(bucket.segment(params, k))

@@ -14,7 +14,8 @@ Modes:
            grad (or data) the caller *assigned* since is validated and copied in at the next step,
            then re-pointed: a gradient is never lost.
   borrow   the caller keeps its memory; the registry owns only optimizer state and hands the
-           kernel a table of addresses (kernels.cpu.borrowed_update).
+           kernel a table of addresses (kernels.cpu.borrowed_update; on the GPU
+           kernels/cuda_borrow.py, float32/float64 only).
 Assumed, not checked per step: nobody resizes a parameter after registration (data of another
 shape is refused), and adopted views are not written concurrently with a step.
 Mixed precision: a float16/bfloat16 bucket computes in float32 on its own ``master`` copy; the
@@ -135,8 +136,6 @@ class Registry:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         if device not in DEVICES:
             raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
-        if device == "cuda" and mode == "borrow":
-            raise ValueError("mode: 'borrow' is not available on device='cuda' yet; use 'adopt'")
         self.mode, self.device, self.entries = mode, device, list(entries)
         for e in self.entries:
             if e.adapter.device != device:
@@ -159,6 +158,9 @@ class Registry:
                                      store=e.dtype if low else None)
                 self.buckets.append(by_key[key])
             by_key[key].entries.append(e)
+        if device == "cuda" and mode == "borrow" and any(b.store for b in self.buckets):
+            raise ValueError("mode: 'borrow' on device='cuda' takes float32/float64 parameters "
+                             "(float16 with multi_precision needs mode='adopt')")
         for b in self.buckets:
             b.allocate()
         if mode == "adopt":
@@ -209,9 +211,9 @@ class Registry:
             if grad is None:
                 continue
             if isinstance(grad, RowSparseGrad):
-                if e.bucket.store is not None:
-                    raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision are "
-                                    "not supported yet")
+                if e.bucket.store is not None or (self.device == "cuda" and self.mode == "borrow"):
+                    raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision, or "
+                                    "borrowed on device='cuda', are not supported yet")
                 sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
                 if self.mode == "adopt" and not data_ours:
                     copies.append((e, data, None))

@@ -6,7 +6,8 @@
 The simulator runs the kernels as Python, so it never meets NVVM or ptxas. This script does:
 1. record: in a child process under NUMBA_ENABLE_CUDASIM=1, tiny optimizer runs that reach
    every kernel (fp32, fp64, fp16 mixed precision, norm clips, skip_nonfinite, row-sparse
-   grads, clear_grad) log each launch's kernel and argument types;
+   grads, clear_grad) log each launch's kernel and argument types (borrow mode's address-table
+   kernels, which the simulator cannot run, take the plain kernels' signatures, adapted);
 2. compile: in a child process with the real numba.cuda (no GPU needed, only the CUDA
    toolkit's libNVVM), each recorded (kernel, signature) goes through ``cuda.compile_ptx`` for
    compute capability ``--cc``, then through ``ptxas -v``, which reports registers, spills and
@@ -27,7 +28,21 @@ UNAVAILABLE = 3
 
 FACTORIES = {"cuda": ("adamax_engine.kernels.cuda", True),
              "cuda_sparse": ("adamax_engine.kernels.cuda_sparse", True),
-             "cuda_mixed": ("adamax_engine.kernels.cuda_mixed", False)}
+             "cuda_mixed": ("adamax_engine.kernels.cuda_mixed", False),
+             "cuda_borrow": ("adamax_engine.kernels.cuda_borrow", True)}
+ADDRESSES = ["array", "int64", 1, "C"]
+
+
+def borrowed(records):
+    """cuda_borrow's kernels never run in the simulator (it stages instead): their signatures
+    are the plain ones with params/grads as address tables and the offsets as ``where``."""
+    out = []
+    for (name, dt, attr), sig in records:
+        if name == "cuda" and attr == "update":
+            out.append([["cuda_borrow", dt, attr], [ADDRESSES, ADDRESSES] + sig[2:-1] + [ADDRESSES]])
+        elif name == "cuda" and attr == "sumsq_partials":
+            out.append([["cuda_borrow", dt, attr], [ADDRESSES] + sig[1:-1] + [ADDRESSES]])
+    return out
 
 
 def factory(name, dtype):
@@ -211,6 +226,7 @@ def main(argv=None):
         return UNAVAILABLE
     os.makedirs(args.out, exist_ok=True)
     records = _child("record")
+    records += borrowed(records)
     report = _child("compile", json.dumps(records), cc, args.out)
     with open(os.path.join(args.out, "ptx_report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)

@@ -80,7 +80,8 @@ def test_update_kernel_matches_reference(rng, dtype, flavor):
     skip = c.to_device(np.zeros(1, np.int32))
     k.update[K.grid_for(len(chunks)), k.threads](
         *dev, c.to_device(chunks), c.to_device(hyper), c.to_device(flags), flavor, skip, lr,
-        c.to_device(lr_mult), c.to_device(beta1_pow), c.to_device(beta1_f64), c.to_device(steps))
+        c.to_device(lr_mult), c.to_device(beta1_pow), c.to_device(beta1_f64), c.to_device(steps),
+        0)
     got = [d.copy_to_host() for d in dev]
     for name, e, g in zip(["param", "grad", "moment", "inf_norm"], expect, got):
         assert_close(g, e, name)
@@ -91,7 +92,8 @@ def test_update_kernel_matches_reference(rng, dtype, flavor):
     skip = c.to_device(np.ones(1, np.int32))
     k.update[K.grid_for(len(chunks)), k.threads](
         *dev, c.to_device(chunks), c.to_device(hyper), c.to_device(flags), flavor, skip, lr,
-        c.to_device(lr_mult), c.to_device(beta1_pow), c.to_device(beta1_f64), c.to_device(steps))
+        c.to_device(lr_mult), c.to_device(beta1_pow), c.to_device(beta1_f64), c.to_device(steps),
+        0)
     np.testing.assert_array_equal(dev[0].copy_to_host(), got[0])
 
 
@@ -310,8 +312,9 @@ def test_cuda_bad_input(rng):
     with pytest.raises(ValueError, match="'h' is a cpu array but device='cuda'"):
         ae.Adamax(0.1, parameters=[host_param], device="cuda")
     d = ae.Parameter(cuda().to_device(np.ones(3, np.float32)), name="d")
-    with pytest.raises(ValueError, match="mode: 'borrow' is not available on device='cuda'"):
-        ae.Adamax(0.1, parameters=[d], device="cuda", mode="borrow")
+    half = ae.Parameter(cuda().to_device(np.ones(3, np.float16)), name="f16")
+    with pytest.raises(ValueError, match="mode: 'borrow' on device='cuda' takes float32/float64"):
+        ae.Adamax(0.1, parameters=[half], device="cuda", mode="borrow", multi_precision=True)
     with pytest.raises(ValueError, match="'d' is a cuda array but device='cpu'"):
         ae.Adamax(0.1, parameters=[d])
     opt = ae.Adamax(0.1, parameters=[d], device="cuda")
@@ -350,10 +353,12 @@ def test_torch_cuda_tensors_flavor_torch(rng):
         np.testing.assert_allclose(e.numpy(), expect, rtol=1e-6, atol=1e-6 * np.abs(expect).max())
 
 
-def test_torch_cuda_module_adopted(rng):
-    """Adamax(model.parameters(), device="cuda") on a torch CUDA model: params and grads become
-    views of the flat device buffers (backward accumulates into them), new grad tensors after
-    zero_grad(set_to_none=True) are copied in; numbers equal torch.optim.Adamax (flavor torch)."""
+@pytest.mark.parametrize("mode", ["adopt", "borrow"])
+def test_torch_cuda_module(rng, mode):
+    """Adamax(model.parameters(), device="cuda") on a torch CUDA model. adopt: params and grads
+    become views of the flat device buffers (backward accumulates into them), new grad tensors
+    after zero_grad(set_to_none=True) are copied in; borrow: torch's own memory is stepped
+    through address tables. Numbers equal torch.optim.Adamax (flavor torch)."""
     torch = pytest.importorskip("torch")
     if SIM or not torch.cuda.is_available():
         pytest.skip("needs torch with a real CUDA GPU (the simulator has no CUDA Array Interface)")
@@ -362,13 +367,17 @@ def test_torch_cuda_module_adopted(rng):
     twin = torch.nn.Sequential(torch.nn.Linear(33, 65), torch.nn.Tanh(), torch.nn.Linear(65, 7))
     twin.load_state_dict(model.state_dict())
     model, twin = model.cuda(), twin.cuda()
+    before = [p.data_ptr() for p in model.parameters()]
     opt = ae.Adamax(0.01, parameters=model.parameters(), device="cuda", flavor="torch",
-                    weight_decay=0.01)
+                    weight_decay=0.01, mode=mode)
     ref = torch.optim.Adamax(twin.parameters(), lr=0.01, weight_decay=0.01)
     b = opt.registry.buckets[0]
-    start = b.params.__cuda_array_interface__["data"][0]
-    for p in model.parameters():  # adopted: the module's own tensors are our flat buffer now
-        assert start <= p.data_ptr() < start + b.params.size * 4
+    if mode == "adopt":  # the module's own tensors are our flat buffer now
+        start = b.params.__cuda_array_interface__["data"][0]
+        for p in model.parameters():
+            assert start <= p.data_ptr() < start + b.params.size * 4
+    else:  # borrowed: stepped where they are
+        assert [p.data_ptr() for p in model.parameters()] == before
     x = torch.randn(128, 33, device="cuda")
     y = torch.randint(0, 7, (128,), device="cuda")
     for step in range(12):
@@ -405,6 +414,42 @@ def test_cupy_arrays_on_cupys_stream(rng):
             opt_h.step()
     for d, h in zip(dev, host):
         np.testing.assert_allclose(d.numpy(), h.data, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_borrow_mode_on_device_equals_adopt(rng, dtype):
+    """mode="borrow" on the GPU (the caller's arrays stepped in place: address tables on a GPU,
+    staging in the simulator) gives adopt mode's numbers, with groups, norm clips, decay,
+    skip_nonfinite, new grad arrays every step and a parameter without a grad."""
+    values = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+    def build(mode):
+        ps = [ae.Parameter(cuda().to_device(v), name=f"p{i}") for i, v in enumerate(values)]
+        groups = [{"params": ps[:2], "grad_clip": ae.ClipGradByGlobalNorm(1.0),
+                   "weight_decay": ae.L2Decay(0.01)},
+                  {"params": ps[2:], "grad_clip": ae.ClipGradByNorm(0.5), "beta1": 0.8,
+                   "weight_decay": ae.L1Decay(0.01)}]
+        return ps, ae.Adamax(0.05, parameters=groups, device="cuda", mode=mode,
+                             skip_nonfinite=True)
+    (pb, ob), (pa, oa) = build("borrow"), build("adopt")
+    arrays = [p.data for p in pb]  # borrow: these very arrays are stepped
+    for step in range(4):
+        for k, (b, a) in enumerate(zip(pb, pa)):
+            g = rng.standard_normal(b.shape).astype(dtype)
+            if step == 2 and k == 1:
+                g.reshape(-1)[0] = np.inf  # a skipped step
+            b.grad, a.grad = (None, None) if k == 3 else (cuda().to_device(g),
+                                                           cuda().to_device(g))
+        ob.step()
+        oa.step()
+    assert ob.skipped_steps == oa.skipped_steps == 1
+    for arr, b, a in zip(arrays, pb, pa):
+        assert b.data is arr
+        got, want = arr.copy_to_host(), a.numpy()
+        assert_close(got, want, b.name, ulps=None if SIM else 8)
+    sb, sa = ob.state_dict(), oa.state_dict()
+    for key in sa:
+        assert_close(sb[key], sa[key], key, ulps=None if SIM else 8)
 
 
 def test_cuda_clear_grad(rng):

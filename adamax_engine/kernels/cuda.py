@@ -150,49 +150,77 @@ def kernels(dtype):
                 hyper[seg, GRAD_SCALE], flags[seg, CLIP_VALUE] != 0,
                 flags[seg, SCALE_GRAD] != 0, flags[seg, DECAY_MODE])
 
-    @cuda.jit
-    def update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr, lr_mult,
-               beta1_pow, beta1_f64, steps):
-        """One step over every active chunk; nothing at all when ``skip[0]`` is set."""
-        if skip[0] != 0:
-            return
-        c = cuda.blockIdx.x
-        while c < chunks.shape[0]:
-            seg = chunks[c, 0]
-            if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are cuda_sparse's)
-                lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
-                (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
-                 decay_mode) = segment_scalars(hyper, flags, seg)
-                step = cuda.blockDim.x
-                i = chunks[c, 1] + cuda.threadIdx.x
-                end = chunks[c, 2]
-                # four elements per thread and pass, all loads issued before any store: enough
-                # bytes in flight per SM to approach HBM bandwidth (one at a time reached ~half)
-                while i + 3 * step < end:
-                    i1, i2, i3 = i + step, i + 2 * step, i + 3 * step
-                    p0, g0, m0, u0 = params[i], grads[i], moment[i], inf_norm[i]
-                    p1, g1, m1, u1 = params[i1], grads[i1], moment[i1], inf_norm[i1]
-                    p2, g2, m2, u2 = params[i2], grads[i2], moment[i2], inf_norm[i2]
-                    p3, g3, m3, u3 = params[i3], grads[i3], moment[i3], inf_norm[i3]
-                    p0, m0, u0 = element(p0, g0, m0, u0, lr_t, b1, omb1, b2, eps, lo, hi, scale,
-                                         decay, clip_value, scale_grad, decay_mode, flavor)
-                    p1, m1, u1 = element(p1, g1, m1, u1, lr_t, b1, omb1, b2, eps, lo, hi, scale,
-                                         decay, clip_value, scale_grad, decay_mode, flavor)
-                    p2, m2, u2 = element(p2, g2, m2, u2, lr_t, b1, omb1, b2, eps, lo, hi, scale,
-                                         decay, clip_value, scale_grad, decay_mode, flavor)
-                    p3, m3, u3 = element(p3, g3, m3, u3, lr_t, b1, omb1, b2, eps, lo, hi, scale,
-                                         decay, clip_value, scale_grad, decay_mode, flavor)
-                    params[i], moment[i], inf_norm[i] = p0, m0, u0
-                    params[i1], moment[i1], inf_norm[i1] = p1, m1, u1
-                    params[i2], moment[i2], inf_norm[i2] = p2, m2, u2
-                    params[i3], moment[i3], inf_norm[i3] = p3, m3, u3
-                    i += 4 * step
-                while i < end:
-                    params[i], moment[i], inf_norm[i] = element(
-                        params[i], grads[i], moment[i], inf_norm[i], lr_t, b1, omb1, b2, eps, lo,
-                        hi, scale, decay, clip_value, scale_grad, decay_mode, flavor)
-                    i += step
-            c += cuda.gridDim.x
+    def make_update(load, store):
+        """The update kernel reading params and grads through ``load(arr, seg, i, where)`` and
+        writing params through ``store(arr, seg, i, where, value)`` (``where``: what they need
+        besides the array and the flat index i: nothing for the flat buffers, the segment
+        offsets for kernels/cuda_borrow.py's address tables)."""
+        @cuda.jit
+        def update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr,
+                   lr_mult, beta1_pow, beta1_f64, steps, where):
+            """One step over every active chunk; nothing at all when ``skip[0]`` is set."""
+            if skip[0] != 0:
+                return
+            c = cuda.blockIdx.x
+            while c < chunks.shape[0]:
+                seg = chunks[c, 0]
+                if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are cuda_sparse's)
+                    lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
+                    (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
+                     decay_mode) = segment_scalars(hyper, flags, seg)
+                    step = cuda.blockDim.x
+                    i = chunks[c, 1] + cuda.threadIdx.x
+                    end = chunks[c, 2]
+                    # four elements per thread and pass, all loads issued before any store:
+                    # enough bytes in flight per SM to approach HBM bandwidth (one at a time
+                    # reached ~half)
+                    while i + 3 * step < end:
+                        i1, i2, i3 = i + step, i + 2 * step, i + 3 * step
+                        p0, g0 = load(params, seg, i, where), load(grads, seg, i, where)
+                        p1, g1 = load(params, seg, i1, where), load(grads, seg, i1, where)
+                        p2, g2 = load(params, seg, i2, where), load(grads, seg, i2, where)
+                        p3, g3 = load(params, seg, i3, where), load(grads, seg, i3, where)
+                        m0, u0, m1, u1 = moment[i], inf_norm[i], moment[i1], inf_norm[i1]
+                        m2, u2, m3, u3 = moment[i2], inf_norm[i2], moment[i3], inf_norm[i3]
+                        p0, m0, u0 = element(p0, g0, m0, u0, lr_t, b1, omb1, b2, eps, lo, hi,
+                                             scale, decay, clip_value, scale_grad, decay_mode,
+                                             flavor)
+                        p1, m1, u1 = element(p1, g1, m1, u1, lr_t, b1, omb1, b2, eps, lo, hi,
+                                             scale, decay, clip_value, scale_grad, decay_mode,
+                                             flavor)
+                        p2, m2, u2 = element(p2, g2, m2, u2, lr_t, b1, omb1, b2, eps, lo, hi,
+                                             scale, decay, clip_value, scale_grad, decay_mode,
+                                             flavor)
+                        p3, m3, u3 = element(p3, g3, m3, u3, lr_t, b1, omb1, b2, eps, lo, hi,
+                                             scale, decay, clip_value, scale_grad, decay_mode,
+                                             flavor)
+                        store(params, seg, i, where, p0)
+                        store(params, seg, i1, where, p1)
+                        store(params, seg, i2, where, p2)
+                        store(params, seg, i3, where, p3)
+                        moment[i], inf_norm[i], moment[i1], inf_norm[i1] = m0, u0, m1, u1
+                        moment[i2], inf_norm[i2], moment[i3], inf_norm[i3] = m2, u2, m3, u3
+                        i += 4 * step
+                    while i < end:
+                        p, m, u = element(load(params, seg, i, where), load(grads, seg, i, where),
+                                          moment[i], inf_norm[i], lr_t, b1, omb1, b2, eps, lo,
+                                          hi, scale, decay, clip_value, scale_grad, decay_mode,
+                                          flavor)
+                        store(params, seg, i, where, p)
+                        moment[i], inf_norm[i] = m, u
+                        i += step
+                c += cuda.gridDim.x
+        return update
+
+    @cuda.jit(device=True, inline=True)
+    def flat_load(arr, seg, i, where):
+        return arr[i]
+
+    @cuda.jit(device=True, inline=True)
+    def flat_store(arr, seg, i, where, value):
+        arr[i] = value
+
+    update = make_update(flat_load, flat_store)
 
     @cuda.jit
     def end_step(flags, beta1_pow, beta1_mult, steps):
@@ -205,14 +233,15 @@ def kernels(dtype):
             k += cuda.gridsize(1)
 
     def make_sumsq(load):
-        """The sumsq_partials kernel reading grads through ``load(grads, i, store)``."""
+        """The sumsq_partials kernel reading grads through ``load(grads, seg, i, store)``."""
         @cuda.jit
         def sumsq_partials(grads, chunks, flags, clip_table, all_active, partial, bad, store):
             """partial[c] = sum of g^2 over chunk c (a fixed tree), bad[c] = any non-finite g.
 
             A chunk counts when its segment is active and norm-clipped, or every active chunk
             when ``all_active`` (the non-finite check of skip_nonfinite needs every grad).
-            ``store`` is for ``load`` (the mixed-precision kernels widen 16-bit grads).
+            ``store`` is for ``load``: the 16-bit format of the mixed-precision kernels, the
+            segment offsets of the borrowed ones (kernels/cuda_borrow.py), else unused.
             """
             acc = cuda.shared.array(nthreads, nbt)
             flag = cuda.shared.array(nthreads, numba.int32)
@@ -227,7 +256,7 @@ def kernels(dtype):
                 if wanted:
                     i = chunks[c, 1] + t
                     while i < chunks[c, 2]:
-                        g = load(grads, i, store)
+                        g = load(grads, seg, i, store)
                         s += g * g
                         if not math.isfinite(g):
                             nonfinite = 1
@@ -249,11 +278,7 @@ def kernels(dtype):
                 c += cuda.gridDim.x
         return sumsq_partials
 
-    @cuda.jit(device=True, inline=True)
-    def plain_load(grads, i, store):
-        return grads[i]
-
-    sumsq_partials = make_sumsq(plain_load)
+    sumsq_partials = make_sumsq(flat_load)
 
     @cuda.jit
     def finish_clip(partial, bad, seg_chunks, flags, clip_table, clip_norm, group_skip,
@@ -356,4 +381,5 @@ def kernels(dtype):
     return SimpleNamespace(fill=fill, divide=divide, count_skip=count_skip, update=update, end_step=end_step,
                            sumsq_partials=sumsq_partials, finish_clip=finish_clip,
                            threads=nthreads, element=element, step_lr=step_lr,
-                           segment_scalars=segment_scalars, make_sumsq=make_sumsq)
+                           segment_scalars=segment_scalars, make_sumsq=make_sumsq,
+                           make_update=make_update)

@@ -32,7 +32,7 @@ def kernels():
     narrow = cuda.jit(device=True, inline=True)(halfmath.narrow)
 
     @cuda.jit(device=True, inline=True)
-    def load(grads, i, store):
+    def load(grads, seg, i, store):
         return np.float32(widen(grads[i], store))
 
     @cuda.jit
@@ -50,7 +50,7 @@ def kernels():
                  decay_mode) = segment_scalars(hyper, flags, seg)
                 i = chunks[c, 1] + cuda.threadIdx.x
                 while i < chunks[c, 2]:
-                    p, m, u = element(master[i], load(grads, i, store), moment[i], inf_norm[i],
+                    p, m, u = element(master[i], load(grads, seg, i, store), moment[i], inf_norm[i],
                                       lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
                                       scale_grad, decay_mode, flavor)
                     master[i], moment[i], inf_norm[i] = p, m, u
