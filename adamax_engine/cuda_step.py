@@ -80,7 +80,7 @@ class DeviceTables:
         self.beta1_f64 = cuda.to_device(bucket.beta1_py)
         self.beta1_mult = cuda.to_device(bucket.beta1_T)
         self.lr_mult = cuda.to_device(bucket.lr_mult)
-        self.addresses = self.offsets = self.staging = None  # borrow mode (BorrowedAccess)
+        self.addresses = self.offsets = self.staging = None  # borrow mode (see access below)
         self.upload(bucket)
 
     def upload(self, bucket):

@@ -72,12 +72,14 @@ class TorchAdapter(TensorAdapter):
 
 
 class TorchCudaAdapter(TorchAdapter):
-    """torch CUDA parameters (``model.cuda()``) with ``device="cuda"``: adopted as on the CPU,
-    through ``__cuda_array_interface__``: ``param.data`` / ``.grad`` become torch views
-    (``torch.as_tensor``, no copy) of the registry's flat device buffers, so backward
+    """torch CUDA parameters (``model.cuda()``) with ``device="cuda"``. Adopted by default, as
+    on the CPU, through ``__cuda_array_interface__``: ``param.data`` / ``.grad`` become torch
+    views (``torch.as_tensor``, no copy) of the registry's flat device buffers, so backward
     accumulates into them and a step is one launch per bucket; a new grad tensor is copied in
-    on the device and re-pointed. float32/float64/float16 (numba has no bfloat16 on the GPU).
-    numba's simulator has no CUDA Array Interface: tests/test_cuda.py runs this on a GPU only.
+    on the device and re-pointed. ``mode="borrow"``: torch's own memory is stepped through
+    address tables (kernels/cuda_borrow.py). float32/float64 (float16 with multi_precision in
+    adopt mode; numba has no bfloat16 on the GPU). numba's simulator has no CUDA Array
+    Interface: tests/test_cuda.py runs this on a GPU only.
     """
     device = "cuda"
 
