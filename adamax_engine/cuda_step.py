@@ -124,9 +124,9 @@ class CudaStep:
             if n_chunks and b.store is not None:
                 params, grads, store = _bits(b, params, grads)
                 KM.kernels().update[K.grid_for(n_chunks), k.threads](
-                    params, grads, b.master, moment, inf_norm, chunks, t.hyper, t.flags,
+                    b.master, grads, moment, inf_norm, chunks, t.hyper, t.flags,
                     flavor, self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps,
-                    store)
+                    (params, store))
             elif n_chunks:
                 kernels.update[K.grid_for(n_chunks), k.threads](
                     params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,

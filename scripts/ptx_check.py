@@ -59,6 +59,8 @@ def _spec(value):
     """A launch argument's numba type as JSON (arrays: dtype, ndim, layout)."""
     import numba
     import numpy as np
+    if isinstance(value, tuple):
+        return ["tuple", [_spec(v) for v in value]]
     ary = getattr(value, "_ary", value)  # the simulator's FakeCUDAArray wraps an ndarray
     if isinstance(ary, np.ndarray):
         ty = numba.typeof(ary)
@@ -132,9 +134,7 @@ def compile_all(records, cc, out_dir):
     """Child 2 (real numba.cuda, no GPU): PTX for every record, then ptxas -v. Prints JSON."""
     import types as pytypes
 
-    import numba
     from numba import cuda
-    from numba.core import types
     from numba.cuda import dispatcher
     # device functions are compiled for "the current device": there is none, so say which
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=cc)
@@ -143,8 +143,7 @@ def compile_all(records, cc, out_dir):
          if os.path.exists(os.path.join(d, "bin", "ptxas"))), None)
     results = []
     for (name, dt, attr), sig in records:
-        argtys = [types.Array(numba.from_dtype(__import__("numpy").dtype(s[1])), s[2], s[3])
-                  if s[0] == "array" else getattr(types, _SCALARS.get(s[1], s[1])) for s in sig]
+        argtys = [_type(s) for s in sig]
         fn = getattr(factory(name, dt), attr).py_func
         row = {"kernel": f"{name}.{attr}", "dtype": dt, "args": len(argtys)}
         try:
@@ -176,6 +175,18 @@ def compile_all(records, cc, out_dir):
 
 
 _SCALARS = {"bool": "boolean"}
+
+
+def _type(spec):
+    """_spec's JSON back to a numba type."""
+    import numba
+    import numpy as np
+    from numba.core import types
+    if spec[0] == "tuple":
+        return types.Tuple([_type(s) for s in spec[1]])
+    if spec[0] == "array":
+        return types.Array(numba.from_dtype(np.dtype(spec[1])), spec[2], spec[3])
+    return getattr(types, _SCALARS.get(spec[1], spec[1]))
 
 
 def _cuda_homes():

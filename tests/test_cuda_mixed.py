@@ -95,9 +95,10 @@ def test_mixed_kernels_match_reference(rng, dtype, flavor):
     dev = [c.to_device(a) for a in (params.view(np.uint16), grads.view(np.uint16), master, m, u)]
     k = cuda_mixed.kernels()
     k.update[K.grid_for(len(chunks)), k.threads](
-        *dev, c.to_device(chunks), c.to_device(hyper), c.to_device(flags), flavor,
-        c.to_device(np.zeros(1, np.int32)), lr, c.to_device(lr_mult), c.to_device(beta1_pow),
-        c.to_device(beta1_f64), c.to_device(steps), BFLOAT16 if dtype == BF16 else FLOAT16)
+        *dev[2:3], dev[1], *dev[3:], c.to_device(chunks), c.to_device(hyper), c.to_device(flags),
+        flavor, c.to_device(np.zeros(1, np.int32)), lr, c.to_device(lr_mult),
+        c.to_device(beta1_pow), c.to_device(beta1_f64), c.to_device(steps),
+        (dev[0], BFLOAT16 if dtype == BF16 else FLOAT16))
     got = [d.copy_to_host() for d in dev]
     if SIM:
         np.testing.assert_array_equal(got[0], expect[0].view(np.uint16))

@@ -150,11 +150,12 @@ def kernels(dtype):
                 hyper[seg, GRAD_SCALE], flags[seg, CLIP_VALUE] != 0,
                 flags[seg, SCALE_GRAD] != 0, flags[seg, DECAY_MODE])
 
-    def make_update(load, store):
-        """The update kernel reading params and grads through ``load(arr, seg, i, where)`` and
-        writing params through ``store(arr, seg, i, where, value)`` (``where``: what they need
-        besides the array and the flat index i: nothing for the flat buffers, the segment
-        offsets for kernels/cuda_borrow.py's address tables)."""
+    def make_update(load_param, load_grad, store):
+        """The update kernel reading params and grads through ``load_*(arr, seg, i, where)``
+        and writing params through ``store(arr, seg, i, where, value)``; ``where`` is what they
+        need besides the array and the flat index i: nothing for the flat buffers, the segment
+        offsets for kernels/cuda_borrow.py's address tables, the 16-bit params and their format
+        for kernels/cuda_mixed.py (``params`` are then the float32 master weights)."""
         @cuda.jit
         def update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr,
                    lr_mult, beta1_pow, beta1_f64, steps, where):
@@ -165,9 +166,8 @@ def kernels(dtype):
             while c < chunks.shape[0]:
                 seg = chunks[c, 0]
                 if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are cuda_sparse's)
-                    lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
-                    (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
-                     decay_mode) = segment_scalars(hyper, flags, seg)
+                    h = (step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps),) + \
+                        segment_scalars(hyper, flags, seg) + (flavor,)
                     step = cuda.blockDim.x
                     i = chunks[c, 1] + cuda.threadIdx.x
                     end = chunks[c, 2]
@@ -176,24 +176,16 @@ def kernels(dtype):
                     # reached ~half)
                     while i + 3 * step < end:
                         i1, i2, i3 = i + step, i + 2 * step, i + 3 * step
-                        p0, g0 = load(params, seg, i, where), load(grads, seg, i, where)
-                        p1, g1 = load(params, seg, i1, where), load(grads, seg, i1, where)
-                        p2, g2 = load(params, seg, i2, where), load(grads, seg, i2, where)
-                        p3, g3 = load(params, seg, i3, where), load(grads, seg, i3, where)
+                        p0, g0 = load_param(params, seg, i, where), load_grad(grads, seg, i, where)
+                        p1, g1 = load_param(params, seg, i1, where), load_grad(grads, seg, i1, where)
+                        p2, g2 = load_param(params, seg, i2, where), load_grad(grads, seg, i2, where)
+                        p3, g3 = load_param(params, seg, i3, where), load_grad(grads, seg, i3, where)
                         m0, u0, m1, u1 = moment[i], inf_norm[i], moment[i1], inf_norm[i1]
                         m2, u2, m3, u3 = moment[i2], inf_norm[i2], moment[i3], inf_norm[i3]
-                        p0, m0, u0 = element(p0, g0, m0, u0, lr_t, b1, omb1, b2, eps, lo, hi,
-                                             scale, decay, clip_value, scale_grad, decay_mode,
-                                             flavor)
-                        p1, m1, u1 = element(p1, g1, m1, u1, lr_t, b1, omb1, b2, eps, lo, hi,
-                                             scale, decay, clip_value, scale_grad, decay_mode,
-                                             flavor)
-                        p2, m2, u2 = element(p2, g2, m2, u2, lr_t, b1, omb1, b2, eps, lo, hi,
-                                             scale, decay, clip_value, scale_grad, decay_mode,
-                                             flavor)
-                        p3, m3, u3 = element(p3, g3, m3, u3, lr_t, b1, omb1, b2, eps, lo, hi,
-                                             scale, decay, clip_value, scale_grad, decay_mode,
-                                             flavor)
+                        p0, m0, u0 = step_element(p0, g0, m0, u0, h)
+                        p1, m1, u1 = step_element(p1, g1, m1, u1, h)
+                        p2, m2, u2 = step_element(p2, g2, m2, u2, h)
+                        p3, m3, u3 = step_element(p3, g3, m3, u3, h)
                         store(params, seg, i, where, p0)
                         store(params, seg, i1, where, p1)
                         store(params, seg, i2, where, p2)
@@ -202,15 +194,20 @@ def kernels(dtype):
                         moment[i2], inf_norm[i2], moment[i3], inf_norm[i3] = m2, u2, m3, u3
                         i += 4 * step
                     while i < end:
-                        p, m, u = element(load(params, seg, i, where), load(grads, seg, i, where),
-                                          moment[i], inf_norm[i], lr_t, b1, omb1, b2, eps, lo,
-                                          hi, scale, decay, clip_value, scale_grad, decay_mode,
-                                          flavor)
+                        p, m, u = step_element(load_param(params, seg, i, where),
+                                               load_grad(grads, seg, i, where), moment[i],
+                                               inf_norm[i], h)
                         store(params, seg, i, where, p)
                         moment[i], inf_norm[i] = m, u
                         i += step
                 c += cuda.gridDim.x
         return update
+
+    @cuda.jit(device=True, inline=True)
+    def step_element(p, g, m, u, h):
+        """element() with a segment's (lr_t, segment_scalars..., flavor) as one tuple."""
+        return element(p, g, m, u, h[0], h[1], h[2], h[3], h[4], h[6], h[7], h[8], h[5], h[9],
+                       h[10], h[11], h[12])
 
     @cuda.jit(device=True, inline=True)
     def flat_load(arr, seg, i, where):
@@ -220,7 +217,7 @@ def kernels(dtype):
     def flat_store(arr, seg, i, where, value):
         arr[i] = value
 
-    update = make_update(flat_load, flat_store)
+    update = make_update(flat_load, flat_load, flat_store)
 
     @cuda.jit
     def end_step(flags, beta1_pow, beta1_mult, steps):
@@ -382,4 +379,4 @@ def kernels(dtype):
                            sumsq_partials=sumsq_partials, finish_clip=finish_clip,
                            threads=nthreads, element=element, step_lr=step_lr,
                            segment_scalars=segment_scalars, make_sumsq=make_sumsq,
-                           make_update=make_update)
+                           make_update=make_update, flat_load=flat_load)

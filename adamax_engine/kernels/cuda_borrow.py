@@ -49,5 +49,5 @@ def kernels(dtype):
     def store(addresses, seg, i, offsets, value):
         _pointer(addresses[seg], zero)[i - offsets[seg]] = value
 
-    return SimpleNamespace(update=base.make_update(load, store),
+    return SimpleNamespace(update=base.make_update(load, load, store),
                            sumsq_partials=base.make_sumsq(load), threads=base.threads)

@@ -1,12 +1,12 @@
 """numba.cuda kernels for mixed precision: float16/bfloat16 params and grads, float32 masters.
 
-The same step as kernels/cuda.py's ``update`` (its ``element`` and ``step_lr`` device functions,
-so the same float32 arithmetic) on the master weights, with the 16-bit grads widened and the
-16-bit params written rounded to nearest even by kernels/halfmath.py's exact conversions
-(compiled here as device functions; the simulator runs them as Python). 16-bit arrays are passed
-as uint16 bits, ``store`` says which format (halfbits.FLOAT16 / BFLOAT16). The norm reduction is
-kernels/cuda.py's, reading the grads through ``widen``. One element per thread and pass (no
-4-wide unrolling yet: the plain kernel's ILP trick is not measured here).
+The update is kernels/cuda.py's own (built by its ``make_update``: the same float32 arithmetic,
+four elements per thread and pass) on the master weights, with the 16-bit grads widened on
+load and the 16-bit params written, rounded to nearest even, next to each master, by
+kernels/halfmath.py's exact conversions (compiled here as device functions; the simulator runs
+them as Python). 16-bit arrays are passed as uint16 bits, ``store`` says which format
+(halfbits.FLOAT16 / BFLOAT16). The norm reduction is kernels/cuda.py's, reading the grads
+through ``widen``.
 """
 import functools
 from types import SimpleNamespace
@@ -15,7 +15,6 @@ import numpy as np
 
 from . import cuda as K
 from . import halfmath
-from .layout import ACTIVE
 
 
 cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps
@@ -27,36 +26,27 @@ def kernels():
     global cuda
     base = K.kernels(np.float32)
     cuda = K.cuda
-    element, step_lr, segment_scalars = base.element, base.step_lr, base.segment_scalars
     widen = cuda.jit(device=True, inline=True)(halfmath.widen)
     narrow = cuda.jit(device=True, inline=True)(halfmath.narrow)
 
     @cuda.jit(device=True, inline=True)
     def load(grads, seg, i, store):
+        """A 16-bit grad (uint16 bits) widened to float32; ``store``: its format."""
         return np.float32(widen(grads[i], store))
 
-    @cuda.jit
-    def update(params, grads, master, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr,
-               lr_mult, beta1_pow, beta1_f64, steps, store):
-        """kernels.cuda.update with 16-bit params/grads (uint16 bits) and float32 ``master``."""
-        if skip[0] != 0:
-            return
-        c = cuda.blockIdx.x
-        while c < chunks.shape[0]:
-            seg = chunks[c, 0]
-            if flags[seg, ACTIVE] == 1:
-                lr_t = step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps)
-                (b1, omb1, b2, eps, decay, lo, hi, scale, clip_value, scale_grad,
-                 decay_mode) = segment_scalars(hyper, flags, seg)
-                i = chunks[c, 1] + cuda.threadIdx.x
-                while i < chunks[c, 2]:
-                    p, m, u = element(master[i], load(grads, seg, i, store), moment[i], inf_norm[i],
-                                      lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
-                                      scale_grad, decay_mode, flavor)
-                    master[i], moment[i], inf_norm[i] = p, m, u
-                    params[i] = narrow(p, store)
-                    i += cuda.blockDim.x
-            c += cuda.gridDim.x
+    @cuda.jit(device=True, inline=True)
+    def load_grad(grads, seg, i, where):
+        return load(grads, seg, i, where[1])
+
+    @cuda.jit(device=True, inline=True)
+    def store_both(master, seg, i, where, value):
+        """The float32 master, and the 16-bit param rounded to nearest even."""
+        master[i] = value
+        where[0][i] = narrow(value, where[1])
+
+    # update(master, grad bits, moment, inf_norm, ..., steps, (param bits, format)): the plain
+    # kernel's code (four elements per thread and pass) on the master weights
+    update = base.make_update(base.flat_load, load_grad, store_both)
 
     @cuda.jit
     def widen_into(bits, out, store):
