@@ -79,7 +79,7 @@ class TorchCudaAdapter(TorchAdapter):
     on the device and re-pointed. ``mode="borrow"``: torch's own memory is stepped through
     address tables (kernels/cuda_borrow.py). float32/float64 (float16 with multi_precision in
     adopt mode; numba has no bfloat16 on the GPU). numba's simulator has no CUDA Array
-    Interface: tests/test_cuda.py runs this on a GPU only.
+    Interface: tests/test_cuda_frameworks.py runs this on a GPU only.
     """
     device = "cuda"
 
