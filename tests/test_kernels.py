@@ -46,6 +46,34 @@ def test_fused_update_bit_exact(rng, dtype, flavor):
     np.testing.assert_array_equal(got[1], arrays[1])  # grads are never written
 
 
+CASES = [(clip, scale, decay) for clip in (0, 1) for scale in (0, 1)
+         for decay in (L.NO_DECAY, L.L2_DECAY, L.L1_DECAY)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flavor", [L.PADDLE, L.TORCH])
+def test_every_flag_case_bit_exact_with_special_values(rng, dtype, flavor):
+    """Each (value clip, norm scale, decay) case of a segment runs its own loop in the kernel
+    (paddle's common ones are specialised): every one against the reference, on odd sizes,
+    with NaN, inf, -0.0 and subnormals in grads and params."""
+    sizes = list(rng.integers(1, 300, len(CASES)) * 2 + 1)
+    _, chunks, hyper, flags, arrays = make_problem(rng, dtype, sizes,
+                                                   lambda s: [1, CASES[s][2], *CASES[s][:2]])
+    tiny = np.finfo(dtype).smallest_subnormal
+    for a in arrays[:2]:
+        where = rng.choice(a.size, 40, replace=False)
+        a[where] = rng.choice(np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny, -tiny], dtype),
+                              40)
+    expect = [a.copy() for a in arrays]
+    got = [a.copy() for a in arrays]
+    ref.fused_update(*expect, chunks, hyper, flags, flavor)
+    cpu.fused_update(*got, chunks, hyper, flags, flavor)
+    for name, e, g in zip(["param", "grad", "moment", "inf_norm"], expect, got):
+        np.testing.assert_array_equal(g.view(f"u{g.itemsize}"), e.view(f"u{e.itemsize}"),
+                                      err_msg=name)  # bits, so -0.0 and NaN payloads count
+    assert not np.array_equal(got[0], arrays[0], equal_nan=True)
+
+
 def test_segment_offsets_are_aligned():
     offsets, total = L.segment_offsets([5, 0, 32, 33, 1])
     np.testing.assert_array_equal(offsets, [0, 32, 32, 64, 128])

@@ -16,8 +16,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
-                     EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
-                     SCALE_GRAD)
+                     EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
+                     PADDLE, SCALE_GRAD)
 
 
 @intrinsic
@@ -87,14 +87,61 @@ def _update_slices(p, g, m, u, h, f, flavor):
             p[i] = p[i] - lr_t * (mi / ui)
 
 
+def _make_paddle_loop(l2_decay):
+    """Paddle's element loop with ClipGradByValue and L1 ruled out and L2 fixed on or off, as
+    its own small compiled function (numba's IR inliner, not LLVM, is what makes a kernel
+    slow to compile, so it is called, not inlined)."""
+
+    @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
+    def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay):
+        for i in range(p.shape[0]):
+            gi = g[i] * scale  # scale is 1 when not clipping: x * 1 == x, bit for bit
+            if l2_decay:
+                gi = gi + decay * p[i]
+            mi = b1 * m[i] + omb1 * gi
+            a = abs(gi)
+            b = b2 * u[i] + eps
+            ui = b if a < b else a
+            m[i] = mi
+            u[i] = ui
+            p[i] = p[i] - lr_t * (mi / ui)
+    return loop
+
+
+_PADDLE_PLAIN, _PADDLE_L2 = _make_paddle_loop(False), _make_paddle_loop(True)
+
+
+@njit(inline="always")
+def _update_chunk(p, g, m, u, h, f, flavor):
+    """_update_slices, with paddle's common cases (no value clip, no L1) on a specialised loop.
+
+    Left to itself LLVM neither unswitches nor hoists the clip/scale/decay tests out of the
+    element loop: it vectorises them as selects over every case (~60 instructions per 8
+    elements, with spills), which keeps fewer loads in flight: 0.85-0.9 of the memory
+    ceiling on 2000 small tensors, against ~1.0 specialised. Same operations on every
+    element, so the same bits.
+    """
+    if flavor != PADDLE or f[CLIP_VALUE] != 0 or f[DECAY_MODE] == L1_DECAY:
+        _update_slices(p, g, m, u, h, f, flavor)
+        return
+    one = h.dtype.type(1)
+    scale = h[GRAD_SCALE] if f[SCALE_GRAD] != 0 else one
+    lr_t, b1, omb1, b2, eps, decay = (h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS],
+                                      h[DECAY])
+    if f[DECAY_MODE] == L2_DECAY:
+        _PADDLE_L2(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay)
+    else:
+        _PADDLE_PLAIN(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay)
+
+
 @njit(parallel=True, cache=True)
 def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
     """One Adamax step for every active segment of one flat bucket, in a single call."""
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _update_slices(params[start:end], grads[start:end], moment[start:end],
-                           inf_norm[start:end], hyper[seg], flags[seg], flavor)
+            _update_chunk(params[start:end], grads[start:end], moment[start:end],
+                          inf_norm[start:end], hyper[seg], flags[seg], flavor)
 
 
 @njit(inline="always")
@@ -117,8 +164,8 @@ def borrowed_update(param_addrs, grad_addrs, moment, inf_norm, offsets, chunks, 
         if flags[seg, ACTIVE] != 0:
             p = _borrowed(param_addrs, offsets, seg, start, end, moment)
             g = _borrowed(grad_addrs, offsets, seg, start, end, moment)
-            _update_slices(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
-                           flavor)
+            _update_chunk(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
+                          flavor)
 
 
 @njit(inline="always")
