@@ -5,7 +5,6 @@ regularizer.py, lr/) -> kernels (reference.py oracle, cpu.py numba, cuda.py numb
 config.py builds the pipeline from YAML; experiments/ and cli.py run it.
 """
 from . import lr
-from .config import ConfigError, from_config
 from .clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, GradientClipBase
 from .optimizer import Adamax
 from .parameter import Parameter
@@ -13,6 +12,17 @@ from .regularizer import L1Decay, L2Decay
 from .sparse import RowSparseGrad
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``from_config`` and ``ConfigError`` load config.py (and yaml) on first use, not at import:
+    a trainer that never reads YAML does not pay for it at start-up."""
+    if name in ("from_config", "ConfigError"):
+        from . import config
+        return getattr(config, name)
+    raise AttributeError(f"module 'adamax_engine' has no attribute {name!r}")
+
+
 __all__ = ["Adamax", "Parameter", "ClipGradByValue", "ClipGradByNorm", "ClipGradByGlobalNorm",
            "GradientClipBase", "L1Decay", "L2Decay", "lr", "from_config", "ConfigError",
            "RowSparseGrad"]

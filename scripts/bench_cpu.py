@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from adamax_engine.bench import peers  # noqa: E402
-from adamax_engine.bench.run import cold_start  # noqa: E402
+from adamax_engine.bench.startup import cold_start, describe  # noqa: E402
 from adamax_engine.bench.timing import machine_info, timeit_all  # noqa: E402
 
 OWN = ["engine", "engine_borrow", "engine_full", "ceiling"]
@@ -89,9 +89,7 @@ def main(argv=None):
             if mine in res and theirs in res:
                 print(f"same model: {LABELS[mine]} {res[theirs][0] / res[mine][0]:.1f}x faster "
                       f"than {LABELS[theirs]}")
-    cs = cold_start(warm_only=True)
-    print(f"\nimport + first step, warm JIT cache, fresh process: {cs['warm_cache_s']:.2f} s "
-          "(target < 1 s)")
+    print("\n" + describe(cold_start(warm_only=True)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`adamax-engine bench` end to end at tiny sizes: outputs, JSON schema, skipped peers.
 (No timing is asserted: figures are reported, never tested.)"""
+import importlib.util
 import json
 import sys
 
@@ -33,7 +34,13 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, monkeypatch)
             assert row["ns_per_element"] == pytest.approx(row["median_s"] / r["n_params"] * 1e9)
         assert r["impls"]["engine"]["bytes_per_element"] == 28
         assert r["engine_with_peers_s"] > 0  # the engine's second loop, with the frameworks
-    assert report["cold_start"]["warm_cache_s"] > 0 and "empty_cache_s" not in report["cold_start"]
+    cs = report["cold_start"]
+    assert cs["warm_cache_s"] > 0 and "empty_cache_s" not in cs
+    assert cs["warm"]["min_s"] <= cs["warm_cache_s"] <= cs["warm"]["max_s"]
+    assert 0 < cs["warm"]["dependencies_import_s"] < cs["warm"]["max_s"]
+    if importlib.util.find_spec("scipy") is not None:  # the dependencies-only install, measured
+        assert cs["without_scipy"]["median_s"] > 0
+    assert "import + first step, warm caches" in text
     assert (out / "bench.md").read_text().startswith("| workload |")
     if pytest.importorskip("matplotlib"):
         assert (out / "bench.png").stat().st_size > 1000

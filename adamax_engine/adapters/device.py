@@ -7,7 +7,6 @@ only when such an array is actually seen.
 """
 import numpy as np
 
-from ..kernels.cuda import simulated
 from .numpy import NumpyAdapter
 
 
@@ -15,7 +14,10 @@ def is_device_array(value):
     """A numba device array, the simulator's stand-in for one, or a CUDA Array Interface object."""
     if hasattr(value, "__cuda_array_interface__"):
         return True
-    return type(value).__name__ == "FakeCUDAArray" and simulated()
+    if type(value).__name__ != "FakeCUDAArray":
+        return False
+    from ..kernels.cuda import simulated
+    return simulated()
 
 
 def as_device_array(value):
@@ -48,6 +50,7 @@ def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
 
 def _extent(a):
     """(first byte, one past the last byte) of a device array."""
+    from ..kernels.cuda import simulated
     a = as_device_array(a)
     if simulated():
         start = a._ary.__array_interface__["data"][0]

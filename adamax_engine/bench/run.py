@@ -12,14 +12,12 @@ Nothing is asserted: figures are reported.
 """
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
 import numba
 import numpy as np
 
 from . import peers
+from .startup import cold_start, describe
 from .timing import machine_info, rotating, timeit_all
 
 SIZES = [1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000]
@@ -81,27 +79,6 @@ def measure(name, shapes, threads, reps, impls, progress=None, max_copies=8):
     return {"workload": name, "n_params": n, "n_tensors": len(shapes), "threads": threads,
             "copies": copies, "round_robin": together, "engine_with_peers_s": with_peers,
             "impls": rows}
-
-
-def cold_start(warm_only=False):
-    """Seconds for import + first step in a fresh process: empty JIT cache, then warm."""
-    code = ("import time; t0 = time.perf_counter(); import numpy as np, adamax_engine as ae; "
-            "p = ae.Parameter(np.ones(1000, np.float32)); o = ae.Adamax(0.1, parameters=[p]); "
-            "p.grad = np.ones(1000, np.float32); o.step(); print(time.perf_counter() - t0)")
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-
-    def once(env):
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                             capture_output=True, text=True)
-        return float(out.stdout.strip().splitlines()[-1])
-    env = {**os.environ, "PYTHONPATH": root}
-    result = {}
-    if not warm_only:
-        with tempfile.TemporaryDirectory() as empty:
-            result["empty_cache_s"] = once({**env, "NUMBA_CACHE_DIR": empty})
-    once(env)
-    result["warm_cache_s"] = once(env)
-    return result
 
 
 def markdown(results):
@@ -179,7 +156,8 @@ def run(sizes=None, out_dir="bench_out", reps=30, threads=None, impls=None, tiny
         bar.close()
     report = {"machine": machine_info(), "config": {"sizes": sizes, "threads": threads,
                                                      "reps": reps, "implementations": impls},
-              "results": results, "cold_start": cold_start(warm_only=not cold)}
+              "results": results,
+              "cold_start": cold_start(warm_only=not cold, repeats=1 if tiny else 5)}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
@@ -193,7 +171,5 @@ def run(sizes=None, out_dir="bench_out", reps=30, threads=None, impls=None, tiny
     log("ms per step (median); engine/ceiling = fraction of the same-traffic memory ceiling; "
         "best peer / engine = speed-up over the fastest installed framework optimizer\n")
     log(table)
-    cs = report["cold_start"]
-    log(f"\nimport + first step: {cs.get('empty_cache_s', float('nan')):.2f} s with an empty JIT "
-        f"cache, {cs['warm_cache_s']:.2f} s warm (target < 1 s)")
+    log("\n" + describe(report["cold_start"]))
     return report
