@@ -4,6 +4,7 @@ import importlib.util
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from adamax_engine import cli
@@ -70,3 +71,14 @@ def test_engine_and_ceiling_share_a_loop_without_the_frameworks(monkeypatch):
                                                   "engine_full"])
     assert loops == [["ceiling", "engine", "engine_full"], ["engine", "numpy_reference"]]
     assert r["engine_with_peers_s"] == 1e-3 and r["impls"]["engine"]["median_s"] == 1e-3
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios():
+    from adamax_engine.bench.timing import paired_ratio, summary
+    rounds = {"a": np.array([2.0, 40.0, 30.0]), "b": np.array([1.0, 20.0, 10.0])}
+    assert paired_ratio(rounds, "a", "b") == 2.0  # per round: 2, 2, 3
+    assert summary(rounds)["a"][0] / summary(rounds)["b"][0] == 3.0  # ratio of medians
+
+
+def test_clip_floor_adds_one_read_of_the_grads_to_the_ceiling():
+    assert bench_run.clip_floor({"ceiling": 4.0, "read_ceiling": 1.0}) == 1.25

@@ -11,4 +11,5 @@ def test_bench_cpu_tiny_runs():
                           "--reps", "3"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "engine flat (adopt)" in out.stdout and "of ceiling" in out.stdout
+    assert "floor here" in out.stdout and "the memory ceiling itself" in out.stdout
     assert "import + first step" in out.stdout

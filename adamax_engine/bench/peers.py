@@ -3,7 +3,9 @@
 Every builder returns a zero-argument step callable, or raises ``Skip`` with the reason (a
 framework that is not installed). Bytes moved per fp32 element, for the ratios: the fused
 step reads p, g, m, u and writes p, m, u (28 B); the full pipeline reads g once more for the
-global norm (32 B); the ceiling moves the same 28 B with trivial arithmetic.
+global norm (32 B); the ceiling moves the same 28 B with trivial arithmetic, and the read
+ceiling reads 4 B (one pass over the grads, as the norm pass must), which is how much slower
+than the ceiling the clip pipeline must be at best: (ceiling + read ceiling) / ceiling.
 """
 import numba
 import numpy as np
@@ -11,7 +13,8 @@ from numba import njit, prange
 
 from .. import Adamax, ClipGradByGlobalNorm, Parameter, lr
 
-BYTES = {"engine": 28, "engine_borrow": 28, "engine_full": 32, "ceiling": 28}
+BYTES = {"engine": 28, "engine_borrow": 28, "engine_full": 32, "ceiling": 28,
+         "read_ceiling": 4}
 
 
 class Skip(Exception):
@@ -26,6 +29,18 @@ def same_traffic(p, g, m, u):
         m[i] = m[i] + gi
         u[i] = u[i] + gi
         p[i] = p[i] + gi
+
+
+@njit(parallel=True, cache=True)
+def read_once(words, out):
+    """The read ceiling: one pass over ``words`` (uint32) with an OR per chunk, which
+    vectorises freely (integer OR is associative), unlike a float sum without fastmath."""
+    chunk = 16384
+    for c in prange(out.shape[0]):
+        acc = np.uint32(0)
+        for i in range(c * chunk, min(words.shape[0], (c + 1) * chunk)):
+            acc |= words[i]
+        out[c] = acc
 
 
 def transformer_shapes(layers=6, d=512, ff=2048, vocab=8000):
@@ -74,6 +89,13 @@ def ceiling(shapes, rng):
     n = int(sum(np.prod(s) for s in shapes))
     arrays = [rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(4)]
     return lambda: same_traffic(*arrays)
+
+
+def read_ceiling(shapes, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    words = rng.standard_normal(n).astype(np.float32).view(np.uint32)
+    out = np.zeros((n + 16383) // 16384, np.uint32)
+    return lambda: read_once(words, out)
 
 
 def _torch():
@@ -158,6 +180,7 @@ CPU_IMPLEMENTATIONS = {
     "engine": engine,
     "engine_borrow": lambda s, r: engine(s, r, mode="borrow"),
     "engine_full": engine_full,
+    "read_ceiling": read_ceiling,
     "numpy_reference": reference,
     "torch": lambda s, r: torch_adamax(s, r, foreach=False),
     "torch_foreach": lambda s, r: torch_adamax(s, r, foreach=True),

@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 
-def timeit_all(fns, reps, warmup=2, seed=0, on_rep=None):
-    """{name: (median s, 10-90% spread s)} of each callable, timed round-robin.
+def timeit_rounds(fns, reps, warmup=2, seed=0, on_rep=None):
+    """{name: array of seconds, one per round} of each callable, timed round-robin.
 
     Every round runs every implementation once, in a freshly shuffled order, so drift on a
     shared machine (and a peer's thread pool still spinning after its call) hits all alike.
@@ -26,8 +26,24 @@ def timeit_all(fns, reps, warmup=2, seed=0, on_rep=None):
             times[name].append(time.perf_counter() - t0)
         if on_rep is not None:
             on_rep()
+    return {name: np.array(t) for name, t in times.items()}
+
+
+def summary(rounds):
+    """{name: (median s, 10-90% spread s)} of timeit_rounds' result."""
     return {name: (float(np.median(t)), float(np.percentile(t, 90) - np.percentile(t, 10)))
-            for name, t in times.items()}
+            for name, t in rounds.items()}
+
+
+def timeit_all(fns, reps, warmup=2, seed=0, on_rep=None):
+    """summary(timeit_rounds(...)): {name: (median s, 10-90% spread s)}."""
+    return summary(timeit_rounds(fns, reps, warmup, seed, on_rep))
+
+
+def paired_ratio(rounds, num, den):
+    """Median over rounds of num's time / den's time in the same round: two implementations
+    a few ms apart see the same machine, so load that comes and goes cancels out."""
+    return float(np.median(rounds[num] / rounds[den]))
 
 
 def rotating(make, copies):
