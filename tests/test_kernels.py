@@ -51,10 +51,10 @@ CASES = [(clip, scale, decay) for clip in (0, 1) for scale in (0, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("flavor", [L.PADDLE, L.TORCH])
+@pytest.mark.parametrize("flavor", sorted(L.FLAVORS.values()))
 def test_every_flag_case_bit_exact_with_special_values(rng, dtype, flavor):
     """Each (value clip, norm scale, decay) case of a segment runs its own loop in the kernel
-    (paddle's common ones are specialised): every one against the reference, on odd sizes,
+    (the common ones are specialised): every one against the reference, on odd sizes,
     with NaN, inf, -0.0 and subnormals in grads and params."""
     sizes = list(rng.integers(1, 300, len(CASES)) * 2 + 1)
     _, chunks, hyper, flags, arrays = make_problem(rng, dtype, sizes,

@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
-                     PADDLE, SCALE_GRAD)
+                     PADDLE, SCALE_GRAD, TORCH)
 
 
 @intrinsic
@@ -87,51 +87,65 @@ def _update_slices(p, g, m, u, h, f, flavor):
             p[i] = p[i] - lr_t * (mi / ui)
 
 
-def _make_paddle_loop(l2_decay):
-    """Paddle's element loop with ClipGradByValue and L1 ruled out and L2 fixed on or off, as
-    its own small compiled function (numba's IR inliner, not LLVM, is what makes a kernel
-    slow to compile, so it is called, not inlined)."""
+def _make_loop(flavor):
+    """One flavor's element loop with ClipGradByValue and L1 ruled out, as its own small
+    compiled function (numba's IR inliner, not LLVM, is what makes a kernel slow to compile,
+    so it is called, not inlined)."""
 
     @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
-    def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay):
+    def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2_decay):
         for i in range(p.shape[0]):
             gi = g[i] * scale  # scale is 1 when not clipping: x * 1 == x, bit for bit
-            if l2_decay:
+            if l2_decay:  # one loop-invariant select: cheap, unlike value clip's and L1's
                 gi = gi + decay * p[i]
             mi = b1 * m[i] + omb1 * gi
-            a = abs(gi)
-            b = b2 * u[i] + eps
+            if flavor == PADDLE:
+                a = abs(gi)
+                b = b2 * u[i] + eps
+            elif flavor == KERAS:
+                a = b2 * u[i]
+                b = abs(gi)
+            else:  # TORCH, OPTAX: eps on the gradient branch
+                a = b2 * u[i]
+                b = abs(gi) + eps
             ui = b if a < b else a
             m[i] = mi
             u[i] = ui
-            p[i] = p[i] - lr_t * (mi / ui)
+            if flavor == KERAS:
+                p[i] = p[i] - lr_t * (mi / (ui + eps))
+            else:
+                p[i] = p[i] - lr_t * (mi / ui)
     return loop
 
 
-_PADDLE_PLAIN, _PADDLE_L2 = _make_paddle_loop(False), _make_paddle_loop(True)
+_PADDLE_LOOP, _TORCH_LOOP, _KERAS_LOOP = _make_loop(PADDLE), _make_loop(TORCH), _make_loop(KERAS)
 
 
 @njit(inline="always")
 def _update_chunk(p, g, m, u, h, f, flavor):
-    """_update_slices, with paddle's common cases (no value clip, no L1) on a specialised loop.
+    """_update_slices, with the common cases (no value clip, no L1) on specialised loops.
 
     Left to itself LLVM neither unswitches nor hoists the clip/scale/decay tests out of the
     element loop: it vectorises them as selects over every case (~60 instructions per 8
     elements, with spills), which keeps fewer loads in flight: 0.85-0.9 of the memory
     ceiling on 2000 small tensors, against ~1.0 specialised. Same operations on every
-    element, so the same bits.
+    element, so the same bits. The price: an update kernel's first compile (once per dtype,
+    then cached) takes ~7 s instead of ~3.5 s.
     """
-    if flavor != PADDLE or f[CLIP_VALUE] != 0 or f[DECAY_MODE] == L1_DECAY:
+    if f[CLIP_VALUE] != 0 or f[DECAY_MODE] == L1_DECAY:
         _update_slices(p, g, m, u, h, f, flavor)
         return
     one = h.dtype.type(1)
     scale = h[GRAD_SCALE] if f[SCALE_GRAD] != 0 else one
     lr_t, b1, omb1, b2, eps, decay = (h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS],
                                       h[DECAY])
-    if f[DECAY_MODE] == L2_DECAY:
-        _PADDLE_L2(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay)
+    l2 = f[DECAY_MODE] == L2_DECAY
+    if flavor == PADDLE:
+        _PADDLE_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
+    elif flavor == KERAS:
+        _KERAS_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
     else:
-        _PADDLE_PLAIN(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay)
+        _TORCH_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
 
 
 @njit(parallel=True, cache=True)
