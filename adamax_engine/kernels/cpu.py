@@ -47,57 +47,30 @@ def _prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mod
     return g
 
 
-@njit(inline="always")
-def _update_slices(p, g, m, u, h, f, flavor):
-    """One chunk: p, g, m, u are equal-length 1-D views; h/f the segment's hyper/flag rows."""
-    # every scalar is read into a local first: a load from ``h`` inside the loop could alias the
-    # stores to p/m/u, which would stop LLVM from hoisting it, unswitching and vectorising.
-    lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
-    lo, hi, scale, decay = h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY]
-    clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
-    if flavor == PADDLE:
-        for i in range(p.shape[0]):
-            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
-            mi = b1 * m[i] + omb1 * gi
-            a = abs(gi)
-            b = b2 * u[i] + eps
-            ui = b if a < b else a
-            m[i] = mi
-            u[i] = ui
-            p[i] = p[i] - lr_t * (mi / ui)
-    elif flavor == KERAS:
-        for i in range(p.shape[0]):
-            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
-            mi = b1 * m[i] + omb1 * gi
-            a = b2 * u[i]
-            b = abs(gi)
-            ui = b if a < b else a
-            m[i] = mi
-            u[i] = ui
-            p[i] = p[i] - lr_t * (mi / (ui + eps))
-    else:  # TORCH, OPTAX: eps on the gradient branch
-        for i in range(p.shape[0]):
-            gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
-            mi = b1 * m[i] + omb1 * gi
-            a = b2 * u[i]
-            b = abs(gi) + eps
-            ui = b if a < b else a
-            m[i] = mi
-            u[i] = ui
-            p[i] = p[i] - lr_t * (mi / ui)
+def _make_loop(flavor, generic):
+    """The element loop of one chunk for one flavor, as its own small compiled function.
 
-
-def _make_loop(flavor):
-    """One flavor's element loop with ClipGradByValue and L1 ruled out, as its own small
-    compiled function (numba's IR inliner, not LLVM, is what makes a kernel slow to compile,
-    so it is called, not inlined)."""
+    ``generic``: every flag read at run time (value clip, norm scale, L1/L2 decay). Otherwise
+    value clip and L1 are ruled out, the norm scale is applied always (1 when not clipping:
+    x * 1 == x, bit for bit) and L2 is one loop-invariant select: LLVM left to a loop of every
+    case neither unswitches nor hoists the tests, and vectorises them as selects (~60
+    instructions per 8 elements, with spills), which keeps fewer loads in flight (0.85-0.9
+    of the memory ceiling on 2000 small tensors, against ~1.0 for this one). Same operations
+    per element either way, so the same bits. Called, not inlined: numba's IR inliner, not
+    LLVM, is what makes a kernel slow to compile.
+    """
 
     @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
-    def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2_decay):
+    def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value, scale_grad,
+             decay_mode):
         for i in range(p.shape[0]):
-            gi = g[i] * scale  # scale is 1 when not clipping: x * 1 == x, bit for bit
-            if l2_decay:  # one loop-invariant select: cheap, unlike value clip's and L1's
-                gi = gi + decay * p[i]
+            if generic:
+                gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad,
+                                    decay_mode)
+            else:
+                gi = g[i] * scale
+                if decay_mode == L2_DECAY:
+                    gi = gi + decay * p[i]
             mi = b1 * m[i] + omb1 * gi
             if flavor == PADDLE:
                 a = abs(gi)
@@ -118,34 +91,37 @@ def _make_loop(flavor):
     return loop
 
 
-_PADDLE_LOOP, _TORCH_LOOP, _KERAS_LOOP = _make_loop(PADDLE), _make_loop(TORCH), _make_loop(KERAS)
+_PADDLE_ANY, _PADDLE_FAST = _make_loop(PADDLE, True), _make_loop(PADDLE, False)
+_TORCH_ANY, _TORCH_FAST = _make_loop(TORCH, True), _make_loop(TORCH, False)
+_KERAS_ANY, _KERAS_FAST = _make_loop(KERAS, True), _make_loop(KERAS, False)
 
 
 @njit(inline="always")
-def _update_chunk(p, g, m, u, h, f, flavor):
-    """_update_slices, with the common cases (no value clip, no L1) on specialised loops.
+def _update_slices(p, g, m, u, h, f, flavor, fast=False):
+    """One chunk: p, g, m, u are equal-length 1-D views; h/f the segment's hyper/flag rows.
 
-    Left to itself LLVM neither unswitches nor hoists the clip/scale/decay tests out of the
-    element loop: it vectorises them as selects over every case (~60 instructions per 8
-    elements, with spills), which keeps fewer loads in flight: 0.85-0.9 of the memory
-    ceiling on 2000 small tensors, against ~1.0 specialised. Same operations on every
-    element, so the same bits. The price: an update kernel's first compile (once per dtype,
-    then cached) takes ~7 s instead of ~3.5 s.
+    ``fast`` (the dense kernels) sends chunks without value clip or L1 decay to the flavor's
+    specialised loop; the sparse kernels' short rows take the generic one.
     """
-    if f[CLIP_VALUE] != 0 or f[DECAY_MODE] == L1_DECAY:
-        _update_slices(p, g, m, u, h, f, flavor)
-        return
-    one = h.dtype.type(1)
-    scale = h[GRAD_SCALE] if f[SCALE_GRAD] != 0 else one
-    lr_t, b1, omb1, b2, eps, decay = (h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS],
-                                      h[DECAY])
-    l2 = f[DECAY_MODE] == L2_DECAY
-    if flavor == PADDLE:
-        _PADDLE_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
+    # every scalar is read here, once: a load from ``h`` inside the loop could alias the stores
+    # to p/m/u, which would stop LLVM from hoisting it and vectorising.
+    clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
+    scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
+    args = (h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX],
+            scale, h[DECAY], clip_value, scale_grad, decay_mode)
+    if fast and not clip_value and decay_mode != L1_DECAY:
+        if flavor == PADDLE:
+            _PADDLE_FAST(p, g, m, u, *args)
+        elif flavor == KERAS:
+            _KERAS_FAST(p, g, m, u, *args)
+        else:
+            _TORCH_FAST(p, g, m, u, *args)
+    elif flavor == PADDLE:
+        _PADDLE_ANY(p, g, m, u, *args)
     elif flavor == KERAS:
-        _KERAS_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
+        _KERAS_ANY(p, g, m, u, *args)
     else:
-        _TORCH_LOOP(p, g, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2)
+        _TORCH_ANY(p, g, m, u, *args)
 
 
 @njit(parallel=True, cache=True)
@@ -154,8 +130,8 @@ def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _update_chunk(params[start:end], grads[start:end], moment[start:end],
-                          inf_norm[start:end], hyper[seg], flags[seg], flavor)
+            _update_slices(params[start:end], grads[start:end], moment[start:end],
+                           inf_norm[start:end], hyper[seg], flags[seg], flavor, True)
 
 
 @njit(inline="always")
@@ -178,8 +154,8 @@ def borrowed_update(param_addrs, grad_addrs, moment, inf_norm, offsets, chunks, 
         if flags[seg, ACTIVE] != 0:
             p = _borrowed(param_addrs, offsets, seg, start, end, moment)
             g = _borrowed(grad_addrs, offsets, seg, start, end, moment)
-            _update_chunk(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
-                          flavor)
+            _update_slices(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
+                           flavor, True)
 
 
 @njit(inline="always")
