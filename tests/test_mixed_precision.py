@@ -56,6 +56,19 @@ def random_tables(rng, sizes):
     return offsets, total, chunks, hyper, flags
 
 
+def assert_fused_equals_reference(arrays, chunks, hyper, flags, flavor, dtype):
+    """mixed.fused_update on copies of (params, grads, master, m, u) equals the reference bit
+    for bit; returns the reference's results."""
+    want = [a.copy() for a in arrays]
+    ref.mixed_update(*want, chunks, hyper, flags, flavor)
+    got = [a.copy() for a in arrays]
+    mixed.fused_update(got[0].view(np.uint16), got[1].view(np.uint16), *got[2:], chunks, hyper,
+                       flags, flavor, store_code(dtype))
+    for g, w, name in zip(got, want, ["param", "grad", "master", "moment", "inf_norm"]):
+        np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=name)
+    return want
+
+
 @pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("flavor", sorted(L.FLAVORS.values()))
 def test_kernels_equal_fp32_reference_then_rounded(rng, dtype, flavor):
@@ -66,13 +79,8 @@ def test_kernels_equal_fp32_reference_then_rounded(rng, dtype, flavor):
     master = params.astype(np.float32) + rng.standard_normal(total).astype(np.float32) * 1e-3
     m = rng.standard_normal(total).astype(np.float32)
     u = np.abs(rng.standard_normal(total)).astype(np.float32)
-    want = [a.copy() for a in (params, grads, master, m, u)]
-    ref.mixed_update(*want, chunks, hyper, flags, flavor)
-    got = [a.copy() for a in (params, grads, master, m, u)]
-    mixed.fused_update(got[0].view(np.uint16), got[1].view(np.uint16), *got[2:], chunks, hyper,
-                       flags, flavor, store_code(dtype))
-    for g, w, name in zip(got, want, ["param", "grad", "master", "moment", "inf_norm"]):
-        np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=name)
+    want = assert_fused_equals_reference((params, grads, master, m, u), chunks, hyper, flags,
+                                         flavor, dtype)
     # borrow twin: separate 16-bit arrays given by address
     pl = [params[o:o + n].copy() for o, n in zip(offsets, sizes)]
     gl = [grads[o:o + n].copy() for o, n in zip(offsets, sizes)]
@@ -113,14 +121,9 @@ def test_every_flag_case_bit_exact_with_special_values(rng, dtype, flavor):
     params = master.astype(dtype)
     m = rng.standard_normal(total).astype(np.float32)
     u = np.abs(rng.standard_normal(total)).astype(np.float32)
-    want = [a.copy() for a in (params, grads, master, m, u)]
-    ref.mixed_update(*want, chunks, hyper, flags, flavor)
-    got = [a.copy() for a in (params, grads, master, m, u)]
-    mixed.fused_update(got[0].view(np.uint16), got[1].view(np.uint16), *got[2:], chunks, hyper,
-                       flags, flavor, store_code(dtype))
-    for g, w, name in zip(got, want, ["param", "grad", "master", "moment", "inf_norm"]):
-        np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=name)
-    assert not np.array_equal(got[2], master, equal_nan=True)
+    want = assert_fused_equals_reference((params, grads, master, m, u), chunks, hyper, flags,
+                                         flavor, dtype)
+    assert not np.array_equal(want[2], master, equal_nan=True)
 
 
 def twins(rng, dtype, mode="adopt", **kw):

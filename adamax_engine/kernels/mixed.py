@@ -28,28 +28,33 @@ def _widen(bits, store):
 
 
 @njit(inline="always")
+def _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, store):
+    """Element i's Adamax step on the master weight, given its prepared grad ``gi``."""
+    mi = b1 * m[i] + omb1 * gi
+    if flavor == PADDLE:
+        a, c = abs(gi), b2 * u[i] + eps
+    elif flavor == KERAS:
+        a, c = b2 * u[i], abs(gi)
+    else:
+        a, c = b2 * u[i], abs(gi) + eps
+    ui = c if a < c else a
+    out = master[i] - lr_t * (mi / (ui + eps if flavor == KERAS else ui))
+    m[i] = mi
+    u[i] = ui
+    master[i] = out
+    p16[i] = from_f32(out, store)
+
+
+@njit(inline="always")
 def _update_mixed(p16, g16, master, m, u, h, f, flavor, store):
     """cpu._update_slices' arithmetic, one pass: widen g, step the master, narrow into p16."""
     lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
     lo, hi, scale, decay = h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY]
     clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
     for i in range(p16.shape[0]):
-        p = master[i]
-        gi = _prepared_grad(to_f32(g16[i], store), p, lo, hi, scale, decay, clip_value,
+        gi = _prepared_grad(to_f32(g16[i], store), master[i], lo, hi, scale, decay, clip_value,
                             scale_grad, decay_mode)
-        mi = b1 * m[i] + omb1 * gi
-        if flavor == PADDLE:
-            a, c = abs(gi), b2 * u[i] + eps
-        elif flavor == KERAS:
-            a, c = b2 * u[i], abs(gi)
-        else:
-            a, c = b2 * u[i], abs(gi) + eps
-        ui = c if a < c else a
-        out = p - lr_t * (mi / (ui + eps if flavor == KERAS else ui))
-        m[i] = mi
-        u[i] = ui
-        master[i] = out
-        p16[i] = from_f32(out, store)
+        _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, store)
 
 
 def _make_loop(store):
@@ -64,23 +69,10 @@ def _make_loop(store):
     @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
     def loop(p16, g16, master, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2_decay, flavor):
         for i in range(p16.shape[0]):
-            p = master[i]
             gi = to_f32(g16[i], store) * scale
             if l2_decay:
-                gi = gi + decay * p
-            mi = b1 * m[i] + omb1 * gi
-            if flavor == PADDLE:
-                a, c = abs(gi), b2 * u[i] + eps
-            elif flavor == KERAS:
-                a, c = b2 * u[i], abs(gi)
-            else:
-                a, c = b2 * u[i], abs(gi) + eps
-            ui = c if a < c else a
-            out = p - lr_t * (mi / (ui + eps if flavor == KERAS else ui))
-            m[i] = mi
-            u[i] = ui
-            master[i] = out
-            p16[i] = from_f32(out, store)
+                gi = gi + decay * master[i]
+            _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, store)
     return loop
 
 
