@@ -1,15 +1,15 @@
 """adamax-engine: paddle.optimizer.Adamax semantics, one fused numba kernel per step, any framework.
 
-Layers (data flows one way): adapters -> registry -> pipeline (optimizer.py, clip.py,
-regularizer.py, lr/) -> kernels (reference.py oracle, cpu.py numba, cuda.py numba.cuda).
+Layers (data flows one way): adapters -> registry -> pipeline (optimizer.py, transforms/clip.py,
+transforms/regularizer.py, lr/) -> kernels (reference.py oracle, cpu.py numba, cuda.py numba.cuda).
 config.py builds the pipeline from YAML; experiments/ and cli.py run it.
 """
 from . import lr
-from .clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, GradientClipBase
+from .transforms.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, GradientClipBase
 from .optimizer import Adamax
-from .parameter import Parameter
-from .regularizer import L1Decay, L2Decay
-from .sparse import RowSparseGrad
+from .params.parameter import Parameter
+from .transforms.regularizer import L1Decay, L2Decay
+from .step.rows import RowSparseGrad
 
 __version__ = "0.1.0"
 

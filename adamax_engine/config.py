@@ -27,9 +27,9 @@ import numbers
 import yaml
 
 from . import lr as lr_module
-from .clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
+from .transforms.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from .kernels.layout import FLAVORS
-from .regularizer import L1Decay, L2Decay
+from .transforms.regularizer import L1Decay, L2Decay
 
 
 class ConfigError(ValueError):

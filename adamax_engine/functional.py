@@ -19,7 +19,7 @@ import numpy as np
 from .kernels import cpu
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
-from .kernels.steptables import begin_step, end_step
+from .step.tables import begin_step, end_step
 
 
 class AdamaxState(NamedTuple):

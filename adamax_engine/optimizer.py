@@ -18,19 +18,19 @@ import contextlib
 
 import numpy as np
 
-from . import dispatch
-from . import groups as G
+from .step import dispatch
+from .params import groups as G
 from .adapters import adapter_for
-from .clip import GradientClipBase
+from .transforms.clip import GradientClipBase
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
-from .kernels.steptables import begin_step, end_step
+from .step.tables import begin_step, end_step
 from .lr import is_scheduler
-from .normclip import NormClips
-from .parameter import LOW_PRECISION
-from .registry import Entry, Registry
-from .sparse import SparseRows
-from .state import load_state, state_dict_of
+from .step.normclip import NormClips
+from .params.parameter import LOW_PRECISION
+from .params.registry import Entry, Registry
+from .step.rows import SparseRows
+from .io.state import load_state, state_dict_of
 
 
 _unfenced = contextlib.nullcontext
@@ -46,13 +46,13 @@ class Adamax:
     ``device`` ("cpu"|"cuda": where the flat buffers live; "cuda" wants Parameters holding CUDA
     device arrays), ``skip_nonfinite`` (a step whose grads hold inf/nan changes no parameter or
     moment; beta1_pow and step counts still advance, as paddle's found_inf skip does),
-    ``lazy_mode`` (row-sparse grads, adamax_engine.sparse: False = exactly the dense result,
+    ``lazy_mode`` (row-sparse grads, adamax_engine.step.rows: False = exactly the dense result,
     True = only the touched rows move), ``multi_precision`` (paddle's ``_multi_precision``:
     float16/bfloat16 parameters are stepped in float32 on master weights, with float32
     moments, and written back rounded to nearest even; required for such parameters, no
     effect on float32/float64 ones), ``stream`` (device="cuda": the trainer's CUDA stream,
     "torch"/"cupy" for that framework's current one; each step is fenced against it on the
-    device, see streams.py).
+    device, see step/streams.py).
 
     Errors (paddle's types and messages where paddle has one): AssertionError for a None lr,
     beta1, beta2 or epsilon; TypeError for an lr that is not a float or LRScheduler; ValueError for
@@ -116,7 +116,7 @@ class Adamax:
         if stream is not None:  # checked before anything is built: a bad value changes nothing
             if device != "cuda":
                 raise ValueError(f"stream: only for device='cuda', got device={device!r}")
-            from .streams import StreamFence, stream_source
+            from .step.streams import StreamFence, stream_source
             self._fence = StreamFence(stream_source(stream))
         self._kernels = dispatch.LocalStep(self._backend)
         self._sparse = SparseRows(lazy_mode)
@@ -124,7 +124,7 @@ class Adamax:
         self._fill_static_tables()
         self._cuda = None
         if self._backend == "cuda":
-            from .cuda_step import CudaStep
+            from .step.cuda import CudaStep
             self._cuda = CudaStep(self._registry.buckets, self._groups)
 
     # --- construction -------------------------------------------------------------------------
@@ -327,17 +327,17 @@ class Adamax:
 
     load_state_dict = set_state_dict
 
-    # --- checkpoints (adamax_engine.checkpoint) ---------------------------------------------------
+    # --- checkpoints (adamax_engine.io.checkpoint) ---------------------------------------------------
     def save(self, path, extra=None, extra_arrays=None):
         """Write params, state, scheduler, clipper and config to ``path`` (.npz), atomically."""
-        from .checkpoint import save
+        from .io.checkpoint import save
         self.flush()
         save(self, path, extra, extra_arrays)
 
     def restore(self, path, match="name", params=True):
         """Load a checkpoint into this optimizer (and the parameters' values unless
         ``params=False``); CheckpointError, with nothing changed, if it does not fit."""
-        from .checkpoint import restore
+        from .io.checkpoint import restore
         extra = restore(self, path, match=match, params=params)
         self._sparse.state.clear()
         return extra
@@ -346,7 +346,7 @@ class Adamax:
     def load(cls, path, parameters, match="name", **overrides):
         """A new optimizer over ``parameters`` (any framework/device), configured and filled
         from the checkpoint at ``path``; ``match="order"`` pairs parameters by position."""
-        from .checkpoint import build
+        from .io.checkpoint import build
         return build(cls, path, parameters, match=match, **overrides)
 
     def _reconfigure(self):
@@ -355,7 +355,7 @@ class Adamax:
         for b in self._registry.buckets:
             b.dirty = True
         if self._cuda is not None:
-            from .cuda_step import CudaStep
+            from .step.cuda import CudaStep
             skipped = self.skipped_steps
             self._cuda = CudaStep(self._registry.buckets, self._groups)
             self._set_skipped(skipped)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import adamax_engine as ae
-from adamax_engine.sparse import RowSparseGrad
+from adamax_engine.step.rows import RowSparseGrad
 
 
 def main():

@@ -26,10 +26,10 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 UNAVAILABLE = 3
 
 
-FACTORIES = {"cuda": ("adamax_engine.kernels.cuda", True),
-             "cuda_sparse": ("adamax_engine.kernels.cuda_sparse", True),
-             "cuda_mixed": ("adamax_engine.kernels.cuda_mixed", False),
-             "cuda_borrow": ("adamax_engine.kernels.cuda_borrow", True)}
+FACTORIES = {"cuda": ("adamax_engine.kernels.cuda.dense", True),
+             "cuda_sparse": ("adamax_engine.kernels.cuda.rows", True),
+             "cuda_mixed": ("adamax_engine.kernels.cuda.mixed", False),
+             "cuda_borrow": ("adamax_engine.kernels.cuda.borrow", True)}
 ADDRESSES = ["array", "int64", 1, "C"]
 
 

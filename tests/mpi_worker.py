@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 import adamax_engine as ae
-from adamax_engine.distributed import DistributedAdamax
+from adamax_engine.parallel.mpi import DistributedAdamax
 
 SHAPES = [(7, 5), (33,), (1,), (300,), (2, 3, 4), (1000,)]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import adamax_engine as ae
-from adamax_engine import checkpoint
-from adamax_engine.checkpoint import CheckpointError
+from adamax_engine.io import checkpoint
+from adamax_engine.io.checkpoint import CheckpointError
 from adamax_engine.lr import LambdaDecay, LinearWarmup, StepDecay
 
 SHAPES = [(7, 5), (33,), (2, 3, 4), (1,)]

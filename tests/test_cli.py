@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from adamax_engine import checkpoint, cli
+from adamax_engine import cli
+from adamax_engine.io import checkpoint
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))

@@ -11,7 +11,7 @@ import adamax_engine as ae
 from adamax_engine.kernels import cuda as K
 from adamax_engine.kernels import layout as L
 from adamax_engine.kernels import reference as ref
-from adamax_engine.kernels import steptables
+from adamax_engine.step import tables as steptables
 
 pytestmark = pytest.mark.skipif(not K.available(), reason="no CUDA GPU and no simulator")
 SIM = K.simulated()

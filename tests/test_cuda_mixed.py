@@ -1,4 +1,4 @@
-"""Mixed precision on device="cuda" (kernels/cuda_mixed.py) vs the numpy reference and the CPU.
+"""Mixed precision on device="cuda" (kernels/cuda/mixed.py) vs the numpy reference and the CPU.
 
 In CI this runs in numba's CUDA simulator, where results are bit-identical to the reference;
 on a GPU, FMA contraction allows a few ulp on the float32 master (see test_cuda.py).
@@ -11,7 +11,7 @@ from adamax_engine.kernels import cuda as K
 from adamax_engine.kernels import halfmath
 from adamax_engine.kernels import layout as L
 from adamax_engine.kernels import reference as ref
-from adamax_engine.kernels import steptables
+from adamax_engine.step import tables as steptables
 from adamax_engine.kernels.halfbits import BFLOAT16, FLOAT16
 
 try:  # bfloat16 cases need ml_dtypes (numpy has no bfloat16); float16 ones run anyway
@@ -63,7 +63,7 @@ CHUNK = 100 if SIM else L.CHUNK
 @pytest.mark.parametrize("dtype", [d for d, _ in LOW], ids=IDS)
 @pytest.mark.parametrize("flavor", [L.PADDLE, L.TORCH, L.KERAS])
 def test_mixed_kernels_match_reference(rng, dtype, flavor):
-    from adamax_engine.kernels import cuda_mixed
+    from adamax_engine.kernels.cuda import mixed as cuda_mixed
     sizes = SIZES
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     chunks = L.build_chunk_table(offsets, sizes, CHUNK)

@@ -1,4 +1,4 @@
-"""Row-sparse grads on device="cuda" (kernels/cuda_sparse.py) vs the dense GPU step.
+"""Row-sparse grads on device="cuda" (kernels/cuda/rows.py) vs the dense GPU step.
 
 Simulator in CI (bit-identical); on a GPU both paths use the same device arithmetic.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import adamax_engine as ae
-from adamax_engine import streams
+from adamax_engine.step import streams
 from adamax_engine.kernels import cuda as K
 
 pytestmark = pytest.mark.skipif(not K.available(), reason="no CUDA GPU and no simulator")

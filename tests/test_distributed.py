@@ -1,4 +1,4 @@
-"""distributed.py under ``mpiexec -n 2`` and ``-n 3`` (uneven shards) vs one process.
+"""parallel/mpi.py under ``mpiexec -n 2`` and ``-n 3`` (uneven shards) vs one process.
 
 The workers' grads average exactly (tests/mpi_worker.py), so params and state after 20 steps
 must equal, bit for bit, one process stepping the averaged gradient; with norm clipping in
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import adamax_engine as ae
-from adamax_engine import checkpoint
+from adamax_engine.io import checkpoint
 from adamax_engine.kernels import cuda as cuda_kernels
 
 pytest.importorskip("mpi4py")
@@ -93,7 +93,7 @@ def test_single_process_checkpoint_resumes_sharded(tmp_path):
 
 
 def test_wrapper_refuses_what_it_cannot_do():
-    from adamax_engine.distributed import DistributedAdamax, shard_bounds, shard_chunks
+    from adamax_engine.parallel.mpi import DistributedAdamax, shard_bounds, shard_chunks
     p = ae.Parameter(np.ones(3, np.float32))
     with pytest.raises(ValueError, match="adopt mode"):
         DistributedAdamax(ae.Adamax(0.1, parameters=[p], mode="borrow"))
@@ -138,7 +138,7 @@ def test_cli_run_under_mpiexec_matches_single_process(tmp_path):
 
 def test_one_rank_in_process_equals_plain_and_refuses_sparse(rng):
     from mpi4py import MPI
-    from adamax_engine.distributed import DistributedAdamax
+    from adamax_engine.parallel.mpi import DistributedAdamax
     values = [rng.standard_normal(s).astype(np.float32) for s in W.SHAPES]
     a = [ae.Parameter(v.copy(), name=f"p{i}") for i, v in enumerate(values)]
     b = [ae.Parameter(v.copy(), name=f"p{i}") for i, v in enumerate(values)]

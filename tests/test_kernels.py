@@ -188,7 +188,7 @@ def test_compiled_global_norm_scales_equal_the_clipper(rng, dtype, auto_skip):
     """steptables.global_norm_scales (the one-bucket fast path) gives the bits of
     ClipGradByGlobalNorm.norm_scales, including zero, inf and NaN norms and clip_norm <= 0."""
     from adamax_engine import ClipGradByGlobalNorm
-    from adamax_engine.kernels.steptables import global_norm_scales
+    from adamax_engine.step.tables import global_norm_scales
     n = 37
     cases = [rng.random(n).astype(dtype) * 10 ** rng.uniform(-6, 3) for _ in range(20)]
     cases += [np.zeros(n, dtype), np.full(n, np.inf, dtype), np.full(n, np.nan, dtype)]

@@ -1,10 +1,10 @@
-"""Row-sparse grads (sparse.py, kernels/sparse.py) against the dense result and a lazy oracle."""
+"""Row-sparse grads (step/rows.py, kernels/rows.py) against the dense result and a lazy oracle."""
 import numpy as np
 import pytest
 
 import adamax_engine as ae
 from adamax_engine.kernels import reference as ref
-from adamax_engine.sparse import RowSparseGrad
+from adamax_engine.step.rows import RowSparseGrad
 
 R, D = 60, 5
 
@@ -175,7 +175,7 @@ def test_checkpoint_of_a_lagging_run_is_the_dense_state(rng, tmp_path):
         opt_d.step()
     opt_s.save(tmp_path / "s.npz")  # flushes first
     opt_d.save(tmp_path / "d.npz")
-    from adamax_engine import checkpoint
+    from adamax_engine.io import checkpoint
     _, a = checkpoint.read(tmp_path / "s.npz")
     _, b = checkpoint.read(tmp_path / "d.npz")
     for key in b:

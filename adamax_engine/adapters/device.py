@@ -16,7 +16,7 @@ def is_device_array(value):
         return True
     if type(value).__name__ != "FakeCUDAArray":
         return False
-    from ..kernels.cuda import simulated
+    from ..kernels.cuda.dense import simulated
     return simulated()
 
 
@@ -30,7 +30,7 @@ def as_device_array(value):
 
 def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
     """check_array's rules (parameter.check_array) for device arrays; returns the numba view."""
-    from ..parameter import SUPPORTED_DTYPES
+    from ..params.parameter import SUPPORTED_DTYPES
     supported = SUPPORTED_DTYPES + (np.dtype(np.float16),)
     if not is_device_array(value):
         raise TypeError(f"{what}: expected a CUDA device array (numba, cupy, torch.cuda), got "
@@ -50,7 +50,7 @@ def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
 
 def _extent(a):
     """(first byte, one past the last byte) of a device array."""
-    from ..kernels.cuda import simulated
+    from ..kernels.cuda.dense import simulated
     a = as_device_array(a)
     if simulated():
         start = a._ary.__array_interface__["data"][0]
@@ -65,7 +65,7 @@ class DeviceAdapter(NumpyAdapter):
 
     @staticmethod
     def accepts(param):
-        from ..parameter import Parameter
+        from ..params.parameter import Parameter
         return isinstance(param, Parameter) and is_device_array(param._data)
 
     @staticmethod
@@ -74,7 +74,7 @@ class DeviceAdapter(NumpyAdapter):
 
     @staticmethod
     def zero_grad(param):
-        from ..kernels.cuda import fill
+        from ..kernels.cuda.dense import fill
         fill(as_device_array(param._grad).reshape(-1), 0)
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The numpy adapter: ``adamax_engine.Parameter`` (an ndarray ``.data`` and ``.grad``)."""
 import numpy as np
 
-from ..parameter import Parameter, check_array
+from ..params.parameter import Parameter, check_array
 
 
 class NumpyAdapter:

@@ -6,7 +6,7 @@ an address table (``Tensor.data_ptr()``); zero-copy numpy views come from DLPack
 are read from the parameter, as paddle's optimizer does. Grads are looked up every step:
 paddle allocates a new grad tensor after ``clear_gradient``.
 """
-from ..regularizer import L1Decay, L2Decay
+from ..transforms.regularizer import L1Decay, L2Decay
 from .tensor import TensorAdapter, numpy_dtype
 
 

@@ -10,7 +10,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from ..parameter import DTYPE_NAMES, supported
+from ..params.parameter import DTYPE_NAMES, supported
 
 
 class TensorAdapter:

@@ -42,7 +42,7 @@ class TorchAdapter(TensorAdapter):
         """A sparse COO grad (nn.Embedding(sparse=True)) as a RowSparseGrad, else None."""
         if grad is None or not grad.is_sparse:
             return None
-        from ..sparse import RowSparseGrad
+        from ..step.rows import RowSparseGrad
         g = grad.coalesce()
         return RowSparseGrad(g.indices()[0].numpy(), g.values().detach().numpy())
 
@@ -77,7 +77,7 @@ class TorchCudaAdapter(TorchAdapter):
     views (``torch.as_tensor``, no copy) of the registry's flat device buffers, so backward
     accumulates into them and a step is one launch per bucket; a new grad tensor is copied in
     on the device and re-pointed. ``mode="borrow"``: torch's own memory is stepped through
-    address tables (kernels/cuda_borrow.py). float32/float64 (float16 with multi_precision in
+    address tables (kernels/cuda/borrow.py). float32/float64 (float16 with multi_precision in
     adopt mode; numba has no bfloat16 on the GPU). numba's simulator has no CUDA Array
     Interface: tests/test_cuda_frameworks.py runs this on a GPU only.
     """

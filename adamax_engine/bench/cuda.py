@@ -84,7 +84,7 @@ def optax_jit(shapes):
 
 def kernel_only(opt):
     """The update launch alone, on the optimizer's own buffers (no host bookkeeping)."""
-    from adamax_engine.kernels import cuda as K
+    from adamax_engine.kernels.cuda import dense as K
     b = opt.registry.buckets[0]
     t, k = opt._cuda.tables[id(b)], K.kernels(b.dtype)
     launch = k.update[K.grid_for(len(b.chunks)), k.threads]

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..parameter import Parameter
+from ..params.parameter import Parameter
 
 # name -> {option: (default, kind, lowest allowed)}
 OPTIONS = {

@@ -2,7 +2,7 @@
 
 Output directory: ``metrics.csv`` (step, loss, lr), ``summary.json``, ``config.json`` (the
 validated spec), ``curves.png`` when matplotlib is installed, and ``checkpoint/`` every
-``checkpoint_every`` steps: ``checkpoint.npz`` (adamax_engine.checkpoint's format: parameters,
+``checkpoint_every`` steps: ``checkpoint.npz`` (adamax_engine.io.checkpoint's format: parameters,
 optimizer state and config, LR scheduler state, the step and the metrics so far). ``resume`` continues
 from it bit-identically: problems are full-batch and seeded, and every number is restored exactly.
 """
@@ -31,7 +31,7 @@ def build(spec):
     opt = Adamax(parameters=C.group_parameters(problem.params, groups), **kw)
     dist = spec.get("distributed")
     if dist:  # every rank computes the problem's (full-batch) grads; the step averages them
-        from ..distributed import DistributedAdamax
+        from ..parallel.mpi import DistributedAdamax
         opt = DistributedAdamax(opt, shard_state=dist["shard_state"],
                                 bucket_bytes=int(dist["bucket_mb"] * 2 ** 20))
         opt.broadcast_parameters()
@@ -44,7 +44,7 @@ def is_root(opt):
 
 
 def save_checkpoint(directory, step, problem, opt, losses, lrs):
-    """One checkpoint.npz (adamax_engine.checkpoint: atomic, checksummed, no pickle)."""
+    """One checkpoint.npz (adamax_engine.io.checkpoint: atomic, checksummed, no pickle)."""
     del problem  # its parameters are the optimizer's, saved by opt.save
     os.makedirs(directory, exist_ok=True)
     opt.save(os.path.join(directory, "checkpoint.npz"), extra={"step": step},
@@ -55,7 +55,7 @@ def save_checkpoint(directory, step, problem, opt, losses, lrs):
 def load_checkpoint(directory, problem, opt):
     """Restore params and optimizer state in place; returns (step, losses, lrs)."""
     del problem
-    from ..checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
     try:
         extra = opt.restore(os.path.join(directory, "checkpoint", "checkpoint.npz"))
     except CheckpointError as exc:

@@ -5,7 +5,7 @@
     model:      {framework: numpy}                         # numpy (built-in backward) | torch
     optimizer:  {...}                                      # adamax_engine/config.py
     sweep:      {grid: {optimizer.learning_rate: [0.01, 0.1], optimizer.flavor: [paddle, torch]}}
-    distributed: {backend: mpi, shard_state: true, bucket_mb: 32}  # under mpiexec (distributed.py)
+    distributed: {backend: mpi, shard_state: true, bucket_mb: 32}  # under mpiexec (parallel/mpi.py)
 """
 import copy
 import itertools

@@ -8,7 +8,7 @@ initial weights as the numpy problems, so the two backends' curves agree to roun
 """
 import numpy as np
 
-from ..parameter import Parameter
+from ..params.parameter import Parameter
 from . import problems
 
 TORCH_PROBLEMS = ("softmax_blobs", "mlp_spirals", "teacher_student", "digits")

@@ -2,7 +2,7 @@
 
 For the CUDA kernels: numba.cuda has no scalar bitcast (numba issue #6026) and its simulator runs
 device functions as plain Python, so these are written once, in Python that both numba.cuda and
-the simulator run (kernels/cuda_mixed.py compiles them as device functions). Every step is exact
+the simulator run (kernels/cuda/mixed.py compiles them as device functions). Every step is exact
 (scaling by powers of two, floor, a difference of nearby floats), so the results are the same
 as kernels/halfbits.py's: exact widening, round-to-nearest-even narrowing, inf/overflow -> inf,
 NaN -> a quiet NaN. The tests run both over every 16-bit input and ~10^5 float32 values.

@@ -30,7 +30,7 @@ N_HYPER = 9
 # columns of the per-segment flag table (int64)
 ACTIVE, DECAY_MODE, CLIP_VALUE, SCALE_GRAD = range(4)
 #: ACTIVE on the GPU for a row-sparse segment: stepped (beta1_pow, norms from ``extra``), but the
-#: dense update and reduction kernels skip it (kernels/cuda_sparse.py updates its rows)
+#: dense update and reduction kernels skip it (kernels/cuda/rows.py updates its rows)
 ACTIVE_SPARSE = 2
 N_FLAGS = 4
 # DECAY_MODE values

@@ -8,8 +8,8 @@ import numbers
 
 import numpy as np
 
-from .clip import GradientClipBase
-from .regularizer import L2Decay, WeightDecayRegularizer
+from ..transforms.clip import GradientClipBase
+from ..transforms.regularizer import L2Decay, WeightDecayRegularizer
 
 GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "beta1", "beta2", "epsilon"}
 

@@ -75,7 +75,7 @@ class Parameter:
 
     def __init__(self, array, name=None, learning_rate=1.0, regularizer=None, need_clip=True,
                  trainable=True):
-        from .adapters.device import check_device_array, is_device_array
+        from ..adapters.device import check_device_array, is_device_array
         if is_device_array(array):
             array = check_device_array(array, "array")
         else:

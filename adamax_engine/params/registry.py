@@ -15,7 +15,7 @@ Modes:
            then re-pointed: a gradient is never lost.
   borrow   the caller keeps its memory; the registry owns only optimizer state and hands the
            kernel a table of addresses (kernels.cpu.borrowed_update; on the GPU
-           kernels/cuda_borrow.py, float32/float64 only).
+           kernels/cuda/borrow.py, float32/float64 only).
 Assumed, not checked per step: nobody resizes a parameter after registration (data of another
 shape is refused), and adopted views are not written concurrently with a step.
 Mixed precision: a float16/bfloat16 bucket computes in float32 on its own ``master`` copy; the
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kernels import layout as L
+from ..kernels import layout as L
 from .parameter import LOW_PRECISION
-from .sparse import RowSparseGrad
+from ..step.rows import RowSparseGrad
 
 MODES = ("adopt", "borrow")
 DEVICES = ("cpu", "cuda")
@@ -73,18 +73,18 @@ class Bucket:
         self.offsets, total = L.segment_offsets(self.lengths)
         zeros = np.zeros
         if self.device == "cuda":
-            from .kernels.cuda import zeros
+            from ..kernels.cuda.dense import zeros
         self.moment = zeros(total, self.dtype)
         self.inf_norm = zeros(total, self.dtype)
         self.beta1_pow = np.zeros(n, self.dtype)
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
         self.active = np.zeros(n, np.bool_)
-        self.sparse = np.zeros(n, np.bool_)  # this step's grad is row-sparse (sparse.py)
+        self.sparse = np.zeros(n, np.bool_)  # this step's grad is row-sparse (step/rows.py)
         self.chunks = L.build_chunk_table(self.offsets, self.lengths)
         self.groups = np.array([e.group for e in self.entries], dtype=np.int64)
         self.hyper, self.flags = L.empty_tables(n, self.dtype)
-        self.dirty = True  # a device copy of the tables (cuda_step) must be refreshed
+        self.dirty = True  # a device copy of the tables (step.cuda) must be refreshed
         if self.mode == "adopt":
             self.params = zeros(total, self.store or self.dtype)
             self.grads = zeros(total, self.store or self.dtype)
@@ -98,7 +98,7 @@ class Bucket:
                 if self.device == "cpu":
                     e.view_addrs = (e.data_view.ctypes.data, e.grad_view.ctypes.data)
                 else:  # (torch CUDA tensors are compared with our views by address)
-                    from .adapters.device import DeviceAdapter
+                    from ..adapters.device import DeviceAdapter
                     e.view_addrs = (DeviceAdapter.address(e.data_view),
                                     DeviceAdapter.address(e.grad_view))
 
@@ -296,8 +296,8 @@ class Registry:
             return
         master = b.segment(b.master, e.index)
         if b.device == "cuda":  # adopt only: the 16-bit value is in our view
-            from .kernels.cuda_mixed import widen_on_device
-            from .kernels.halfbits import store_code
+            from ..kernels.cuda.mixed import widen_on_device
+            from ..kernels.halfbits import store_code
             widen_on_device(e.data_view.reshape(-1).view(np.uint16), master.reshape(-1),
                             store_code(b.store))
             return
@@ -326,7 +326,7 @@ class Registry:
                 e.adapter.zero_grad(e.param)
         for b in self.buckets:
             if b.mode == "adopt" and b.device == "cuda":
-                from .kernels.cuda import fill
+                from ..kernels.cuda.dense import fill
                 fill(b.grads, 0)
             elif b.mode == "adopt":
                 b.grads[...] = 0

@@ -3,7 +3,7 @@
 paddle's Adamax does not support sparse parameters (its docs say so) and no peer does. Here a
 parameter of shape (R, ...) may receive a gradient that names some rows (duplicates summed, in
 the order given) and their values; ``step()`` updates only those rows in one fused kernel
-(kernels/sparse.py). ``Adamax(lazy_mode=False)`` (default) gives exactly the dense result, a
+(kernels/rows.py). ``Adamax(lazy_mode=False)`` (default) gives exactly the dense result, a
 dense grad with zeros in the other rows: rows that are not touched lag behind and are replayed
 exactly when next touched, or by ``opt.flush()`` (which ``state_dict``, ``save`` and a dense
 grad on that parameter call first). A lagging row holds its value at its last update, so a
@@ -19,8 +19,8 @@ exceeds ``max_lag`` steps the whole parameter is flushed (the dense cost, amorti
 """
 import numpy as np
 
-from .kernels import layout as L
-from .kernels import sparse as K
+from ..kernels import layout as L
+from ..kernels import rows as K
 
 
 class RowSparseGrad:
@@ -90,7 +90,7 @@ class SparseRows:
 
     def sums(self, entries, sparse, skip_nonfinite):
         """On the GPU: {id(bucket): (squares, inf/nan flags)} of the row-sparse grads that a
-        norm clip or skip_nonfinite needs (cuda_step adds them in finish_clip)."""
+        norm clip or skip_nonfinite needs (step.cuda adds them in finish_clip)."""
         out = {}
         for e in entries if sparse else ():
             b, k = e.bucket, e.index
@@ -110,7 +110,7 @@ class SparseRows:
     @staticmethod
     def _kernels(e):
         if e.bucket.device == "cuda":
-            from .kernels import cuda_sparse
+            from ..kernels.cuda import rows as cuda_sparse
             return cuda_sparse
         return K
 
@@ -174,7 +174,7 @@ class SparseRows:
         """A dense update moved every row (after a flush): no row lags any more."""
         st = self.state[id(e)]
         if e.bucket.device == "cuda":
-            from .kernels.cuda import fill
+            from ..kernels.cuda.dense import fill
             fill(st["last"], st["clock"])
         else:
             st["last"][:] = st["clock"]
@@ -183,7 +183,7 @@ class SparseRows:
 
     def sumsq(self, grad):
         """(sum of squares, non-finite) of a checked sparse grad's summed values."""
-        from .kernels.cpu import segment_sumsq
+        from ..kernels.cpu import segment_sumsq
         flat = grad[1].reshape(-1)
         chunks = L.build_chunk_table([0], [flat.size])
         sums, bad = segment_sumsq(flat, chunks, np.ones((1, L.N_FLAGS), np.int64))

@@ -14,9 +14,9 @@ default stream, in order.
 """
 import numpy as np
 
-from .kernels import cuda as K
-from .kernels import cuda_mixed as KM
-from .kernels.halfbits import store_code
+from ..kernels.cuda import dense as K
+from ..kernels.cuda import mixed as KM
+from ..kernels.halfbits import store_code
 
 _NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
 
@@ -203,11 +203,11 @@ class CudaStep:
 # --- borrow mode: the caller's params and grads, wherever they are ------------------------------
 def access(bucket, t):
     """(kernel namespace, ``where``) of a bucket's update and reduction: borrowed memory on a
-    GPU goes through kernels/cuda_borrow.py's address tables, which need the segment offsets."""
+    GPU goes through kernels/cuda/borrow.py's address tables, which need the segment offsets."""
     if bucket.mode == "borrow" and not K.simulated():
         from numba import cuda
 
-        from .kernels import cuda_borrow as KB
+        from ..kernels.cuda import borrow as KB
         if t.offsets is None:
             t.offsets = cuda.to_device(bucket.offsets)
         return KB.kernels(bucket.dtype), t.offsets
@@ -229,7 +229,7 @@ def stage(bucket, t, into):
     """The simulator's borrow mode (it has no raw addresses): the active params and grads are
     copied into flat staging buffers before the step (``into``) and the params back after, so
     the plain kernels run; the same numbers as the address-table kernels, which it cannot run."""
-    from .adapters.device import as_device_array
+    from ..adapters.device import as_device_array
     if t.staging is None:
         t.staging = (K.zeros(len(bucket.moment), bucket.dtype),
                      K.zeros(len(bucket.moment), bucket.dtype))

@@ -1,7 +1,7 @@
 """The one place a backend is chosen (torch.optim's ``_default_to_fused_or_foreach`` idea).
 
 ``backend=None`` follows where the buffers live (host memory -> numba CPU kernels, a CUDA
-device -> kernels.cuda, driven by cuda_step); ``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
+device -> kernels.cuda, driven by step.cuda); ``"reference"`` forces the numpy oracle. An explicit backend that cannot run raises, never
 falls back quietly.
 """
 import numpy as np
@@ -17,7 +17,7 @@ def resolve(backend, device):
     if (backend == "cuda") != (device == "cuda"):
         raise ValueError(f"backend: {backend!r} cannot run on device={device!r}")
     if backend == "cuda":
-        from .kernels.cuda import available
+        from ..kernels.cuda.dense import available
         if not available():
             raise RuntimeError("device='cuda': no CUDA GPU (and NUMBA_ENABLE_CUDASIM is not set)")
     return backend
@@ -51,9 +51,9 @@ def _kernels(backend):
     k = _LOADED.get(backend)
     if k is None:
         if backend == "reference":
-            from .kernels import reference as k
+            from ..kernels import reference as k
         else:
-            from .kernels import cpu as k
+            from ..kernels import cpu as k
         _LOADED[backend] = k
     return k
 
@@ -100,19 +100,19 @@ _BITS = np.empty(0, np.uint16)
 
 
 def _store_code(bucket):
-    from .kernels.halfbits import store_code
+    from ..kernels.halfbits import store_code
     return store_code(bucket.store)
 
 
 def _mixed_sumsq(backend, bucket, flags):
-    from .kernels import reference
+    from ..kernels import reference
     if backend == "reference":
         if bucket.mode == "adopt":
             return reference.segment_sumsq(bucket.grads.astype(np.float32), bucket.chunks, flags)
         _, grads, _alive = _borrowed_arrays(bucket, backend)
         return reference.borrowed_sumsq([g.astype(np.float32) for g in grads], bucket.offsets,
                                         bucket.chunks, flags, bucket.moment)
-    from .kernels import mixed
+    from ..kernels import mixed
     if bucket.mode == "adopt":
         return mixed.segment_sumsq(bucket.grads.view(np.uint16), bucket.chunks, flags,
                                    _store_code(bucket))
@@ -124,7 +124,7 @@ def _mixed_sumsq(backend, bucket, flags):
 def _mixed_update(backend, bucket, flavor):
     b = bucket
     if backend == "reference":
-        from .kernels import reference
+        from ..kernels import reference
         if b.mode == "adopt":
             reference.mixed_update(b.params, b.grads, b.master, b.moment, b.inf_norm, b.chunks,
                                    b.hyper, b.flags, flavor)
@@ -133,7 +133,7 @@ def _mixed_update(backend, bucket, flavor):
             reference.mixed_borrowed_update(params, grads, b.master, b.moment, b.inf_norm,
                                             b.offsets, b.chunks, b.hyper, b.flags, flavor)
         return
-    from .kernels import mixed
+    from ..kernels import mixed
     if b.mode == "adopt":
         mixed.fused_update(b.params.view(np.uint16), b.grads.view(np.uint16), b.master, b.moment,
                            b.inf_norm, b.chunks, b.hyper, b.flags, flavor, _store_code(b))

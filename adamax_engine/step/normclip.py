@@ -4,13 +4,13 @@ ClipGradByNorm and ClipGradByGlobalNorm need every clipped grad's sum of squares
 update; ``skip_nonfinite`` needs the non-finite flag of every grad. Both come from the same
 reduction pass (kernels.cpu.segment_sumsq, or the distributed twin's), after which each clipper
 turns the sums into the GRAD_SCALE / SCALE_GRAD columns that the update kernel reads.
-(The CUDA step does all of this on the device: cuda_step.py.)
+(The CUDA step does all of this on the device: step/cuda.py.)
 """
 import numpy as np
 
-from .clip import ClipGradByGlobalNorm
-from .kernels import layout as L
-from .kernels.steptables import global_norm_scales
+from ..transforms.clip import ClipGradByGlobalNorm
+from ..kernels import layout as L
+from .tables import global_norm_scales
 
 
 class NormClips:

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
+from ..layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD)
 
@@ -154,8 +154,8 @@ def kernels(dtype):
         """The update kernel reading params and grads through ``load_*(arr, seg, i, where)``
         and writing params through ``store(arr, seg, i, where, value)``; ``where`` is what they
         need besides the array and the flat index i: nothing for the flat buffers, the segment
-        offsets for kernels/cuda_borrow.py's address tables, the 16-bit params and their format
-        for kernels/cuda_mixed.py (``params`` are then the float32 master weights)."""
+        offsets for kernels/cuda/borrow.py's address tables, the 16-bit params and their format
+        for kernels/cuda/mixed.py (``params`` are then the float32 master weights)."""
         @cuda.jit
         def update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor, skip, lr,
                    lr_mult, beta1_pow, beta1_f64, steps, where):
@@ -238,7 +238,7 @@ def kernels(dtype):
             A chunk counts when its segment is active and norm-clipped, or every active chunk
             when ``all_active`` (the non-finite check of skip_nonfinite needs every grad).
             ``store`` is for ``load``: the 16-bit format of the mixed-precision kernels, the
-            segment offsets of the borrowed ones (kernels/cuda_borrow.py), else unused.
+            segment offsets of the borrowed ones (kernels/cuda/borrow.py), else unused.
             """
             acc = cuda.shared.array(nthreads, nbt)
             flag = cuda.shared.array(nthreads, numba.int32)

@@ -1,19 +1,19 @@
-"""numba.cuda twins of kernels/sparse.py: row-sparse steps on device parameters.
+"""numba.cuda twins of kernels/rows.py: row-sparse steps on device parameters.
 
 Same arguments and meaning (param/moment/inf_norm viewed as (rows, row_len) device arrays,
 ``hist`` the hyper rows of the updates base.., ``last`` per-row last update), one thread per
 (touched row, column) element; ``last`` is written by a second launch so that no thread reads
-a row's ``last`` after another thread of that row changed it. The arithmetic is kernels/cuda.py's
+a row's ``last`` after another thread of that row changed it. The arithmetic is kernels/cuda/dense.py's
 ``element`` (so the GPU's dense and sparse results agree); a replayed step has a zero grad and
-no grad scale, as in kernels/sparse.py.
+no grad scale, as in kernels/rows.py.
 """
 import functools
 from types import SimpleNamespace
 
 import numpy as np
 
-from . import cuda as K
-from .layout import (BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
+from . import dense as K
+from ..layout import (BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
                      GRAD_SCALE, LR_T, ONE_MINUS_BETA1, SCALE_GRAD)
 
 cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps

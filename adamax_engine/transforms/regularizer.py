@@ -1,7 +1,7 @@
 """Weight decay as paddle does it: a term added to the gradient after clipping (coupled, never clipped)."""
 import math
 
-from .kernels.layout import L1_DECAY, L2_DECAY
+from ..kernels.layout import L1_DECAY, L2_DECAY
 
 
 class WeightDecayRegularizer:

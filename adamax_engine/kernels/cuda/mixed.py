@@ -1,11 +1,11 @@
 """numba.cuda kernels for mixed precision: float16/bfloat16 params and grads, float32 masters.
 
-The update is kernels/cuda.py's own (built by its ``make_update``: the same float32 arithmetic,
+The update is kernels/cuda/dense.py's own (built by its ``make_update``: the same float32 arithmetic,
 four elements per thread and pass) on the master weights, with the 16-bit grads widened on
 load and the 16-bit params written, rounded to nearest even, next to each master, by
 kernels/halfmath.py's exact conversions (compiled here as device functions; the simulator runs
 them as Python). 16-bit arrays are passed as uint16 bits, ``store`` says which format
-(halfbits.FLOAT16 / BFLOAT16). The norm reduction is kernels/cuda.py's, reading the grads
+(halfbits.FLOAT16 / BFLOAT16). The norm reduction is kernels/cuda/dense.py's, reading the grads
 through ``widen``.
 """
 import functools
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import cuda as K
-from . import halfmath
+from . import dense as K
+from .. import halfmath
 
 
 cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps

@@ -28,8 +28,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import dispatch
-from .kernels import layout as L
+from ..step import dispatch
+from ..kernels import layout as L
 
 
 def _mpi():
@@ -100,9 +100,9 @@ class ShardedStep(dispatch.LocalStep):
 
 
 def _sharded_cuda_step():
-    """ShardedCudaStep, defined on first use (cuda_step imports numba's CUDA support)."""
-    from .cuda_step import CudaStep
-    from .kernels import cuda as K
+    """ShardedCudaStep, defined on first use (step.cuda imports numba's CUDA support)."""
+    from ..step.cuda import CudaStep
+    from ..kernels.cuda import dense as K
 
     class ShardedCudaStep(CudaStep):
         """ZeRO-1 on device="cuda": each rank steps its slice of every flat device buffer.
@@ -192,7 +192,7 @@ class DistributedAdamax:
             raise ValueError(f"cuda_aware: expected None, True or False, got {cuda_aware!r}")
         if cuda_aware is None:  # MPIX_Query_cuda_support where mpi4py exposes it, else stage
             query = getattr(self.MPI, "Query_cuda_support", None)
-            from .kernels.cuda import simulated
+            from ..kernels.cuda.dense import simulated
             cuda_aware = bool(query is not None and not simulated() and query())
         self.cuda_aware = self.cuda and cuda_aware
         if shard_state and any(b.store is not None for b in reg.buckets):
@@ -256,7 +256,7 @@ class DistributedAdamax:
                 self._collective(piece, lambda buf: self.comm.Allreduce(
                     self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
                 if self.cuda:
-                    from .kernels.cuda import divide
+                    from ..kernels.cuda.dense import divide
                     divide(piece, self.size)
                 else:
                     np.divide(piece, b.dtype.type(self.size), out=piece)

@@ -33,7 +33,11 @@ import zipfile
 import numpy as np
 
 FORMAT, VERSION = "adamax-engine-checkpoint", 1
-_REBUILDABLE = ("adamax_engine.lr.", "adamax_engine.clip", "adamax_engine.regularizer")
+_REBUILDABLE = ("adamax_engine.lr.", "adamax_engine.transforms.clip",
+                "adamax_engine.transforms.regularizer")
+#: where those classes lived before the package was split into layers: older checkpoints name them
+_MOVED = {"adamax_engine.clip": "adamax_engine.transforms.clip",
+          "adamax_engine.regularizer": "adamax_engine.transforms.regularizer"}
 
 
 class CheckpointError(ValueError):
@@ -70,6 +74,7 @@ def decode(value):
     if "__class__" not in value:
         return {k: decode(v) for k, v in value.items()}
     module, _, name = value["__class__"].rpartition(".")
+    module = _MOVED.get(module, module)
     if not (module + ".").startswith(_REBUILDABLE) and module not in _REBUILDABLE:
         raise CheckpointError(f"checkpoint: refusing to build {value['__class__']!r} "
                               "(only adamax_engine schedulers, clippers and regularizers)")
@@ -198,7 +203,7 @@ def read(path):
         if _digest(value) != sums[key]:
             raise CheckpointError(f"{path}: array {key!r} does not match its checksum (tampered?)")
     if meta["bfloat16"]:
-        from .adapters.tensor import bfloat16
+        from ..adapters.tensor import bfloat16
         for key in meta["bfloat16"]:
             arrays[key] = arrays[key].view(bfloat16())
     return meta, arrays
@@ -233,7 +238,7 @@ def restore(opt, path, match="name", params=True):
     anything changes: on CheckpointError the optimizer and the parameters are as they were.
     Returns the checkpoint's ``extra`` dict plus its ``extra/`` arrays under ``arrays``.
     """
-    from .lr import is_scheduler
+    from ..lr import is_scheduler
     from .state import write_param
     meta, arrays = path if isinstance(path, tuple) else read(path)
     where = "checkpoint" if isinstance(path, tuple) else os.fspath(path)
@@ -305,7 +310,7 @@ def build(cls, path, parameters, match="name", **overrides):
     learning_rate -- required when the saved one was a lambda or foreign scheduler). The device
     follows the parameters: CUDA device arrays load onto the GPU.
     """
-    from .adapters import adapter_for
+    from ..adapters import adapter_for
     meta, arrays = read(path)
     cfg, records = meta["config"], meta["parameters"]
     items = list(parameters)

@@ -1,13 +1,13 @@
 """numba.cuda kernels for borrow mode on the GPU: params and grads stay in the caller's memory.
 
-kernels/cuda.py's ``update`` and ``sumsq_partials`` (the same code, built by its
+kernels/cuda/dense.py's ``update`` and ``sumsq_partials`` (the same code, built by its
 ``make_update`` / ``make_sumsq``) with params and grads read and written through a device
 table of addresses, one per segment: element i of segment ``seg`` (flat index i, as in the
 state buffers) is at ``addresses[seg]`` + (i - ``offsets[seg]``) elements. So a model of many
 separately allocated tensors (torch or cupy arrays the engine cannot re-point) is still one
 launch per bucket, like kernels.cpu.borrowed_update on the host.
 
-Raw addresses do not exist in numba's simulator: there cuda_step.py stages the borrowed arrays
+Raw addresses do not exist in numba's simulator: there step/cuda.py stages the borrowed arrays
 through flat buffers instead (the plain kernels, so the same numbers); these kernels are
 compiled for a real GPU by scripts/ptx_check.py and run by the GPU tests.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from . import cuda as K
+from . import dense as K
 
 
 @intrinsic

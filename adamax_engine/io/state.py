@@ -11,8 +11,8 @@ process (paddle's process-global name counter makes that fail).
 """
 import numpy as np
 
-from .kernels import layout as L
-from .lr import is_scheduler
+from ..kernels import layout as L
+from ..lr import is_scheduler
 
 ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
 
@@ -127,7 +127,7 @@ def host_param(entry):
     a = entry.adapter
     data = a.data(entry.param)
     if a.device == "cuda":
-        from .adapters.device import as_device_array
+        from ..adapters.device import as_device_array
         return as_device_array(data).copy_to_host()
     return np.array(a.numpy(data), copy=True)
 
@@ -137,7 +137,7 @@ def write_param(entry, value):
     a = entry.adapter
     data = a.data(entry.param)
     if a.device == "cuda":
-        from .adapters.device import as_device_array
+        from ..adapters.device import as_device_array
         as_device_array(data).copy_to_device(np.ascontiguousarray(value))
     else:
         a.numpy(data)[...] = value

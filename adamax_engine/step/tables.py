@@ -8,7 +8,7 @@ the ones of kernels.reference.group_step (tests compare every path with that ora
 import numpy as np
 from numba import njit
 
-from .layout import ACTIVE, GRAD_SCALE, LR_T, PADDLE, SCALE_GRAD
+from ..kernels.layout import ACTIVE, GRAD_SCALE, LR_T, PADDLE, SCALE_GRAD
 
 
 @njit(cache=True, error_model="numpy")

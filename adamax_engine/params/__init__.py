@@ -1,0 +1,1 @@
+"""Parameters and where they live: ``Parameter``, group parsing, the registry of flat buffers."""

@@ -1,0 +1,1 @@
+"""What happens to a grad before the update: clippers and regularizers (lr schedules: ``lr/``)."""
