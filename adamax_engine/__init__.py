@@ -9,7 +9,7 @@ from .transforms.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByVal
 from .optimizer import Adamax
 from .params.parameter import Parameter
 from .transforms.regularizer import L1Decay, L2Decay
-from .step.rows import RowSparseGrad
+from .params.rowsparse import RowSparseGrad
 
 __version__ = "0.1.0"
 

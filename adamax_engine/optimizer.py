@@ -14,26 +14,33 @@ T; beta1_pow starts at T(beta1) and is kept in T; lr is T(lr), times T(lr multip
 is not 1. Other flavors: ``"torch"``/``"optax"`` u = max(beta2*u, |g| + eps), ``"keras"``
 u = max(beta2*u, |g|) and eps in the denominator; their bias correction is 1 - beta1**step.
 """
-import contextlib
+from typing import NamedTuple
 
-import numpy as np
-
-from .step import dispatch
-from .params import groups as G
 from .adapters import adapter_for
-from .transforms.clip import GradientClipBase
-from .kernels import layout as L
-from .kernels.reference import paddle_hyper
-from .step.tables import begin_step, end_step
-from .lr import is_scheduler
-from .step.normclip import NormClips
-from .params.parameter import LOW_PRECISION
-from .params.registry import Entry, Registry
-from .step.rows import SparseRows
 from .io.state import load_state, state_dict_of
+from .lr import is_scheduler
+from .params import groups as G
+from .params.parameter import LOW_PRECISION
+from .params.bucket import Entry
+from .params.registry import Registry
+from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve
+from .transforms.clip import GradientClipBase
 
 
-_unfenced = contextlib.nullcontext
+class Settings(NamedTuple):
+    """An optimizer's configuration as constructed (read by io/ and experiments/)."""
+    learning_rate: object   # a float or a scheduler (what get_lr() reads)
+    beta1: float
+    beta2: float
+    epsilon: float
+    weight_decay: object    # the optimizer-wide regularizer, or None
+    grad_clip: object
+    name: object
+    flavor: str
+    groups: list            # normalised group dicts (params/groups.py)
+    skip_nonfinite: bool
+    lazy_mode: bool
+    multi_precision: bool
 
 
 class Adamax:
@@ -90,88 +97,31 @@ class Adamax:
             raise TypeError("'grad_clip' should be an instance of GradientClipBase's derived class")
         if not isinstance(multi_precision, bool):
             raise TypeError(f"multi_precision: expected a bool, got {multi_precision!r}")
-        self._multi_precision = multi_precision
-        if flavor not in L.FLAVORS:
-            raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
+        code = flavor_code(flavor)
         self._learning_rate = learning_rate
-        self._beta1, self._beta2, self._epsilon = beta1, beta2, epsilon
         self.regularization = G.regularizer(weight_decay, "weight_decay")
-        self._grad_clip = grad_clip
-        self._name = name
         self.flavor = flavor
-        self._flavor_code = L.FLAVORS[flavor]
-        self._names = {}  # id(param) -> name, from (name, param) pairs (named_parameters())
+        names = {}  # id(param) -> name, from (name, param) pairs (named_parameters())
         defaults = {"beta1": beta1, "beta2": beta2, "epsilon": epsilon, "grad_clip": grad_clip}
-        self._groups = G.parse_groups(G.unpair(list(parameters), self._names), defaults)
-        pairs = [(p, gi, g) for gi, g in enumerate(self._groups) for p in g["params"]]
-        entries = [self._entry(p, gi, g, i) for i, (p, gi, g) in enumerate(pairs)]
+        groups = G.parse_groups(G.unpair(list(parameters), names), defaults)
+        pairs = [(p, gi, g) for gi, g in enumerate(groups) for p in g["params"]]
+        entries = [_entry(p, gi, g, i, names, self.regularization, multi_precision)
+                   for i, (p, gi, g) in enumerate(pairs)]
         if mode is None:
             mode = entries[0].adapter.default_mode if entries else "adopt"
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
-        self._skip_nonfinite = skip_nonfinite
-        self._skipped = 0
-        self._backend = dispatch.resolve(backend, device)
-        self._fence = _unfenced()
-        if stream is not None:  # checked before anything is built: a bad value changes nothing
-            if device != "cuda":
-                raise ValueError(f"stream: only for device='cuda', got device={device!r}")
-            from .step.streams import StreamFence, stream_source
-            self._fence = StreamFence(stream_source(stream))
-        self._kernels = dispatch.LocalStep(self._backend)
-        self._sparse = SparseRows(lazy_mode)
+        if not isinstance(lazy_mode, bool):
+            raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
+        self._fixed = dict(beta1=beta1, beta2=beta2, epsilon=epsilon, grad_clip=grad_clip,
+                           name=name, groups=groups, skip_nonfinite=skip_nonfinite,
+                           lazy_mode=lazy_mode, multi_precision=multi_precision)
+        backend = resolve(backend, device)
+        fence = check_stream(stream, device)  # checked before anything is built
         self._registry = Registry(entries, mode=mode, device=device)
-        self._fill_static_tables()
-        self._cuda = None
-        if self._backend == "cuda":
-            from .step.cuda import CudaStep
-            self._cuda = CudaStep(self._registry.buckets, self._groups)
-
-    # --- construction -------------------------------------------------------------------------
-    def _entry(self, param, gi, group, index):
-        adapter = adapter_for(param)
-        name, own_lr, own_reg, need_clip = adapter.attributes(param)
-        name = self._names.get(id(param), name) or f"param_{index}"
-        adapter.check(adapter.data(param), f"{name}.data")
-        shape, dtype = adapter.meta(param)
-        if dtype.name in LOW_PRECISION and not self._multi_precision:
-            raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
-                            "(float32 master weights and moments; numba has no CPU float16 "
-                            "arithmetic, and paddle has no CPU float16 Adamax either)")
-        # a group's explicit setting wins (paddle), else the parameter's own, else the optimizer's
-        lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
-        reg = group["weight_decay"] or own_reg or self.regularization
-        return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))
-
-    def _fill_static_tables(self):
-        """Everything in the hyper/flag tables that does not change from step to step."""
-        for b in self._registry.buckets:
-            T = b.dtype.type
-            n = len(b.entries)
-            b.lr_mult = np.array([e.lr_mult for e in b.entries], dtype=b.dtype)
-            b.beta1_py = np.array([self._groups[e.group]["beta1"] for e in b.entries], np.float64)
-            b.beta1_T = b.beta1_py.astype(b.dtype)  # beta1_pow's init value and multiplier
-            b.norm_clipped = np.zeros(n, np.bool_)
-            for k, e in enumerate(b.entries):
-                g = self._groups[e.group]
-                if self._flavor_code == L.PADDLE:
-                    b1, b2, eps = paddle_hyper(b.dtype, g["beta1"], g["beta2"], g["epsilon"])
-                else:
-                    b1, b2, eps = T(g["beta1"]), T(g["beta2"]), T(g["epsilon"])
-                b.hyper[k, [L.BETA1, L.ONE_MINUS_BETA1, L.BETA2, L.EPS]] = [b1, T(1) - b1, b2, eps]
-                b.hyper[k, [L.DECAY, L.CLIP_MIN, L.CLIP_MAX]] = 0
-                b.flags[k, [L.DECAY_MODE, L.CLIP_VALUE]] = 0
-                if e.regularizer is not None:
-                    b.hyper[k, L.DECAY] = T(e.regularizer.coeff)
-                    b.flags[k, L.DECAY_MODE] = e.regularizer.mode
-                clip = g["grad_clip"]
-                if clip is not None and e.need_clip:
-                    bounds = clip.value_bounds(b.dtype)
-                    if bounds is not None:
-                        b.hyper[k, [L.CLIP_MIN, L.CLIP_MAX]] = bounds
-                        b.flags[k, L.CLIP_VALUE] = 1
-                    b.norm_clipped[k] = clip.needs_norms
-        self._norms = NormClips(self._groups, self._registry.buckets, self._skip_nonfinite)
+        self._registry.configure(groups, code)
+        self._options = StepOptions(backend, code, groups, skip_nonfinite, lazy_mode)
+        self._stepper = make_stepper(self._registry, self._options, fence)
 
     # --- the step -------------------------------------------------------------------------------
     def step(self):
@@ -183,79 +133,33 @@ class Adamax:
         self._step()
 
     def _step(self, only=None):
+        """Gather (the registry), then one call (the stepper), fenced against the trainer's
+        CUDA stream when one is set."""
         if not self._registry.entries:
             raise IndexError("parameters: the optimizer has no parameters "
                              "(paddle: list index out of range)")
-        with self._fence:
-            self._run_step(only)
-
-    def _run_step(self, only):
-        self._registry.gather(only)
-        lr = float(self.get_lr())
-        buckets = [b for b in self._registry.buckets if b.active.any()]
-        changed = {id(b): begin_step(lr, self._flavor_code, b.active, b.has_state, b.beta1_pow,
-                                     b.beta1_T, b.beta1_py, b.steps, b.lr_mult, b.hyper, b.flags)
-                   for b in buckets}
-        sparse, densified = self._registry.sparse, []
-        for e in self._registry.entries if sparse or self._sparse.state else ():
-            if id(e) in sparse:  # stepped, but the dense kernels skip it
-                e.bucket.flags[e.index, L.ACTIVE] = 0 if self._cuda is None else L.ACTIVE_SPARSE
-                e.bucket.dirty = True  # (a device copy of the flags must see that)
-            elif id(e) in self._sparse.state and e.bucket.active[e.index]:
-                self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
-                densified.append(e)  # a dense grad now: every row must be up to date
-        if self._cuda is not None:
-            self._cuda.step(buckets, changed, lr, self._flavor_code, self._skip_nonfinite,
-                            self._sparse_sums(sparse))
-            if sparse and self._skip_nonfinite and self._cuda.this_step_skipped():
-                densified = []  # (a device read, only with row-sparse grads and skipping)
-            else:
-                self._sparse_updates(sparse)
-        else:
-            self._kernels.prepare(buckets)
-            if not self._norms.apply(buckets, self._kernels, self._sparse, self._registry.sparse):
-                for b in buckets:
-                    self._kernels.update(b, self._flavor_code)
-                self._sparse_updates(sparse)
-                self._kernels.finish(buckets)
-            else:
-                self._skipped += 1
-                densified = []
-        for b in buckets:  # paddle advances beta1_pow on a skipped (found_inf) step too
-            end_step(b.active, b.beta1_pow, b.beta1_T, b.steps)
-        for e in densified:
-            self._sparse.dense_step_done(e)
-
-    def _sparse_updates(self, sparse):
-        rows = None if self._cuda is None else self._cuda.rows
-        self._sparse.updates(self._registry.entries, sparse, self._flavor_code, rows)
-
-    def _sparse_sums(self, sparse):
-        return self._sparse.sums(self._registry.entries, sparse, self._skip_nonfinite)
-
-    _param_view = staticmethod(SparseRows.param_view)
+        with self._stepper.fenced():
+            self._registry.gather(only)
+            self._stepper.step(float(self.get_lr()))
 
     def catch_up(self, param, rows):
         """Row-sparse parameter ``param`` (lazy_mode=False): bring ``rows`` up to date before a
         forward pass reads them (a lagging row holds its value at its last update)."""
         for e in self._registry.entries:
             if e.param is param:
-                with self._fence:
-                    self._sparse.catch_up_rows(e, self._param_view(e), rows, self._flavor_code)
+                self._stepper.catch_up(e, rows)
                 return
         raise ValueError("param: not a parameter of this optimizer")
 
     def flush(self):
         """Row-sparse parameters (lazy_mode=False): bring every lagging row up to date, so that
         parameters and state equal the dense run's (state_dict and save do it themselves)."""
-        with self._fence:
-            for e in self._registry.entries if self._sparse.state else ():
-                self._sparse.flush_entry(e, self._param_view(e), self._flavor_code)
+        self._stepper.flush()
 
     @property
     def skipped_steps(self):
         """Steps that ``skip_nonfinite`` skipped for an inf/nan grad (on CUDA: a device read)."""
-        return self._cuda.skipped_steps() if self._cuda is not None else self._skipped
+        return self._stepper.skipped_steps
 
     def minimize(self, loss, startup_program=None, parameters=None, no_grad_set=None):
         """paddle's dygraph minimize: does NOT run backward; steps on the grads already there.
@@ -280,7 +184,7 @@ class Adamax:
     def clear_grad(self, set_to_zero=True):
         """Zero every existing grad (default) or set them all to None (``set_to_zero=False``)."""
         if set_to_zero:
-            with self._fence:
+            with self._stepper.fenced():
                 self._registry.zero_grads()
         else:
             self._registry.clear_grads()
@@ -323,11 +227,11 @@ class Adamax:
     def set_state_dict(self, state_dict):
         """Load a state_dict; validates names, shapes and dtypes first and changes nothing if off."""
         load_state(self, state_dict)
-        self._sparse.state.clear()  # the loaded state is whole: no row lags
+        self._stepper.forget_lag()  # the loaded state is whole: no row lags
 
     load_state_dict = set_state_dict
 
-    # --- checkpoints (adamax_engine.io.checkpoint) ---------------------------------------------------
+    # --- checkpoints (io/checkpoint.py) ---------------------------------------------------------
     def save(self, path, extra=None, extra_arrays=None):
         """Write params, state, scheduler, clipper and config to ``path`` (.npz), atomically."""
         from .io.checkpoint import save
@@ -339,7 +243,7 @@ class Adamax:
         ``params=False``); CheckpointError, with nothing changed, if it does not fit."""
         from .io.checkpoint import restore
         extra = restore(self, path, match=match, params=params)
-        self._sparse.state.clear()
+        self._stepper.forget_lag()
         return extra
 
     @classmethod
@@ -349,27 +253,65 @@ class Adamax:
         from .io.checkpoint import build
         return build(cls, path, parameters, match=match, **overrides)
 
-    def _reconfigure(self):
-        """Entries' lr multipliers / regularizers / need_clip changed: rebuild the tables."""
-        self._fill_static_tables()
-        for b in self._registry.buckets:
-            b.dirty = True
-        if self._cuda is not None:
-            from .step.cuda import CudaStep
-            skipped = self.skipped_steps
-            self._cuda = CudaStep(self._registry.buckets, self._groups)
-            self._set_skipped(skipped)
+    # --- what io/, parallel/ and experiments/ use (public, documented in docs/design.md) -------
+    @property
+    def settings(self):
+        """The configuration (a ``Settings`` record; the lr is the current float or scheduler)."""
+        return Settings(self._learning_rate, weight_decay=self.regularization,
+                        flavor=self.flavor, **self._fixed)
 
-    def _set_skipped(self, count):
-        if self._cuda is not None:
-            self._cuda.set_skipped(count)
-        else:
-            self._skipped = int(count)
+    @property
+    def flavor_code(self):
+        return self._options.flavor
 
     @property
     def registry(self):
+        """The registry of flat buffers (params/registry.py)."""
         return self._registry
+
+    @property
+    def stepper(self):
+        """The stepper that runs each step (step/stepper.py)."""
+        return self._stepper
+
+    def use_stepper(self, factory):
+        """Replace the stepper by ``factory(registry, options, fence)`` (ZeRO-1 plugs in its
+        sharded stepper this way); the skipped-step count carries over."""
+        skipped = self._stepper.skipped_steps
+        stepper = factory(self._registry, self._options, self._stepper.fenced())
+        stepper.set_skipped(skipped)
+        self._stepper = stepper
+
+    def configure_parameters(self, settings):
+        """New per-parameter settings {name: (lr multiplier, regularizer, need_clip)} (a
+        checkpoint's): the entries, then the static tables, then the stepper's copies."""
+        for e in self._registry.entries:
+            if e.name in settings:
+                e.configure(*settings[e.name])
+        self._registry.configure(self._fixed["groups"], self._options.flavor)
+        self._stepper.reconfigure()
+
+    def set_skipped_steps(self, count):
+        """The skipped-step count (a restored checkpoint's)."""
+        self._stepper.set_skipped(count)
 
     def __repr__(self):
         return (f"Adamax(lr={self._learning_rate!r}, flavor={self.flavor!r}, "
                 f"params={len(self._registry.entries)}, mode={self._registry.mode!r})")
+
+
+def _entry(param, gi, group, index, names, default_reg, multi_precision):
+    """The registry entry of one parameter: its name and effective settings (a group's explicit
+    setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
+    adapter = adapter_for(param)
+    name, own_lr, own_reg, need_clip = adapter.attributes(param)
+    name = names.get(id(param), name) or f"param_{index}"
+    adapter.check(adapter.data(param), f"{name}.data")
+    shape, dtype = adapter.meta(param)
+    if dtype.name in LOW_PRECISION and not multi_precision:
+        raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
+                        "(float32 master weights and moments; numba has no CPU float16 "
+                        "arithmetic, and paddle has no CPU float16 Adamax either)")
+    lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
+    reg = group["weight_decay"] or own_reg or default_reg
+    return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))

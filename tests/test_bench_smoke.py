@@ -13,3 +13,18 @@ def test_bench_cpu_tiny_runs():
     assert "engine flat (adopt)" in out.stdout and "of ceiling" in out.stdout
     assert "floor here" in out.stdout and "the memory ceiling itself" in out.stdout
     assert "import + first step" in out.stdout
+
+
+def test_bench_cuda_tiny_runs_in_the_simulator():
+    """Every launch of ``bench --device cuda`` (the engine, its bare update launch, clip+L2, the
+    copy ceiling, the host-time loop) runs end to end in the CUDA simulator."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    out = subprocess.run([sys.executable, "-m", "adamax_engine.cli", "bench", "--device", "cuda",
+                          "--tiny", "--reps", "2"], capture_output=True, text=True, timeout=600,
+                         env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "numba CUDA simulator" in out.stdout
+    for line in ("engine (adopt, fused)", "its update launch alone", "device-to-device copy",
+                 "engine global-norm clip + L2", "host time per step"):
+        assert line in out.stdout, line
+    assert out.stdout.count("ms (±") >= 8  # every engine row timed, in both workloads

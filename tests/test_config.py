@@ -26,15 +26,15 @@ def test_from_config_builds_groups_scheduler_clip_decay():
         "groups": [{"match": "*.bias", "weight_decay": 0.0},
                    {"match": ["embedding.*", "fc2.*"], "learning_rate": 0.5, "beta1": 0.8}]}}, ps)
     assert opt.flavor == "torch"
-    sched = opt._learning_rate
+    sched = opt.settings.learning_rate
     assert isinstance(sched, lr.LinearWarmup) and isinstance(sched.learning_rate, lr.StepDecay)
     assert sched() == 0.01 and sched.end_lr == 0.1 and sched.learning_rate.gamma == 0.5
-    names = [[p.name for p in g["params"]] for g in opt._groups]
+    names = [[p.name for p in g["params"]] for g in opt.settings.groups]
     assert names == [["fc1.bias", "fc2.bias"], ["fc2.weight", "embedding.weight"], ["fc1.weight"]]
-    assert opt._groups[0]["weight_decay"].coeff == 0.0
-    assert opt._groups[1]["learning_rate"] == 0.5 and opt._groups[1]["beta1"] == 0.8
+    assert opt.settings.groups[0]["weight_decay"].coeff == 0.0
+    assert opt.settings.groups[1]["learning_rate"] == 0.5 and opt.settings.groups[1]["beta1"] == 0.8
     assert opt.regularization.mode == ae.L1Decay(0.01).mode
-    assert opt._grad_clip.auto_skip_clip and opt._grad_clip.clip_norm == 2.0
+    assert opt.settings.grad_clip.auto_skip_clip and opt.settings.grad_clip.clip_norm == 2.0
 
 
 def test_config_optimizer_steps_like_the_same_optimizer_built_in_code(rng):
@@ -147,7 +147,7 @@ def test_multi_precision_from_yaml(rng):
     p = ae.Parameter(rng.standard_normal(4).astype(np.float16), name="w")
     opt = from_config({"optimizer": {"learning_rate": 0.1, "multi_precision": True,
                                      "skip_nonfinite": True}}, [p])
-    assert opt._multi_precision and opt._skip_nonfinite
+    assert opt.settings.multi_precision and opt.settings.skip_nonfinite
     p.grad = np.ones(4, np.float16)
     opt.step()
     assert "master_weights" in opt.state_dict()

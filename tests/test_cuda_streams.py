@@ -44,21 +44,21 @@ class Spy:
 
 
 def spy_on(opt, theirs, log):
-    fence = opt._fence
+    fence = opt.stepper.fenced()
     names = {id(theirs): "theirs", id(fence._ours): "ours"}
     fence._ready, fence._done = Spy("ready", log, names), Spy("done", log, names)
-    step = opt._cuda.step
+    step = opt.stepper.dense_step
 
     def logged(*args, **kw):
         log.append("step")
         return step(*args, **kw)
-    opt._cuda.step = logged
+    opt.stepper.dense_step = logged
 
 
 def test_numba_stream_fences_each_step_and_changes_no_result(rng):
     params, opt = make(np.random.default_rng(7), stream=cuda().stream())
     twins, plain = make(np.random.default_rng(7))
-    theirs, log = opt._fence._source(), []
+    theirs, log = opt.stepper.fenced()._source(), []
     spy_on(opt, theirs, log)
     for _ in range(3):
         for p, t in zip(params, twins):
@@ -93,7 +93,7 @@ def test_framework_current_stream_is_asked_every_step(rng, monkeypatch):
     wrapped = object()
     monkeypatch.setattr(streams, "_EXTERNAL", {1234: wrapped})
     handles[0] = 1234
-    opt._fence._ready.names[id(wrapped)] = "theirs"
+    opt.stepper.fenced()._ready.names[id(wrapped)] = "theirs"
     log.clear()
     opt.step()
     assert log == [("ready", "record", "theirs"), ("ready", "wait", "ours"), "step",

@@ -138,7 +138,7 @@ def snapshot(opt, params):
     for b in opt.registry.buckets:
         for name in ("moment", "inf_norm", "beta1_pow", "steps", "has_state", "params", "grads",
                      "hyper", "flags"):
-            if hasattr(b, name):
+            if getattr(b, name) is not None:  # (borrow mode has no flat params/grads)
                 out.append(np.array(getattr(b, name), copy=True))
     return out
 

@@ -4,7 +4,7 @@ import pytest
 
 import adamax_engine as ae
 from adamax_engine.kernels import reference as ref
-from adamax_engine.step.rows import RowSparseGrad
+from adamax_engine import RowSparseGrad
 
 R, D = 60, 5
 
@@ -63,7 +63,7 @@ def test_exact_mode_equals_dense(rng, dtype, mode, extra):
 
 def test_untouched_rows_lag_until_flushed_and_history_is_bounded(rng):
     sparse, opt_s, dense, opt_d = twins(rng, np.float32)
-    opt_s._sparse.max_lag = 4  # auto-flush every 4 updates: still exact
+    opt_s.stepper.rows.max_lag = 4  # auto-flush every 4 updates: still exact
     for step in range(3):  # every row gets momentum, then only rows 1 and 2 are touched
         rows = np.arange(R) if step == 0 else np.array([1, 2, 2])
         feed(rng, sparse, dense, np.float32, rows=rows)
@@ -75,7 +75,7 @@ def test_untouched_rows_lag_until_flushed_and_history_is_bounded(rng):
         feed(rng, sparse, dense, np.float32)
         opt_s.step()
         opt_d.step()
-        assert opt_s._sparse.state[id(opt_s.registry.entries[0])]["n"] <= 4
+        assert opt_s.stepper.lag_of(opt_s.registry.entries[0]) <= 4
     assert_equal_state(opt_s, opt_d)  # state_dict flushes
     np.testing.assert_array_equal(sparse[0].data, dense[0].data)
 
@@ -184,7 +184,7 @@ def test_checkpoint_of_a_lagging_run_is_the_dense_state(rng, tmp_path):
     opt_l.save(tmp_path / "l.npz")
     back = ae.Adamax.load(tmp_path / "l.npz", [ae.Parameter(p.data.copy(), name=p.name)
                                                for p in lazy])
-    assert back._sparse.lazy is True
+    assert back.settings.lazy_mode is True
 
 
 def test_closed_loop_training_needs_catch_up(rng):

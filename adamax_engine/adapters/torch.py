@@ -42,7 +42,7 @@ class TorchAdapter(TensorAdapter):
         """A sparse COO grad (nn.Embedding(sparse=True)) as a RowSparseGrad, else None."""
         if grad is None or not grad.is_sparse:
             return None
-        from ..step.rows import RowSparseGrad
+        from ..params.rowsparse import RowSparseGrad
         g = grad.coalesce()
         return RowSparseGrad(g.indices()[0].numpy(), g.values().detach().numpy())
 

@@ -9,7 +9,9 @@ write p, m, u) over time against a same-run device-to-device copy of the same by
 speed-up over torch.optim.Adamax(foreach=True) on CUDA and optax.adamax under jax.jit when
 those are installed. Then the host time of one step (launches only, no sync) against the number
 of tensors. Times are CUDA-event medians, round-robin over the implementations. No figure is
-asserted; needs a CUDA GPU, numba-cuda, and torch with CUDA for the peers and fast setup.
+asserted. Needs a CUDA GPU and numba-cuda; the engine and the copy use numba device arrays, so
+torch (with CUDA) is only needed for its peer column. Under ``NUMBA_ENABLE_CUDASIM=1`` ``--tiny``
+runs a few thousand elements end to end: a smoke test of every launch (CI runs it), no figures.
 """
 import argparse
 import os
@@ -19,10 +21,12 @@ import numpy as np
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # jax must share the card
 import adamax_engine as ae  # noqa: E402
+from adamax_engine.kernels import cuda as K  # noqa: E402  (runtime helpers: import nothing GPU)
 
 
-def device_randn(shape, torch):
-    return torch.randn(shape, device="cuda", dtype=torch.float32)
+def device_randn(shape, rng):
+    from numba import cuda
+    return cuda.to_device(rng.standard_normal(shape).astype(np.float32))
 
 
 def timeit_all(fns, reps, warmup=3, seed=0):
@@ -37,33 +41,41 @@ def timeit_all(fns, reps, warmup=3, seed=0):
     for _ in range(reps):
         for name in order.permutation(list(fns)):
             start, end = cuda.event(), cuda.event()
+            wall = time.perf_counter()
             start.record()
             fns[name]()
             end.record()
             end.synchronize()
-            times[name].append(cuda.event_elapsed_time(start, end) / 1e3)
+            if K.simulated():  # the simulator's events keep no time: wall time, for the smoke run
+                times[name].append(time.perf_counter() - wall)
+            else:
+                times[name].append(start.elapsed_time(end) / 1e3)
     return {k: (float(np.median(v)), float(np.percentile(v, 90) - np.percentile(v, 10)))
             for k, v in times.items()}
 
 
-def engine(shapes, torch, **kw):
-    params = [ae.Parameter(device_randn(s, torch)) for s in shapes]
+def engine(shapes, rng, **kw):
+    params = [ae.Parameter(device_randn(s, rng)) for s in shapes]
     opt = ae.Adamax(1e-3, parameters=params, device="cuda", **kw)
     for p in params:
-        p.grad = device_randn(p.shape, torch)
+        p.grad = device_randn(p.shape, rng)
     opt.step()  # adopt the grads, compile
     return opt.step, opt
 
 
-def copy_ceiling(n, torch):
-    src = torch.empty(14 * n // 4 * 1, device="cuda", dtype=torch.float32)  # 14 B/element
-    dst = torch.empty_like(src)
-    src.normal_()
-    return lambda: dst.copy_(src), (src, dst)
+def copy_ceiling(n):
+    """A device-to-device copy of 14 B/element each way: the same 28 B/element as a step."""
+    from numba import cuda
+    src = cuda.to_device(np.ones(14 * n // 4, np.float32))
+    dst = cuda.device_array_like(src)
+    return lambda: dst.copy_to_device(src), (src, dst)
 
 
 def torch_foreach(shapes, torch):
-    ps = [torch.nn.Parameter(device_randn(s, torch)) for s in shapes]
+    """torch.optim.Adamax(foreach=True) on CUDA tensors; None without torch's CUDA."""
+    if torch is None or not torch.cuda.is_available():
+        return None, None
+    ps = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in shapes]
     for p in ps:
         p.grad = torch.randn_like(p)
     opt = torch.optim.Adamax(ps, lr=1e-3, foreach=True)
@@ -84,20 +96,18 @@ def optax_jit(shapes):
 
 def kernel_only(opt):
     """The update launch alone, on the optimizer's own buffers (no host bookkeeping)."""
-    from adamax_engine.kernels.cuda import dense as K
-    b = opt.registry.buckets[0]
-    t, k = opt._cuda.tables[id(b)], K.kernels(b.dtype)
-    launch = k.update[K.grid_for(len(b.chunks)), k.threads]
-    return lambda: launch(b.params, b.grads, b.moment, b.inf_norm, t.chunks, t.hyper, t.flags, 0,
-                          opt._cuda.skip, 1e-3, t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps)
+    launch = opt.stepper.update_launch(opt.registry.buckets[0])
+    return lambda: launch(1e-3)
 
 
 def free(torch):
     from numba import cuda
     import gc
     gc.collect()
-    cuda.current_context().deallocations.clear()
-    torch.cuda.empty_cache()
+    if not K.simulated():
+        cuda.current_context().deallocations.clear()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def fmt(t):
@@ -107,8 +117,9 @@ def fmt(t):
 def host_time_per_step(torch, counts, reps=50):
     rows = []
     from numba import cuda
+    rng = np.random.default_rng(1)
     for count in counts:
-        step, opt = engine([(256,)] * count, torch)
+        step, opt = engine([(256,)] * count, rng)
         for _ in range(5):
             step()
         cuda.synchronize()
@@ -130,30 +141,43 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--sizes", default="10e6,100e6,1e9")
     args = ap.parse_args(argv)
-    import torch
     from numba import cuda
-    dev = cuda.get_current_device()
-    print(f"# adamax-engine CUDA benchmark  {time.strftime('%Y-%m-%d')}  {dev.name.decode() if isinstance(dev.name, bytes) else dev.name}"
-          f"  torch {torch.__version__}")
+    if not K.available():
+        raise SystemExit("bench --device cuda: no CUDA GPU (and NUMBA_ENABLE_CUDASIM is not set)")
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    sim = K.simulated()
+    dev = "numba CUDA simulator" if sim else cuda.get_current_device().name
+    dev = dev.decode() if isinstance(dev, bytes) else dev
+    print(f"# adamax-engine CUDA benchmark  {time.strftime('%Y-%m-%d')}  {dev}"
+          f"  torch {getattr(torch, '__version__', 'not installed')}")
     sizes = [int(float(s)) for s in args.sizes.split(",")]
+    small, tensors = 2000, 64
     if args.tiny:
-        sizes = [1 << 20]
+        sizes, small = [1 << 20], 200
+    if sim:  # the simulator runs every GPU thread as a Python thread: a few thousand elements
+        sizes, small, tensors, args.reps = [2048], 6, 4, min(args.reps, 2)
     rng = np.random.default_rng(0)
-    workloads = [(f"{n / 1e6:g}M params, 64 tensors", [(n // 64,)] * 64) for n in sizes]
-    workloads.append(("2000 small tensors (16-4096)",
-                      [(int(k),) for k in rng.integers(16, 4097, 200 if args.tiny else 2000)]))
+    workloads = [(f"{n / 1e6:g}M params, {tensors} tensors", [(n // tensors,)] * tensors)
+                 for n in sizes]
+    workloads.append((f"{small} small tensors (16-4096)",
+                      [(int(k),) for k in rng.integers(16, 4097 if not sim else 300, small)]))
     for title, shapes in workloads:
         n = int(sum(np.prod(s) for s in shapes))
         print(f"\n## {title}: {len(shapes)} tensors, {n / 1e6:.2f}M fp32 params, 28 B/element")
         fns, keep = {}, []
-        fns["engine"], opt = engine(shapes, torch)
+        fns["engine"], opt = engine(shapes, rng)
         fns["kernel only"] = kernel_only(opt)
-        full, opt_full = engine(shapes, torch, weight_decay=1e-4,
+        full, opt_full = engine(shapes, rng, weight_decay=1e-4,
                                 grad_clip=ae.ClipGradByGlobalNorm(1.0))
         fns["engine clip+L2"] = full
-        fns["copy"], k1 = copy_ceiling(n, torch)
-        fns["torch foreach"], k2 = torch_foreach(shapes, torch)
-        if n <= 200_000_000 and len(shapes) <= 64:  # jit of 2000 leaves costs minutes of setup
+        fns["copy"], k1 = copy_ceiling(n)
+        run, k2 = torch_foreach(shapes, torch)
+        if run is not None:
+            fns["torch foreach"] = run
+        if n <= 200_000_000 and len(shapes) <= 64 and not sim:  # jit of 2000 leaves: minutes
             run, k3 = optax_jit(shapes)
             if run is not None:
                 fns["optax jit"] = run
@@ -178,8 +202,9 @@ def main(argv=None):
         del fns, keep, opt, opt_full, full, k1, k2
         free(torch)
     counts = [10, 100, 1000] if args.tiny else [10, 100, 1000, 10000]
+    counts = [4] if sim else counts
     print("\n## host time per step (launches only, 256-element tensors)")
-    for count, t in host_time_per_step(torch, counts):
+    for count, t in host_time_per_step(torch, counts, reps=3 if sim else 50):
         print(f"{count:6d} tensors: {t * 1e6:8.1f} us")
     return 0
 

@@ -82,7 +82,8 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
     start, losses, lrs = 0, [], []
     if resume:
         start, losses, lrs = load_checkpoint(out_dir, problem, opt)
-    sched = opt._learning_rate if is_scheduler(opt._learning_rate) else None
+    sched = opt.settings.learning_rate
+    sched = sched if is_scheduler(sched) else None
     steps, every = exp["steps"], exp["checkpoint_every"]
     root = is_root(opt)
     bar = _progress(steps, start, progress and root)

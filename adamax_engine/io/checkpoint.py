@@ -96,28 +96,28 @@ def _host(array):
 
 
 def _config(opt):
+    s = opt.settings
     try:
-        lr = encode(opt._learning_rate)
+        lr = encode(s.learning_rate)
     except _Unencodable as exc:  # a lambda scheduler, or a foreign (paddle) scheduler object
         lr = {"__unencodable__": str(exc)}
     groups = [{"beta1": g["beta1"], "beta2": g["beta2"], "epsilon": g["epsilon"],
                "learning_rate": g["learning_rate"], "weight_decay": encode(g["weight_decay"]),
-               "grad_clip": encode(g["grad_clip"])} for g in opt._groups]
-    return {"learning_rate": lr, "beta1": opt._beta1, "beta2": opt._beta2,
-            "epsilon": opt._epsilon, "weight_decay": encode(opt.regularization),
-            "grad_clip": encode(opt._grad_clip), "name": opt._name, "groups": groups,
-            "skip_nonfinite": opt._skip_nonfinite, "lazy_mode": opt._sparse.lazy}
+               "grad_clip": encode(g["grad_clip"])} for g in s.groups]
+    return {"learning_rate": lr, "beta1": s.beta1, "beta2": s.beta2,
+            "epsilon": s.epsilon, "weight_decay": encode(s.weight_decay),
+            "grad_clip": encode(s.grad_clip), "name": s.name, "groups": groups,
+            "skip_nonfinite": s.skip_nonfinite, "lazy_mode": s.lazy_mode}
 
 
 def collect(opt):
     """(meta, arrays) describing ``opt`` and its parameters' current values."""
-    from .state import host_param
     arrays, params = {}, []
     for e in opt.registry.entries:
         b, k = e.bucket, e.index
         stepped = bool(b.has_state[k])
-        arrays[f"param/{e.name}"] = host_param(e)
-        if getattr(b, "master", None) is not None:
+        arrays[f"param/{e.name}"] = opt.registry.host_param(e)
+        if b.master is not None:
             arrays[f"master/{e.name}"] = _host(b.segment(b.master, k)).copy()
         if stepped:
             arrays[f"moment/{e.name}"] = _host(b.segment(b.moment, k)).copy()
@@ -131,9 +131,9 @@ def collect(opt):
     if len({p["name"] for p in params}) != len(params):
         raise CheckpointError("parameters: two parameters share a name; give them distinct "
                               "names (e.g. pass model.named_parameters())")
-    sched = opt._learning_rate
+    sched = opt.settings.learning_rate
     meta = {"format": FORMAT, "version": VERSION, "flavor": opt.flavor,
-            "multi_precision": bool(getattr(opt, "_multi_precision", False)),
+            "multi_precision": opt.settings.multi_precision,
             "config": _config(opt), "parameters": params,
             "scheduler": encode(sched.state_dict()) if not isinstance(sched, float) else None,
             "skipped_steps": int(opt.skipped_steps)}
@@ -239,13 +239,12 @@ def restore(opt, path, match="name", params=True):
     Returns the checkpoint's ``extra`` dict plus its ``extra/`` arrays under ``arrays``.
     """
     from ..lr import is_scheduler
-    from .state import write_param
     meta, arrays = path if isinstance(path, tuple) else read(path)
     where = "checkpoint" if isinstance(path, tuple) else os.fspath(path)
     if meta["flavor"] != opt.flavor:
         raise CheckpointError(f"{where}: flavor {meta['flavor']!r}, the optimizer's is "
                               f"{opt.flavor!r}")
-    if meta["multi_precision"] != bool(getattr(opt, "_multi_precision", False)):
+    if meta["multi_precision"] != opt.settings.multi_precision:
         raise CheckpointError(f"{where}: multi_precision={meta['multi_precision']}, the "
                               "optimizer's differs")
     entries, records = opt.registry.entries, meta["parameters"]
@@ -257,7 +256,7 @@ def restore(opt, path, match="name", params=True):
             raise CheckpointError(f"{where}: parameter {r['name']!r} is {r['dtype']}{r['shape']}, "
                                   f"the optimizer's {e.name!r} is {e.dtype}{list(e.shape)}")
         plan.append((e, r))
-    sched, saved = opt._learning_rate, meta["scheduler"]
+    sched, saved = opt.settings.learning_rate, meta["scheduler"]
     if (saved is None) != isinstance(sched, float):
         raise CheckpointError(f"{where}: saved with a {'float' if saved is None else 'scheduler'}"
                               " learning rate, the optimizer has the other kind")
@@ -271,24 +270,17 @@ def restore(opt, path, match="name", params=True):
     for e, r in plan:
         b, k, name = e.bucket, e.index, r["name"]
         if params:
-            write_param(e, arrays[f"param/{name}"])
-        if getattr(b, "master", None) is not None:
-            _copy(b.segment(b.master, k), arrays[f"master/{name}"])
-        b.has_state[k] = r["has_state"]
+            opt.registry.write_param(e, arrays[f"param/{name}"])
+        if b.master is not None:
+            b.load_master(k, arrays[f"master/{name}"])
         if r["has_state"]:
-            _copy(b.segment(b.moment, k), arrays[f"moment/{name}"])
-            _copy(b.segment(b.inf_norm, k), arrays[f"inf_norm/{name}"])
-            b.beta1_pow[k] = arrays[f"beta1_pow/{name}"][0]
-            b.steps[k] = arrays[f"steps/{name}"][0]
+            b.load_segment_state(k, True, arrays[f"moment/{name}"], arrays[f"inf_norm/{name}"],
+                                 arrays[f"beta1_pow/{name}"][0], arrays[f"steps/{name}"][0])
         else:
-            _copy(b.segment(b.moment, k), np.zeros(e.shape, b.moment.dtype))
-            _copy(b.segment(b.inf_norm, k), np.zeros(e.shape, b.inf_norm.dtype))
-            b.beta1_pow[k], b.steps[k] = 0, 0
-    for b in opt.registry.buckets:
-        b.dirty = True
+            b.load_segment_state(k, False)
     if saved is not None:
         sched.set_state_dict(decode(saved))
-    opt._set_skipped(meta["skipped_steps"])
+    opt.set_skipped_steps(meta["skipped_steps"])
     extra = dict(meta.get("extra") or {})
     extra["arrays"] = {k[6:]: v for k, v in arrays.items() if k.startswith("extra/")}
     return extra
@@ -347,10 +339,8 @@ def build(cls, path, parameters, match="name", **overrides):
     kwargs["device"] = adapter_for(named[0][1]).device if named else "cpu"
     kwargs.update(overrides)
     opt = cls(parameters=groups, **kwargs)
-    for e in opt.registry.entries:  # the checkpoint's effective per-parameter settings
-        r = records[[x["name"] for x in records].index(e.name)]
-        e.lr_mult, e.need_clip = r["lr_mult"], r["need_clip"]
-        e.regularizer = decode(r["regularizer"])
-    opt._reconfigure()
+    # the checkpoint's effective per-parameter settings
+    opt.configure_parameters({r["name"]: (r["lr_mult"], decode(r["regularizer"]), r["need_clip"])
+                              for r in records})
     restore(opt, (meta, arrays), match="name")
     return opt

@@ -18,7 +18,8 @@ ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
 
 
 def _key(opt, entry, acc):
-    prefix = f"{opt._name}_" if opt._name else ""
+    name = opt.settings.name
+    prefix = f"{name}_" if name else ""
     owner = f"{entry.name}_fp32_master_0" if entry.bucket.master is not None else entry.name
     return f"{owner}_{prefix}{acc}_0"
 
@@ -29,19 +30,16 @@ def _master(entry):
 
 
 def _accumulators(opt):
-    return ACCUMULATORS + (("step",) if opt._flavor_code != L.PADDLE else ())
+    return ACCUMULATORS + (("step",) if opt.flavor_code != L.PADDLE else ())
 
 
 def _view(entry, acc):
-    b, k = entry.bucket, entry.index
-    if acc in ("moment", "inf_norm"):
-        return b.segment(getattr(b, acc), k)
-    return (b.beta1_pow if acc == "beta1_pow_acc" else b.steps)[k:k + 1]
+    return entry.bucket.state_views(entry.index)[ACCUMULATORS.index(acc) if acc != "step" else 3]
 
 
 def state_dict_of(opt):
     out = {}
-    live = [e for e in opt._registry.entries if e.bucket.has_state[e.index]]
+    live = [e for e in opt.registry.entries if e.bucket.has_state[e.index]]
     for acc in _accumulators(opt):
         for e in live:
             view = _view(e, acc)
@@ -50,8 +48,9 @@ def state_dict_of(opt):
     masters = {k: v if isinstance(v, np.ndarray) else v.copy_to_host() for k, v in masters.items()}
     if masters:
         out["master_weights"] = masters
-    if is_scheduler(opt._learning_rate):
-        out["LR_Scheduler"] = opt._learning_rate.state_dict()
+    sched = opt.settings.learning_rate
+    if is_scheduler(sched):
+        out["LR_Scheduler"] = sched.state_dict()
     return out
 
 
@@ -68,18 +67,18 @@ def load_state(opt, state_dict):
     """Validate everything, then copy. ValueError/TypeError name the offending key."""
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
-    sched = opt._learning_rate
+    sched = opt.settings.learning_rate
     if is_scheduler(sched) and type(sched).__name__ != "LambdaDecay":
         assert "LR_Scheduler" in state_dict, \
             "LR_Scheduler state must be included in the state dict except LambdaDecay"
     accs = _accumulators(opt)
-    known = {_key(opt, e, acc): (e, acc) for e in opt._registry.entries for acc in accs}
+    known = {_key(opt, e, acc): (e, acc) for e in opt.registry.entries for acc in accs}
     for key in state_dict:
         if key not in known and key not in ("LR_Scheduler", "master_weights"):
             raise ValueError(f"state_dict[{key!r}]: no parameter of this optimizer has that state "
                              "(check the parameter names and the optimizer's name)")
     plan = []
-    for e in opt._registry.entries:
+    for e in opt.registry.entries:
         keys = [_key(opt, e, acc) for acc in accs]
         present = [k in state_dict for k in keys]
         if not any(present):
@@ -89,21 +88,20 @@ def load_state(opt, state_dict):
         if not all(present):
             missing = keys[present.index(False)]
             raise AssertionError(f"optimizer Tensor {missing} not found")
+        values = {}
         for key, acc in zip(keys, accs):
-            target = _view(e, acc)
-            value = state_dict[key]
-            _check_value(f"state_dict[{key!r}]", value, target)
-            plan.append((target, value))
-        plan.append((e.bucket.has_state[e.index:e.index + 1], np.ones(1, np.bool_)))
-    masters = state_dict.get("master_weights", {})
-    by_name = {e.name: e for e in opt._registry.entries}
+            _check_value(f"state_dict[{key!r}]", state_dict[key], _view(e, acc))
+            values[acc] = state_dict[key]
+        plan.append((e, values))
+    masters, masters_plan = state_dict.get("master_weights", {}), []
+    by_name = {e.name: e for e in opt.registry.entries}
     for name, value in masters.items():
         e = by_name.get(name)
         if e is None or _master(e) is None:
             raise ValueError(f"state_dict['master_weights'][{name!r}]: no multi_precision "
                              "parameter of this optimizer has that name")
         _check_value(f"state_dict['master_weights'][{name!r}]", value, _master(e))
-        plan.append((_master(e), value))
+        masters_plan.append((e, value))
     if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched_state = state_dict["LR_Scheduler"]
         sched.state_keys()
@@ -111,33 +109,12 @@ def load_state(opt, state_dict):
             if key not in sched_state:
                 raise RuntimeError("Please check whether state_dict is correct for optimizer. "
                                    f"Can't find [ {key} ] in state_dict")
-    for target, value in plan:
-        if not isinstance(target, np.ndarray):
-            target.copy_to_device(np.ascontiguousarray(value))
-        elif target is not value:
-            target[...] = value
-    for b in opt._registry.buckets:
-        b.dirty = True  # device copies of beta1_pow / steps must be refreshed
+    for e, values in plan:  # all checked: write (the buckets mark their device copies stale)
+        steps = values.get("step")
+        e.bucket.load_segment_state(e.index, True, values["moment"], values["inf_norm"],
+                                    values["beta1_pow_acc"][0],
+                                    None if steps is None else steps[0])
+    for e, value in masters_plan:
+        e.bucket.load_master(e.index, value)
     if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched.set_state_dict(state_dict["LR_Scheduler"])
-
-
-def host_param(entry):
-    """A host copy of a parameter's current value (whatever framework or device holds it)."""
-    a = entry.adapter
-    data = a.data(entry.param)
-    if a.device == "cuda":
-        from ..adapters.device import as_device_array
-        return as_device_array(data).copy_to_host()
-    return np.array(a.numpy(data), copy=True)
-
-
-def write_param(entry, value):
-    """Write ``value`` (host array of the parameter's shape and dtype) into the parameter."""
-    a = entry.adapter
-    data = a.data(entry.param)
-    if a.device == "cuda":
-        from ..adapters.device import as_device_array
-        as_device_array(data).copy_to_device(np.ascontiguousarray(value))
-    else:
-        a.numpy(data)[...] = value

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..step import dispatch
 from ..kernels import layout as L
+from ..params.bucket import Shard
+from ..step.host import HostStepper, module_for
 
 
 def _mpi():
@@ -55,56 +56,58 @@ def shard_chunks(chunks, lo, hi):
                                          axis=1).reshape(-1, 3))
 
 
-class ShardedStep(dispatch.LocalStep):
-    """dispatch.LocalStep for ZeRO-1: reduce-scatter, update one slice, all-gather."""
+def _shard_of(b, rank, size):
+    """This rank's Shard of bucket ``b`` (params/bucket.py)."""
+    edges = shard_bounds(len(b.moment), size)
+    lo, hi = int(edges[rank]), int(edges[rank + 1])
+    return Shard(lo, hi, np.diff(edges), edges[:-1], shard_chunks(b.chunks, lo, hi))
 
-    def __init__(self, optimizer, comm):
-        super().__init__(optimizer._backend)
+
+class ShardedHostStepper(HostStepper):
+    """The host stepper for ZeRO-1: reduce-scatter, update one slice, all-gather."""
+
+    def __init__(self, registry, options, fence, comm):
+        super().__init__(registry, options, fence)
         self.MPI, self.comm = _mpi(), comm
         rank, size = comm.Get_rank(), comm.Get_size()
-        for b in optimizer.registry.buckets:
-            edges = shard_bounds(len(b.moment), size)
-            b.shard = (int(edges[rank]), int(edges[rank + 1]))
-            b.shard_counts, b.shard_displs = np.diff(edges), edges[:-1]
-            b.shard_chunks = shard_chunks(b.chunks, *b.shard)
-            lo, hi = b.shard
-            b.moment, b.inf_norm = b.moment[lo:hi].copy(), b.inf_norm[lo:hi].copy()
+        for b in registry.buckets:
+            shard = _shard_of(b, rank, size)
+            b.take_shard(shard, b.moment[shard.lo:shard.hi].copy(),
+                         b.inf_norm[shard.lo:shard.hi].copy())
+        self._flat = module_for(options.backend)  # the flat kernels, on slices
 
     def prepare(self, buckets):
         size = self.comm.Get_size()
         for b in buckets:
-            lo, hi = b.shard
+            lo, hi = b.shard.lo, b.shard.hi
             mine = np.empty(hi - lo, b.dtype)
-            self.comm.Reduce_scatter(b.grads, mine, recvcounts=b.shard_counts, op=self.MPI.SUM)
+            self.comm.Reduce_scatter(b.grads, mine, recvcounts=b.shard.counts, op=self.MPI.SUM)
             np.divide(mine, b.dtype.type(size), out=b.grads[lo:hi])
 
     def sumsq(self, bucket, flags):
-        lo, hi = bucket.shard
-        sums, bad = dispatch._kernels(self.backend).segment_sumsq(
-            bucket.grads[lo:hi], bucket.shard_chunks, flags)
+        lo, hi = bucket.shard.lo, bucket.shard.hi
+        sums, bad = self._flat.segment_sumsq(bucket.grads[lo:hi], bucket.shard.chunks, flags)
         bad = bad.astype(np.uint8)
         self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
         self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
         return sums, bad.astype(np.bool_)
 
-    def update(self, bucket, flavor):
-        lo, hi = bucket.shard
-        dispatch._kernels(self.backend).fused_update(
-            bucket.params[lo:hi], bucket.grads[lo:hi], bucket.moment, bucket.inf_norm,
-            bucket.shard_chunks, bucket.hyper, bucket.flags, flavor)
+    def update(self, bucket):
+        lo, hi = bucket.shard.lo, bucket.shard.hi
+        self._flat.fused_update(bucket.params[lo:hi], bucket.grads[lo:hi], bucket.moment,
+                                bucket.inf_norm, bucket.shard.chunks, bucket.hyper, bucket.flags,
+                                self.options.flavor)
 
     def finish(self, buckets):
         for b in buckets:
-            self.comm.Allgatherv(self.MPI.IN_PLACE,
-                                 [b.params, (b.shard_counts, b.shard_displs)])
+            self.comm.Allgatherv(self.MPI.IN_PLACE, [b.params, (b.shard.counts, b.shard.displs)])
 
 
-def _sharded_cuda_step():
-    """ShardedCudaStep, defined on first use (step.cuda imports numba's CUDA support)."""
-    from ..step.cuda import CudaStep
-    from ..kernels.cuda import dense as K
+def _sharded_cuda_stepper():
+    """ShardedCudaStepper, defined on first use (step/cuda.py imports numba's CUDA support)."""
+    from ..step.cuda import CudaStepper
 
-    class ShardedCudaStep(CudaStep):
+    class ShardedCudaStepper(CudaStepper):
         """ZeRO-1 on device="cuda": each rank steps its slice of every flat device buffer.
 
         Grads are reduce-scattered and params all-gathered through host memory (one copy of
@@ -114,59 +117,57 @@ def _sharded_cuda_step():
         partials of its own), so the clip scales and the skip flag are global.
         """
 
-        def __init__(self, optimizer, comm):
-            super().__init__(optimizer.registry.buckets, optimizer._groups)
+        def __init__(self, registry, options, fence, comm):
+            super().__init__(registry, options, fence)
             from numba import cuda
             self.MPI, self.comm = _mpi(), comm
             rank, size = comm.Get_rank(), comm.Get_size()
-            for b in optimizer.registry.buckets:
-                t = self.tables[id(b)]
-                edges = shard_bounds(len(b.moment), size)
-                b.shard = (int(edges[rank]), int(edges[rank + 1]))
-                b.shard_counts, b.shard_displs = np.diff(edges), edges[:-1]
-                b.shard_chunks = shard_chunks(b.chunks, *b.shard)
-                lo, hi = b.shard
-                b.moment = cuda.to_device(b.moment[lo:hi].copy_to_host())
-                b.inf_norm = cuda.to_device(b.inf_norm[lo:hi].copy_to_host())
-                t.shard_chunks = cuda.to_device(b.shard_chunks)
-                t.no_chunks = K.zeros(len(b.entries) + 1, np.int64)
-                t.partial = cuda.device_array(max(len(b.shard_chunks), 1), b.dtype)
-                t.bad = cuda.device_array(max(len(b.shard_chunks), 1), np.int32)
+            for b in registry.buckets:
+                shard = _shard_of(b, rank, size)
+                b.take_shard(shard, cuda.to_device(b.moment[shard.lo:shard.hi].copy_to_host()),
+                             cuda.to_device(b.inf_norm[shard.lo:shard.hi].copy_to_host()))
+                self.tables[id(b)].use_shard(b)
 
-        def step(self, buckets, changed, lr, flavor, skip_nonfinite, extra=None):
+        def reconfigure(self):
+            super().reconfigure()
+            for b in self.registry.buckets:
+                if b.shard is not None:
+                    self.tables[id(b)].use_shard(b)
+
+        def launch(self, buckets, changed, lr, extra=None):
             size = self.comm.Get_size()
             for b in buckets:  # reduce-scatter: each rank gets the averaged grads of its slice
-                lo, hi = b.shard
+                lo, hi = b.shard.lo, b.shard.hi
                 mine = np.empty(hi - lo, b.dtype)
                 self.comm.Reduce_scatter(b.grads.copy_to_host(), mine,
-                                         recvcounts=b.shard_counts, op=self.MPI.SUM)
+                                         recvcounts=b.shard.counts, op=self.MPI.SUM)
                 b.grads[lo:hi].copy_to_device(mine / b.dtype.type(size))
-            super().step(buckets, changed, lr, flavor, skip_nonfinite, extra)
+            super().launch(buckets, changed, lr, extra)
             for b in buckets:  # all-gather the stepped slices
-                lo, hi = b.shard
+                lo, hi = b.shard.lo, b.shard.hi
                 full = np.empty(len(b.params), b.dtype)
                 self.comm.Allgatherv(b.params[lo:hi].copy_to_host(),
-                                     [full, (b.shard_counts, b.shard_displs)])
+                                     [full, (b.shard.counts, b.shard.displs)])
                 b.params.copy_to_device(full)
 
         def _views(self, b, t):
-            lo, hi = b.shard
+            lo, hi = b.shard.lo, b.shard.hi
             return (b.params[lo:hi], b.grads[lo:hi], b.moment, b.inf_norm, t.shard_chunks,
-                    len(b.shard_chunks))
+                    len(b.shard.chunks))
 
         def _norms(self, b, t, skip_nonfinite, first):
             self._partials(b, t, skip_nonfinite)
             n = len(b.entries)
             sums, bad = np.zeros(n, b.dtype), np.zeros(n, np.int32)
-            if len(b.shard_chunks):
-                np.add.at(sums, b.shard_chunks[:, 0], t.partial.copy_to_host())
-                np.maximum.at(bad, b.shard_chunks[:, 0], t.bad.copy_to_host())
+            if len(b.shard.chunks):
+                np.add.at(sums, b.shard.chunks[:, 0], t.partial.copy_to_host())
+                np.maximum.at(bad, b.shard.chunks[:, 0], t.bad.copy_to_host())
             self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
             self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
             self._set_extra(t, (sums, bad))
             self._finish(b, t, t.no_chunks, skip_nonfinite, first)
 
-    return ShardedCudaStep
+    return ShardedCudaStepper
 
 
 class DistributedAdamax:
@@ -201,10 +202,10 @@ class DistributedAdamax:
         if not isinstance(bucket_bytes, int) or bucket_bytes < 1024:
             raise ValueError(f"bucket_bytes: expected an int >= 1024, got {bucket_bytes!r}")
         self.shard_state, self.bucket_bytes = bool(shard_state), bucket_bytes
-        if self.shard_state and self.cuda:
-            optimizer._cuda = _sharded_cuda_step()(optimizer, self.comm)
-        elif self.shard_state:
-            optimizer._kernels = ShardedStep(optimizer, self.comm)
+        if self.shard_state:
+            sharded = _sharded_cuda_stepper() if self.cuda else ShardedHostStepper
+            optimizer.use_stepper(
+                lambda registry, options, fence: sharded(registry, options, fence, self.comm))
 
     def __getattr__(self, name):
         return getattr(self.opt, name)
@@ -226,7 +227,7 @@ class DistributedAdamax:
         if not self.shard_state:
             for b in reg.buckets:
                 self._allreduce(b)
-        self.opt._step()
+        self.opt.step()
 
     def _check_same_grads(self, reg):
         mask = np.concatenate([b.active for b in reg.buckets]).astype(np.uint8)
@@ -280,11 +281,11 @@ class DistributedAdamax:
         for b in buckets:  # (on the GPU the whole state is assembled in host memory)
             full = []
             for part in (b.moment, b.inf_norm):
-                whole = np.empty(int(b.shard_counts.sum()), b.dtype)
+                whole = np.empty(int(b.shard.counts.sum()), b.dtype)
                 host = part if isinstance(part, np.ndarray) else part.copy_to_host()
-                self.comm.Allgatherv(host, [whole, (b.shard_counts, b.shard_displs)])
+                self.comm.Allgatherv(host, [whole, (b.shard.counts, b.shard.displs)])
                 full.append(whole)
-            b.moment, b.inf_norm = full
+            b.swap_state(*full)
         ok = False
         try:
             yield
@@ -292,13 +293,13 @@ class DistributedAdamax:
         finally:
             for b, (m, u) in zip(buckets, saved):
                 if ok and write_back:
-                    lo, hi = b.shard
+                    lo, hi = b.shard.lo, b.shard.hi
                     for dst, src in ((m, b.moment[lo:hi]), (u, b.inf_norm[lo:hi])):
                         if isinstance(dst, np.ndarray):
                             dst[...] = src
                         else:
                             dst.copy_to_device(np.ascontiguousarray(src))
-                b.moment, b.inf_norm = m, u
+                b.swap_state(m, u)
 
     def state_dict(self):
         """The full (gathered) state dict, as a single process would return it (copies)."""

@@ -23,109 +23,14 @@ master is (re)set from the 16-bit value at registration and when a new array is 
 is otherwise the truth (paddle's master weights: writing the 16-bit memory in place is
 overwritten by the next step).
 """
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..kernels import layout as L
+from .bucket import Bucket
 from .parameter import LOW_PRECISION
-from ..step.rows import RowSparseGrad
+from .rowsparse import RowSparseGrad
 
 MODES = ("adopt", "borrow")
 DEVICES = ("cpu", "cuda")
-
-
-@dataclass
-class Entry:
-    param: object
-    adapter: type
-    name: str
-    shape: tuple
-    dtype: np.dtype
-    group: int
-    lr_mult: float
-    regularizer: object
-    need_clip: bool
-    bucket: "Bucket" = None
-    index: int = -1
-    data_view: np.ndarray = None
-    grad_view: np.ndarray = None
-    checked: tuple = None  # (data, grad) addresses validated last step (framework tensors)
-    view_addrs: tuple = (None, None)  # host addresses of data_view/grad_view (adopt mode)
-
-    @property
-    def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
-@dataclass
-class Bucket:
-    device: str
-    dtype: np.dtype           # the compute dtype: moments, hyper table (float32 if ``store``)
-    mode: str
-    store: np.dtype = None    # float16/bfloat16 params and grads (mixed precision), else None
-    entries: list = field(default_factory=list)
-    master: np.ndarray = None  # float32 master weights (mixed precision only)
-
-    def allocate(self):
-        n = len(self.entries)
-        self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
-        self.offsets, total = L.segment_offsets(self.lengths)
-        zeros = np.zeros
-        if self.device == "cuda":
-            from ..kernels.cuda.dense import zeros
-        self.moment = zeros(total, self.dtype)
-        self.inf_norm = zeros(total, self.dtype)
-        self.beta1_pow = np.zeros(n, self.dtype)
-        self.steps = np.zeros(n, np.int64)
-        self.has_state = np.zeros(n, np.bool_)
-        self.active = np.zeros(n, np.bool_)
-        self.sparse = np.zeros(n, np.bool_)  # this step's grad is row-sparse (step/rows.py)
-        self.chunks = L.build_chunk_table(self.offsets, self.lengths)
-        self.groups = np.array([e.group for e in self.entries], dtype=np.int64)
-        self.hyper, self.flags = L.empty_tables(n, self.dtype)
-        self.dirty = True  # a device copy of the tables (step.cuda) must be refreshed
-        if self.mode == "adopt":
-            self.params = zeros(total, self.store or self.dtype)
-            self.grads = zeros(total, self.store or self.dtype)
-        if self.store is not None:
-            self.master = zeros(total, self.dtype)
-        for k, e in enumerate(self.entries):
-            e.bucket, e.index = self, k
-            if self.mode == "adopt":
-                e.data_view = self.segment(self.params, k)
-                e.grad_view = self.segment(self.grads, k)
-                if self.device == "cpu":
-                    e.view_addrs = (e.data_view.ctypes.data, e.grad_view.ctypes.data)
-                else:  # (torch CUDA tensors are compared with our views by address)
-                    from ..adapters.device import DeviceAdapter
-                    e.view_addrs = (DeviceAdapter.address(e.data_view),
-                                    DeviceAdapter.address(e.grad_view))
-
-    def segment(self, flat, k):
-        """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
-        start = self.offsets[k]
-        return flat[start:start + self.lengths[k]].reshape(self.entries[k].shape)
-
-    def set_addresses(self, live):
-        """Borrow mode: the address tables of the active segments' params and grads.
-
-        ``live`` maps id(entry) -> (entry, data, grad, addresses or None) for this step's
-        active entries; ``self.alive`` keeps those tensors referenced until the next step.
-        """
-        self.param_addrs = np.zeros(len(self.entries), np.int64)
-        self.grad_addrs = np.zeros(len(self.entries), np.int64)
-        self.alive = []
-        for k, e in enumerate(self.entries):
-            if self.active[k] and not self.sparse[k]:
-                _, data, grad, key = live[id(e)]
-                key = key or (e.adapter.address(data), e.adapter.address(grad))
-                self.param_addrs[k], self.grad_addrs[k] = key
-                self.alive += [data, grad]
-
-    def addresses(self):
-        """Borrow mode: (param addresses, grad addresses, arrays they point into)."""
-        return self.param_addrs, self.grad_addrs, self.alive
 
 
 class Registry:
@@ -161,8 +66,13 @@ class Registry:
         if device == "cuda" and mode == "borrow" and any(b.store for b in self.buckets):
             raise ValueError("mode: 'borrow' on device='cuda' takes float32/float64 parameters "
                              "(float16 with multi_precision needs mode='adopt')")
+        zeros, address_of = _host_zeros, _host_address
+        if device == "cuda":
+            from ..adapters.device import DeviceAdapter
+            from ..kernels.cuda import zeros
+            address_of = DeviceAdapter.address
         for b in self.buckets:
-            b.allocate()
+            b.allocate(zeros, address_of)
         if mode == "adopt":
             for e in self.entries:  # copy the values in, then hand the caller our views
                 e.adapter.copy_into(e.data_view, e.adapter.data(e.param))
@@ -241,18 +151,78 @@ class Registry:
             live[id(e)] = (e, a.data(e.param), a.grad(e.param), None)
         for e, data, grad, key in live.values():
             if stamp is None and (key is None or key != e.checked):
-                e.checked = key or (e.adapter.address(data), e.adapter.address(grad))
+                e.mark_checked(key or (e.adapter.address(data), e.adapter.address(grad)))
         self.sparse = sparse
         for b in self.buckets:
-            b.active[:] = masks[id(b)]
-            b.sparse[:] = sparse_masks[id(b)]
+            b.set_active(masks[id(b)], sparse_masks[id(b)])
             if b.mode == "borrow":
-                b.set_addresses(live)
+                b.set_addresses(*self._address_tables(b, live))
         self._seen = stamp if only is None else None
         if self._batch is not None:
             self._checked = np.array([e.checked if id(e) in live else (0, 0)
                                       for e in self.entries], np.int64).reshape(-1, 2)
             self._last_ok = only is None
+
+    @staticmethod
+    def _address_tables(b, live):
+        """Borrow mode: the address tables of the active dense segments' params and grads.
+
+        ``live`` maps id(entry) -> (entry, data, grad, addresses or None) for this step's
+        active entries; the arrays are kept referenced (``alive``) until the next step.
+        """
+        param_addrs = np.zeros(len(b.entries), np.int64)
+        grad_addrs = np.zeros(len(b.entries), np.int64)
+        alive = []
+        for k, e in enumerate(b.entries):
+            if b.active[k] and not b.sparse[k]:
+                _, data, grad, key = live[id(e)]
+                key = key or (e.adapter.address(data), e.adapter.address(grad))
+                param_addrs[k], grad_addrs[k] = key
+                alive += [data, grad]
+        return param_addrs, grad_addrs, alive
+
+    def configure(self, groups, flavor):
+        """Fill every bucket's static tables (construction, or new per-parameter settings)."""
+        for b in self.buckets:
+            b.configure(groups, flavor)
+
+    # --- the parameters' arrays, for the stepper and io/ (the adapters' only other caller) ------
+    def arrays(self, e):
+        """(data, grad) of entry ``e`` as its framework holds them now."""
+        return e.adapter.data(e.param), e.adapter.grad(e.param)
+
+    def param_array(self, e):
+        """The parameter's memory as an array (our view when adopted, else the caller's)."""
+        return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
+
+    def borrowed_arrays(self, b):
+        """Borrow mode, reference backend: host views of the params and grads (empty for
+        inactive segments)."""
+        empty = b.moment[:0]
+        ps = [e.adapter.numpy(e.adapter.data(e.param)) if b.active[i] else empty
+              for i, e in enumerate(b.entries)]
+        gs = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
+              for i, e in enumerate(b.entries)]
+        return ps, gs
+
+    def host_param(self, e):
+        """A host copy of a parameter's current value (whatever framework or device holds it)."""
+        a = e.adapter
+        data = a.data(e.param)
+        if a.device == "cuda":
+            from ..adapters.device import as_device_array
+            return as_device_array(data).copy_to_host()
+        return np.array(a.numpy(data), copy=True)
+
+    def write_param(self, e, value):
+        """Write ``value`` (host array of the parameter's shape and dtype) into the parameter."""
+        a = e.adapter
+        data = a.data(e.param)
+        if a.device == "cuda":
+            from ..adapters.device import as_device_array
+            as_device_array(data).copy_to_device(np.ascontiguousarray(value))
+        else:
+            a.numpy(data)[...] = value
 
     def check_aliasing(self, grads=()):
         """Refuse parameters whose memory overlaps, and grads overlapping any parameter.
@@ -335,3 +305,11 @@ class Registry:
         """clear_grad(set_to_zero=False): every grad becomes None."""
         for e in self.entries:
             e.adapter.clear_grad(e.param)
+
+
+def _host_zeros(n, dtype):
+    return np.zeros(n, dtype)
+
+
+def _host_address(view):
+    return view.ctypes.data

@@ -2,7 +2,7 @@
 
 Per bucket and step: [sumsq_partials + finish_clip when a norm clip or skip_nonfinite needs the
 grads' norms], then ``update``, then ``end_step`` (beta1_pow and step counts advance on the
-device exactly as the host mirror does in steptables.end_step, so both stay bit-equal and
+device exactly as the host mirror does in step/tables.end, so both stay bit-equal and
 state_dict reads the host side). The lr reaches the kernel as a launch argument; lr_t is formed
 per chunk from the device beta1_pow. The tables go up again only when the set of active
 segments or their accumulators changed (new grads, a loaded state dict): the rare case.
@@ -12,11 +12,15 @@ flag stays 0 when skip_nonfinite is off, so it needs no reset launch), so
 ``skip_nonfinite`` skips all buckets together, like paddle's found_inf. Launches go to numba's
 default stream, in order.
 """
+import contextlib
+
 import numpy as np
 
+from ..kernels import layout as L
 from ..kernels.cuda import dense as K
 from ..kernels.cuda import mixed as KM
 from ..kernels.halfbits import store_code
+from .stepper import StepperBase
 
 _NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
 
@@ -77,6 +81,7 @@ class DeviceTables:
         self.extra_sumsq = K.zeros(max(n, 1), bucket.dtype)  # row-sparse segments' sums
         self.extra_bad = K.zeros(max(n, 1), np.int32)
         self.has_extra = False
+        self.shard_chunks = self.no_chunks = None  # ZeRO-1 (use_shard)
         self.beta1_f64 = cuda.to_device(bucket.beta1_py)
         self.beta1_mult = cuda.to_device(bucket.beta1_T)
         self.lr_mult = cuda.to_device(bucket.lr_mult)
@@ -90,29 +95,55 @@ class DeviceTables:
         self.flags = cuda.to_device(bucket.flags)
         self.beta1_pow = cuda.to_device(bucket.beta1_pow)
         self.steps = cuda.to_device(bucket.steps)
-        bucket.dirty = False
+        bucket.tables_uploaded()
 
-
-class CudaStep:
-    """Holds the device tables of an optimizer's buckets and runs its steps."""
-
-    def __init__(self, buckets, groups):
+    def use_shard(self, bucket):
+        """ZeRO-1: walk only this rank's slice (bucket.shard); its norms come as ``extra``."""
         from numba import cuda
-        tables, auto_skip, self.n_groups = clip_tables(buckets, groups)
+        chunks = bucket.shard.chunks
+        self.shard_chunks = cuda.to_device(chunks)
+        self.no_chunks = K.zeros(len(bucket.entries) + 1, np.int64)
+        self.partial = cuda.device_array(max(len(chunks), 1), bucket.dtype)
+        self.bad = cuda.device_array(max(len(chunks), 1), np.int32)
+
+
+class CudaStepper(StepperBase):
+    """The numba.cuda kernels over device buffers; holds every bucket's device tables."""
+    SPARSE_FLAG = L.ACTIVE_SPARSE  # stepped, but the dense kernels skip it (cuda/rows.py's)
+
+    def __init__(self, registry, options, fence=None):
+        super().__init__(registry, options, fence or contextlib.nullcontext())
+        self.skip = K.zeros(2, np.int32)  # [this step skipped, steps skipped so far]
+        self.tables, self.group_skip, self.n_groups = {}, None, 0
+        self.reconfigure()
+
+    def reconfigure(self):
+        """(Re)build the device tables from the buckets' static tables."""
+        from numba import cuda
+        buckets = self.registry.buckets
+        tables, auto_skip, self.n_groups = clip_tables(buckets, self.options.groups)
         self.tables = {id(b): DeviceTables(b, *t) for b, t in zip(buckets, tables)}
         self.group_skip = cuda.to_device(auto_skip)
-        self.skip = K.zeros(2, np.int32)  # [this step skipped, steps skipped so far]
 
-    def step(self, buckets, changed, lr, flavor, skip_nonfinite, extra=None):
-        """``extra``: {id(bucket): (per-segment sums of squares, non-finite flags)} of the
-        row-sparse grads (host arrays), added by finish_clip."""
+    def dense_step(self, buckets, changed, lr, sparse):
+        skip = self.options.skip_nonfinite
+        self.launch(buckets, changed, lr, self.rows.sums(self.registry.entries, sparse, skip))
+        if sparse and skip and self.this_step_skipped():
+            return True  # (a device read, only with row-sparse grads and skipping)
+        self.sparse_updates(sparse, self.device_rows)
+        return False
+
+    def launch(self, buckets, changed, lr, extra=None):
+        """Every launch of one step. ``extra``: {id(bucket): (per-segment sums of squares,
+        non-finite flags)} of the row-sparse grads (host arrays), added by finish_clip."""
+        flavor, skip_nonfinite = self.options.flavor, self.options.skip_nonfinite
         first = True
         for b in buckets:
             t = self.tables[id(b)]
             if changed[id(b)] or b.dirty:
                 t.upload(b)
             if b.mode == "borrow" and K.simulated():
-                stage(b, t, into=True)
+                self._stage(b, t, into=True)
             self._set_extra(t, None if not extra else extra.get(id(b)))
             if skip_nonfinite or (b.norm_clipped & b.active).any():
                 self._norms(b, t, skip_nonfinite, first)
@@ -132,16 +163,28 @@ class CudaStep:
                     params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,
                     self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64, t.steps, where)
             if b.mode == "borrow" and K.simulated():
-                stage(b, t, into=False)
+                self._stage(b, t, into=False)
             n = len(b.entries)
             k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
                 t.flags, t.beta1_pow, t.beta1_mult, t.steps)
         if skip_nonfinite and buckets:
             K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
 
+    def update_launch(self, bucket):
+        """The bare update launch of ``bucket`` with its current tables (benchmarks time it
+        against a copy of the same bytes); a callable taking the lr."""
+        t, k = self.tables[id(bucket)], K.kernels(bucket.dtype)
+        params, grads, moment, inf_norm, chunks, n_chunks = self._views(bucket, t)
+        kernels, where = access(bucket, t)
+        launch = kernels.update[K.grid_for(max(n_chunks, 1)), k.threads]
+        flavor = self.options.flavor
+        return lambda lr: launch(params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,
+                                 self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64,
+                                 t.steps, where)
+
     def _views(self, b, t):
         """(params, grads, moment, inf_norm, device chunk table, chunk count) a step walks:
-        the whole bucket here (distributed.ShardedCudaStep: this rank's slice). Borrow mode:
+        the whole bucket here (parallel/mpi.ShardedCudaStepper: this rank's slice). Borrow mode:
         the address tables (a GPU) or the staging buffers (the simulator) for params/grads."""
         if b.mode == "borrow":
             params, grads = t.staging if K.simulated() else borrowed_addresses(b, t)
@@ -183,7 +226,7 @@ class CudaStep:
                                     bool(skip_nonfinite), first, self.n_groups, t.extra_sumsq,
                                     t.extra_bad)
 
-    def rows(self, bucket, k):
+    def device_rows(self, bucket, k):
         """Segment k's device hyper and flag rows (with this step's clip scale)."""
         t = self.tables[id(bucket)]
         return t.hyper[k], t.flags[k]
@@ -195,9 +238,31 @@ class CudaStep:
     def set_skipped(self, count):
         self.skip.copy_to_device(np.array([0, count], np.int32))
 
+    @property
     def skipped_steps(self):
         """How many steps a non-finite grad skipped (reads the device: a sync)."""
         return int(self.skip.copy_to_host()[1])
+
+    def _stage(self, bucket, t, into):
+        """The simulator's borrow mode (it has no raw addresses): the active params and grads
+        are copied into flat staging buffers before the step (``into``) and the params back
+        after, so the plain kernels run; the same numbers as the address-table kernels, which
+        it cannot run."""
+        from ..adapters.device import as_device_array
+        if t.staging is None:
+            t.staging = (K.zeros(len(bucket.moment), bucket.dtype),
+                         K.zeros(len(bucket.moment), bucket.dtype))
+        params, grads = t.staging
+        for k, e in enumerate(bucket.entries):
+            if not bucket.active[k] or bucket.sparse[k]:
+                continue
+            data, grad = self.registry.arrays(e)
+            data = as_device_array(data)
+            if into:
+                bucket.segment(params, k).copy_to_device(data)
+                bucket.segment(grads, k).copy_to_device(as_device_array(grad))
+            else:
+                data.copy_to_device(bucket.segment(params, k))
 
 
 # --- borrow mode: the caller's params and grads, wherever they are ------------------------------
@@ -223,23 +288,3 @@ def borrowed_addresses(bucket, t):
                                    and np.array_equal(grads, t.addresses[1])):
         t.addresses = (params.copy(), grads.copy(), cuda.to_device(params), cuda.to_device(grads))
     return t.addresses[2], t.addresses[3]
-
-
-def stage(bucket, t, into):
-    """The simulator's borrow mode (it has no raw addresses): the active params and grads are
-    copied into flat staging buffers before the step (``into``) and the params back after, so
-    the plain kernels run; the same numbers as the address-table kernels, which it cannot run."""
-    from ..adapters.device import as_device_array
-    if t.staging is None:
-        t.staging = (K.zeros(len(bucket.moment), bucket.dtype),
-                     K.zeros(len(bucket.moment), bucket.dtype))
-    params, grads = t.staging
-    for k, e in enumerate(bucket.entries):
-        if not bucket.active[k] or bucket.sparse[k]:
-            continue
-        data = as_device_array(e.adapter.data(e.param))
-        if into:
-            bucket.segment(params, k).copy_to_device(data)
-            bucket.segment(grads, k).copy_to_device(as_device_array(e.adapter.grad(e.param)))
-        else:
-            data.copy_to_device(bucket.segment(params, k))

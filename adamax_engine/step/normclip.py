@@ -9,7 +9,6 @@ turns the sums into the GRAD_SCALE / SCALE_GRAD columns that the update kernel r
 import numpy as np
 
 from ..transforms.clip import ClipGradByGlobalNorm
-from ..kernels import layout as L
 from .tables import global_norm_scales
 
 
@@ -23,8 +22,8 @@ class NormClips:
 
     def apply(self, buckets, kernels, sparse_rows, sparse_grads):
         """Reduce, then set the clip scales. True when ``skip_nonfinite`` is on and some grad is
-        inf/nan: the step must skip the update. ``kernels``: dispatch.LocalStep or its MPI
-        twin; ``sparse_rows``: sparse.SparseRows; ``sparse_grads``: this step's row-sparse
+        inf/nan: the step must skip the update. ``kernels``: the HostStepper (or its MPI
+        twin), whose ``sumsq`` runs the reduction; ``sparse_rows``: sparse.SparseRows; ``sparse_grads``: this step's row-sparse
         grads by id(entry)."""
         if not self.needed:
             return False
@@ -44,8 +43,7 @@ class NormClips:
                 continue
             scales = clip.norm_scales([sums[id(b)][idx] for b, idx in members])
             for (b, idx), (scale, apply) in zip(members, scales):
-                b.hyper[idx, L.GRAD_SCALE] = scale
-                b.flags[idx, L.SCALE_GRAD] = apply
+                b.set_grad_scale(idx, scale, apply)
         return False
 
     def plan(self, buckets):

@@ -23,50 +23,6 @@ from ..kernels import layout as L
 from ..kernels import rows as K
 
 
-class RowSparseGrad:
-    """A gradient for rows ``rows`` (int array, k) of a parameter of shape (R, ...):
-    ``values`` has shape (k, ...) and the parameter's dtype. Duplicate rows are summed."""
-
-    def __init__(self, rows, values):
-        self.rows = np.asarray(rows)
-        self.values = values
-
-    def zero_(self):
-        """clear_grad(): no rows left (the parameter still counts as having a grad)."""
-        self.rows = self.rows[:0]
-        self.values = self.values[:0]
-
-    def check(self, name, shape, dtype):
-        """(unique rows, summed values as (u, row_len)) or TypeError/ValueError naming ``name``."""
-        what = f"{name}.grad"
-        if len(shape) < 1:
-            raise ValueError(f"{what}: a row-sparse grad needs a parameter with rows, got shape ()")
-        if self.rows.ndim != 1 or self.rows.dtype.kind not in "iu":
-            raise TypeError(f"{what}.rows: expected a 1-D integer array, got {self.rows.dtype} "
-                            f"with shape {self.rows.shape}")
-        values = self.values
-        if not isinstance(values, np.ndarray):
-            raise TypeError(f"{what}.values: expected a numpy.ndarray, got "
-                            f"{type(values).__name__}")
-        if values.dtype != dtype:
-            raise TypeError(f"{what}.values: expected dtype {dtype} (the parameter's), got "
-                            f"{values.dtype}")
-        if values.shape != (len(self.rows),) + tuple(shape[1:]):
-            raise ValueError(f"{what}.values: expected shape {(len(self.rows),) + tuple(shape[1:])}"
-                             f" (one row per index), got {values.shape}")
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= shape[0]):
-            raise ValueError(f"{what}.rows: expected indices in [0, {shape[0]}), got "
-                             f"[{self.rows.min()}, {self.rows.max()}]")
-        unique, inverse = np.unique(self.rows.astype(np.int64), return_inverse=True)
-        flat = values.reshape(len(self.rows), int(np.prod(shape[1:], dtype=np.int64)))
-        if len(unique) == len(self.rows):
-            summed = np.ascontiguousarray(flat[np.argsort(self.rows, kind="stable")])
-        else:
-            summed = np.zeros((len(unique), flat.shape[1]), dtype)
-            np.add.at(summed, inverse, flat)
-        return unique, summed
-
-
 class SparseRows:
     """Per-parameter state of the exact (replay) mode, and the sparse part of a step."""
 
@@ -75,18 +31,6 @@ class SparseRows:
             raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
         self.lazy, self.max_lag = lazy_mode, max_lag
         self.state = {}  # id(entry) -> see _state
-
-    @staticmethod
-    def param_view(e):
-        """The parameter's memory as an array (our view when adopted, else the caller's)."""
-        return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
-
-    def updates(self, entries, sparse, flavor, device_rows=None):
-        """The sparse part of a step: every entry with a row-sparse grad this step."""
-        for e in entries if sparse else ():
-            if id(e) in sparse:
-                rows = None if device_rows is None else device_rows(e.bucket, e.index)
-                self.update(e, self.param_view(e), sparse[id(e)], flavor, rows)
 
     def sums(self, entries, sparse, skip_nonfinite):
         """On the GPU: {id(bucket): (squares, inf/nan flags)} of the row-sparse grads that a

@@ -79,3 +79,15 @@ def global_norm_scales(sumsq, members, clip_norm, auto_skip, hyper, flags):
         if members[k]:
             hyper[k, GRAD_SCALE] = scale
             flags[k, SCALE_GRAD] = 1 if apply else 0
+
+
+def begin(bucket, lr, flavor):
+    """``begin_step`` over a bucket's tables; True when a device copy must be refreshed."""
+    b = bucket
+    return begin_step(lr, flavor, b.active, b.has_state, b.beta1_pow, b.beta1_T, b.beta1_py,
+                      b.steps, b.lr_mult, b.hyper, b.flags)
+
+
+def end(bucket):
+    """``end_step`` over a bucket's tables."""
+    end_step(bucket.active, bucket.beta1_pow, bucket.beta1_T, bucket.steps)
