@@ -98,7 +98,7 @@ def load_yaml(path):
 # --- small typed readers -------------------------------------------------------------------------
 def check_keys(block, path, known, src, required=()):
     if not isinstance(block, dict):
-        raise src.error(path, f"expected a mapping, got {_kind(block)}")
+        raise src.error(path, f"expected a mapping, got {kind_of(block)}")
     for key in block:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
@@ -110,7 +110,7 @@ def check_keys(block, path, known, src, required=()):
             raise src.error(f"{path}.{key}" if path else key, "missing (required)")
 
 
-def _kind(value):
+def kind_of(value):
     return "null" if value is None else type(value).__name__
 
 
@@ -119,7 +119,7 @@ def number(value, path, src, *, lo=None, hi=None, lo_open=False, hi_open=False, 
     ok = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok:
         raise src.error(path, f"expected {'an int' if integer else 'a number'}, got "
-                              f"{_kind(value)} {value!r}")
+                              f"{kind_of(value)} {value!r}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise src.error(path, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -160,7 +160,7 @@ LR_ARGS = ("learning_rate", "base_learning_rate", "max_learning_rate")
 
 def _scheduler(block, base_lr, path, src):
     if not isinstance(block, dict):
-        raise src.error(path, f"expected a mapping with 'type', got {_kind(block)}")
+        raise src.error(path, f"expected a mapping with 'type', got {kind_of(block)}")
     if "type" not in block:
         raise src.error(f"{path}.type", f"missing (required; one of {', '.join(sorted(SCHEDULERS))})")
     name = choice(block["type"], f"{path}.type", src, sorted(SCHEDULERS))
@@ -265,7 +265,7 @@ def optimizer_kwargs(block, src, path="optimizer"):
             kw[flag] = block[flag]
     if "name" in block:
         if not isinstance(block["name"], str):
-            raise src.error(f"{path}.name", f"expected a string, got {_kind(block['name'])}")
+            raise src.error(f"{path}.name", f"expected a string, got {kind_of(block['name'])}")
         kw["name"] = block["name"]
     kw["weight_decay"] = _decay(block.get("weight_decay"), f"{path}.weight_decay", src)
     kw["grad_clip"] = _clip(block.get("grad_clip"), f"{path}.grad_clip", src)
@@ -274,7 +274,7 @@ def optimizer_kwargs(block, src, path="optimizer"):
         _scheduler(sched, base_lr, f"{path}.lr_scheduler", src)
     groups = block.get("groups", [])
     if not isinstance(groups, list):
-        raise src.error(f"{path}.groups", f"expected a list of mappings, got {_kind(groups)}")
+        raise src.error(f"{path}.groups", f"expected a list of mappings, got {kind_of(groups)}")
     specs = []
     for i, g in enumerate(groups):
         gpath = f"{path}.groups.{i}"

@@ -20,7 +20,7 @@ from .adapters import adapter_for
 from .io.state import load_state, state_dict_of
 from .lr import is_scheduler
 from .params import groups as G
-from .params.parameter import LOW_PRECISION
+from .params.dtypes import LOW_PRECISION
 from .params.bucket import Entry
 from .params.registry import Registry
 from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve

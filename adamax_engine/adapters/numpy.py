@@ -2,16 +2,17 @@
 import numpy as np
 
 from ..params.parameter import Parameter, check_array
+from .protocol import AdapterBase
 
 
-class NumpyAdapter:
+class NumpyAdapter(AdapterBase):
     """Reads/re-points Parameter.data and .grad. Adopt and borrow both work for numpy."""
     default_mode = "adopt"
     device = "cpu"
 
     @staticmethod
     def accepts(param):
-        return isinstance(param, Parameter) and isinstance(param._data, np.ndarray)
+        return isinstance(param, Parameter) and isinstance(param.data, np.ndarray)
 
     @staticmethod
     def same(value, view, view_address=None):
@@ -28,14 +29,14 @@ class NumpyAdapter:
 
     @staticmethod
     def zero_grad(param):
-        if hasattr(param._grad, "zero_"):  # a RowSparseGrad: no rows left
-            param._grad.zero_()
+        if hasattr(param.grad, "zero_"):  # a RowSparseGrad: no rows left
+            param.grad.zero_()
         else:
-            param._grad[...] = 0
+            param.grad[...] = 0
 
     @staticmethod
     def meta(param):
-        return tuple(param._data.shape), param._data.dtype
+        return tuple(param.data.shape), param.data.dtype
 
     @staticmethod
     def copy_into(view, value):
@@ -53,19 +54,16 @@ class NumpyAdapter:
 
     @staticmethod
     def data(param):
-        return param._data
+        return param.data
 
     @staticmethod
     def grad(param):
-        return param._grad
+        return param.grad
 
     @staticmethod
     def point(param, data=None, grad=None):
         """Re-point .data/.grad at registry views without counting it as a user mutation."""
-        if data is not None:
-            param._data = data
-        if grad is not None:
-            param._grad = grad
+        param.repoint(data, grad)
 
     @staticmethod
     def clear_grad(param):

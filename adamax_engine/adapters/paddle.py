@@ -23,7 +23,8 @@ class PaddleAdapter(TensorAdapter):
             if kind not in ("L1Decay", "L2Decay"):
                 raise TypeError(f"{param.name}.regularizer: expected paddle's L1Decay or "
                                 f"L2Decay, got {kind}")
-            reg = (L1Decay if kind == "L1Decay" else L2Decay)(float(reg._coeff))
+            coeff = reg._coeff  # private-ok: paddle's regularizers expose it no other way
+            reg = (L1Decay if kind == "L1Decay" else L2Decay)(float(coeff))
         attr = getattr(param, "optimize_attr", None) or {}
         return (param.name, float(attr.get("learning_rate", 1.0)), reg,
                 bool(getattr(param, "need_clip", True)))

@@ -10,10 +10,11 @@ from operator import attrgetter
 
 import numpy as np
 
-from ..params.parameter import DTYPE_NAMES, supported
+from ..params.dtypes import DTYPE_NAMES, supported
+from .protocol import AdapterBase
 
 
-class TensorAdapter:
+class TensorAdapter(AdapterBase):
     framework = ""            # the module name that owns the tensor type
     trainable_attr = ""       # the attribute only that framework's parameters have
     default_mode = "borrow"

@@ -30,7 +30,7 @@ def set_path(data, dotted, value, src=C.Source(), what="--set"):
     for i, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise src.error(".".join(keys[:i + 1]), f"{what}: is a {C._kind(child)}, not a mapping")
+            raise src.error(".".join(keys[:i + 1]), f"{what}: is a {C.kind_of(child)}, not a mapping")
         node = child
     node[keys[-1]] = value
 
@@ -68,7 +68,7 @@ def validate(data, src, name="experiment"):
     if isinstance(prob, str):
         prob = {"name": prob}
     if not isinstance(prob, dict):
-        raise src.error("problem", f"expected a problem name or a mapping, got {C._kind(prob)}")
+        raise src.error("problem", f"expected a problem name or a mapping, got {C.kind_of(prob)}")
     pname = C.choice(prob.get("name"), "problem.name", src, sorted(problems.OPTIONS))
     spec = problems.OPTIONS[pname]
     C.check_keys(prob, "problem", set(spec) | {"name"}, src)

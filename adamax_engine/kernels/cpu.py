@@ -34,7 +34,7 @@ def _as_pointer(typingctx, address, like):
 
 
 @njit(inline="always")
-def _prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode):
+def prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode):
     """Paddle's order: ClipGradByValue, then a norm-clip scale, then L2/L1 decay (never clipped)."""
     if clip_value:
         g = lo if g < lo else (hi if g > hi else g)
@@ -65,7 +65,7 @@ def _make_loop(flavor, generic):
              decay_mode):
         for i in range(p.shape[0]):
             if generic:
-                gi = _prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad,
+                gi = prepared_grad(g[i], p[i], lo, hi, scale, decay, clip_value, scale_grad,
                                     decay_mode)
             else:
                 gi = g[i] * scale
@@ -97,7 +97,7 @@ _KERAS_ANY, _KERAS_FAST = _make_loop(KERAS, True), _make_loop(KERAS, False)
 
 
 @njit(inline="always")
-def _update_slices(p, g, m, u, h, f, flavor, fast=False):
+def update_slices(p, g, m, u, h, f, flavor, fast=False):
     """One chunk: p, g, m, u are equal-length 1-D views; h/f the segment's hyper/flag rows.
 
     ``fast`` (the dense kernels) sends chunks without value clip or L1 decay to the flavor's
@@ -130,12 +130,12 @@ def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _update_slices(params[start:end], grads[start:end], moment[start:end],
+            update_slices(params[start:end], grads[start:end], moment[start:end],
                            inf_norm[start:end], hyper[seg], flags[seg], flavor, True)
 
 
 @njit(inline="always")
-def _borrowed(addresses, offsets, seg, start, end, like):
+def borrowed_view(addresses, offsets, seg, start, end, like):
     """The [start, end) slice (state coordinates) of a borrowed array given by its address."""
     base = _as_pointer(addresses[seg] + (start - offsets[seg]) * like.itemsize, like)
     return numba.carray(base, (end - start,))
@@ -152,9 +152,9 @@ def borrowed_update(param_addrs, grad_addrs, moment, inf_norm, offsets, chunks, 
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            p = _borrowed(param_addrs, offsets, seg, start, end, moment)
-            g = _borrowed(grad_addrs, offsets, seg, start, end, moment)
-            _update_slices(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
+            p = borrowed_view(param_addrs, offsets, seg, start, end, moment)
+            g = borrowed_view(grad_addrs, offsets, seg, start, end, moment)
+            update_slices(p, g, moment[start:end], inf_norm[start:end], hyper[seg], flags[seg],
                            flavor, True)
 
 
@@ -201,7 +201,7 @@ def _has_nonfinite(x):
 
 
 @njit(inline="always")
-def _combine_partials(partial, bad, chunks, n_segments):
+def combine_partials(partial, bad, chunks, n_segments):
     """Chunk partials -> per-segment sums, sequentially in chunk order (thread-count independent)."""
     sumsq = np.zeros(n_segments, dtype=partial.dtype)
     nonfinite = np.zeros(n_segments, dtype=np.bool_)
@@ -213,14 +213,14 @@ def _combine_partials(partial, bad, chunks, n_segments):
 
 
 @njit(inline="always")
-def _chunk_stats(x, partial, bad, c):
+def chunk_stats(x, partial, bad, c):
     s = _chunk_sumsq(x)
     partial[c] = s
     # a finite grad can still overflow g*g, so a non-finite sum only triggers a real scan
     bad[c] = (not np.isfinite(s)) and _has_nonfinite(x)
 
 
-class _slp_vectorizer:
+class slp_vectorizer:
     """Compile with LLVM's SLP vectorizer on (numba keeps it off by default) while inside.
 
     It packs the 8 independent lane accumulators of _chunk_sumsq into one vector register:
@@ -239,13 +239,13 @@ class _slp_vectorizer:
 
 def segment_sumsq(grads, chunks, flags):
     """Per-segment sum of grad^2 (grad dtype) and non-finite flag; inactive segments give 0."""
-    with _slp_vectorizer():
+    with slp_vectorizer():
         return _segment_sumsq(grads, chunks, flags)
 
 
 def borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
     """segment_sumsq for borrowed grads (addresses, see borrowed_update); ``like`` gives the dtype."""
-    with _slp_vectorizer():
+    with slp_vectorizer():
         return _borrowed_sumsq(grad_addrs, offsets, chunks, flags, like)
 
 
@@ -256,8 +256,8 @@ def _segment_sumsq(grads, chunks, flags):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _chunk_stats(grads[start:end], partial, bad, c)
-    return _combine_partials(partial, bad, chunks, flags.shape[0])
+            chunk_stats(grads[start:end], partial, bad, c)
+    return combine_partials(partial, bad, chunks, flags.shape[0])
 
 
 @njit(parallel=True, cache=True)
@@ -267,5 +267,5 @@ def _borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _chunk_stats(_borrowed(grad_addrs, offsets, seg, start, end, like), partial, bad, c)
-    return _combine_partials(partial, bad, chunks, flags.shape[0])
+            chunk_stats(borrowed_view(grad_addrs, offsets, seg, start, end, like), partial, bad, c)
+    return combine_partials(partial, bad, chunks, flags.shape[0])

@@ -12,7 +12,7 @@ param is read and written at 4 B); the 16-bit param itself is never read.
 from numba import njit, prange
 import numpy as np
 
-from .cpu import _borrowed, _chunk_stats, _combine_partials, _prepared_grad, _slp_vectorizer
+from .cpu import borrowed_view, chunk_stats, combine_partials, prepared_grad, slp_vectorizer
 from .halfbits import BFLOAT16, FLOAT16, from_f32, to_f32
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
                      GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
@@ -47,12 +47,12 @@ def _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, sto
 
 @njit(inline="always")
 def _update_mixed(p16, g16, master, m, u, h, f, flavor, store):
-    """cpu._update_slices' arithmetic, one pass: widen g, step the master, narrow into p16."""
+    """cpu.update_slices' arithmetic, one pass: widen g, step the master, narrow into p16."""
     lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
     lo, hi, scale, decay = h[CLIP_MIN], h[CLIP_MAX], h[GRAD_SCALE], h[DECAY]
     clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, f[DECAY_MODE]
     for i in range(p16.shape[0]):
-        gi = _prepared_grad(to_f32(g16[i], store), master[i], lo, hi, scale, decay, clip_value,
+        gi = prepared_grad(to_f32(g16[i], store), master[i], lo, hi, scale, decay, clip_value,
                             scale_grad, decay_mode)
         _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, store)
 
@@ -112,8 +112,8 @@ def borrowed_update(param_addrs, grad_addrs, master, moment, inf_norm, offsets, 
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            p16 = _borrowed(param_addrs, offsets, seg, start, end, like)
-            g16 = _borrowed(grad_addrs, offsets, seg, start, end, like)
+            p16 = borrowed_view(param_addrs, offsets, seg, start, end, like)
+            g16 = borrowed_view(grad_addrs, offsets, seg, start, end, like)
             _mixed_chunk(p16, g16, master[start:end], moment[start:end], inf_norm[start:end],
                          hyper[seg], flags[seg], flavor, store)
 
@@ -125,8 +125,8 @@ def _segment_sumsq(grads, chunks, flags, store):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            _chunk_stats(_widen(grads[start:end], store), partial, bad, c)
-    return _combine_partials(partial, bad, chunks, flags.shape[0])
+            chunk_stats(_widen(grads[start:end], store), partial, bad, c)
+    return combine_partials(partial, bad, chunks, flags.shape[0])
 
 
 @njit(parallel=True, cache=True)
@@ -136,17 +136,17 @@ def _borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like):
     for c in prange(chunks.shape[0]):
         seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         if flags[seg, ACTIVE] != 0:
-            g16 = _borrowed(grad_addrs, offsets, seg, start, end, like)
-            _chunk_stats(_widen(g16, store), partial, bad, c)
-    return _combine_partials(partial, bad, chunks, flags.shape[0])
+            g16 = borrowed_view(grad_addrs, offsets, seg, start, end, like)
+            chunk_stats(_widen(g16, store), partial, bad, c)
+    return combine_partials(partial, bad, chunks, flags.shape[0])
 
 
 def segment_sumsq(grads, chunks, flags, store):
     """Per-segment float32 sum of squares of the widened 16-bit grads, and non-finite flags."""
-    with _slp_vectorizer():
+    with slp_vectorizer():
         return _segment_sumsq(grads, chunks, flags, store)
 
 
 def borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like):
-    with _slp_vectorizer():
+    with slp_vectorizer():
         return _borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like)

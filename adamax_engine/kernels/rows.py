@@ -6,7 +6,7 @@ the parameter's step ``s``; ``last[r]`` is the last step applied to row r (-1: n
 
 Exact mode (``replay=True``, lazy_mode=False): before row r takes step ``now`` with its grad, the
 steps last[r]+1 .. now-1 that it missed are replayed with a zero grad, with the same
-kernels.cpu._update_slices arithmetic and each step's own lr_t. That is exactly what a dense
+kernels.cpu.update_slices arithmetic and each step's own lr_t. That is exactly what a dense
 step with a zero grad row does, so the row ends bit-identical to the dense run; a row that is
 never touched is caught up by ``catch_up`` (opt.flush()). The moments alone have closed forms
 (m decays by beta1^k; u follows u -> beta2*u + eps with a zero grad), but the parameter's
@@ -17,7 +17,7 @@ Lazy mode (``replay=False``): touched rows take this step, other rows do nothing
 import numpy as np
 from numba import njit, prange
 
-from .cpu import _update_slices
+from .cpu import update_slices
 from .layout import SCALE_GRAD
 
 
@@ -32,9 +32,9 @@ def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, fl
         r = rows[i]
         if replay:
             for s in range(last[r] + 1, now):
-                _update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet,
+                update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet,
                                flavor)
-        _update_slices(param[r], values[i], moment[r], inf_norm[r], hist[now - base], flags,
+        update_slices(param[r], values[i], moment[r], inf_norm[r], hist[now - base], flags,
                        flavor)
         last[r] = now
 
@@ -48,7 +48,7 @@ def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, 
     for i in prange(rows.shape[0]):
         r = rows[i]
         for s in range(last[r] + 1, upto + 1):
-            _update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet, flavor)
+            update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet, flavor)
         if last[r] < upto:
             last[r] = upto
 
@@ -61,6 +61,6 @@ def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
     quiet[SCALE_GRAD] = 0
     for r in prange(param.shape[0]):
         for s in range(last[r] + 1, upto + 1):
-            _update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet, flavor)
+            update_slices(param[r], zero, moment[r], inf_norm[r], hist[s - base], quiet, flavor)
         if last[r] < upto:
             last[r] = upto

@@ -3,15 +3,9 @@ import itertools
 
 import numpy as np
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: 16-bit dtypes, stepped with float32 master weights (``Adamax(multi_precision=True)``);
-#: bfloat16 arrays are ml_dtypes' (numpy has none of its own).
-LOW_PRECISION = ("float16", "bfloat16")
-DTYPE_NAMES = "float32, float64, float16 or bfloat16"
+from .device_arrays import check_device_array, is_device_array
+from .dtypes import DTYPE_NAMES, supported
 
-
-def supported(dtype):
-    return dtype in SUPPORTED_DTYPES or getattr(dtype, "name", None) in LOW_PRECISION
 _names = itertools.count()
 
 
@@ -75,7 +69,6 @@ class Parameter:
 
     def __init__(self, array, name=None, learning_rate=1.0, regularizer=None, need_clip=True,
                  trainable=True):
-        from ..adapters.device import check_device_array, is_device_array
         if is_device_array(array):
             array = check_device_array(array, "array")
         else:
@@ -108,6 +101,14 @@ class Parameter:
     def grad(self, value):
         Parameter.mutations += 1
         self._grad = value
+
+    def repoint(self, data=None, grad=None):
+        """The registry re-points .data/.grad at its views (adopt mode): not a user assignment,
+        so the mutation counter is not bumped."""
+        if data is not None:
+            self._data = data
+        if grad is not None:
+            self._grad = grad
 
     @property
     def stop_gradient(self):

@@ -26,7 +26,7 @@ overwritten by the next step).
 import numpy as np
 
 from .bucket import Bucket
-from .parameter import LOW_PRECISION
+from .dtypes import LOW_PRECISION
 from .rowsparse import RowSparseGrad
 
 MODES = ("adopt", "borrow")
@@ -49,7 +49,7 @@ class Registry:
         self._params = [e.param for e in self.entries]
         kinds = {e.adapter for e in self.entries}
         batch = kinds.pop() if len(kinds) == 1 else None
-        self._batch = batch if batch is not None and hasattr(batch, "snapshot") else None
+        self._batch = batch if batch is not None and batch.snapshot is not None else None
         self._nbytes = np.array([e.size * e.dtype.itemsize for e in self.entries], np.int64)
         self._position = {id(e): i for i, e in enumerate(self.entries)}
         self.check_aliasing()
@@ -68,9 +68,9 @@ class Registry:
                              "(float16 with multi_precision needs mode='adopt')")
         zeros, address_of = _host_zeros, _host_address
         if device == "cuda":
-            from ..adapters.device import DeviceAdapter
             from ..kernels.cuda import zeros
-            address_of = DeviceAdapter.address
+            from .device_arrays import extent
+            address_of = lambda view: extent(view)[0]  # noqa: E731
         for b in self.buckets:
             b.allocate(zeros, address_of)
         if mode == "adopt":
@@ -107,7 +107,7 @@ class Registry:
                 continue
             data, grad = a.data(e.param), a.grad(e.param)
             key = None
-            if stamp is None and grad is not None and hasattr(a, "row_sparse"):
+            if stamp is None and grad is not None and a.row_sparse is not None:
                 grad = a.row_sparse(grad) or grad  # a framework's sparse grad, as ours
             if stamp is None and grad is not None and not isinstance(grad, RowSparseGrad):
                 key = (a.address(data), a.address(grad))
@@ -210,7 +210,7 @@ class Registry:
         a = e.adapter
         data = a.data(e.param)
         if a.device == "cuda":
-            from ..adapters.device import as_device_array
+            from .device_arrays import as_device_array
             return as_device_array(data).copy_to_host()
         return np.array(a.numpy(data), copy=True)
 
@@ -219,7 +219,7 @@ class Registry:
         a = e.adapter
         data = a.data(e.param)
         if a.device == "cuda":
-            from ..adapters.device import as_device_array
+            from .device_arrays import as_device_array
             as_device_array(data).copy_to_device(np.ascontiguousarray(value))
         else:
             a.numpy(data)[...] = value

@@ -20,7 +20,7 @@ from ..kernels import layout as L
 from ..kernels.cuda import dense as K
 from ..kernels.cuda import mixed as KM
 from ..kernels.halfbits import store_code
-from .stepper import StepperBase
+from .base import StepperBase
 
 _NORM_KINDS = {"ClipGradByNorm": K.BY_NORM, "ClipGradByGlobalNorm": K.BY_GLOBAL_NORM}
 
@@ -248,7 +248,7 @@ class CudaStepper(StepperBase):
         are copied into flat staging buffers before the step (``into``) and the params back
         after, so the plain kernels run; the same numbers as the address-table kernels, which
         it cannot run."""
-        from ..adapters.device import as_device_array
+        from ..params.device_arrays import as_device_array
         if t.staging is None:
             t.staging = (K.zeros(len(bucket.moment), bucket.dtype),
                          K.zeros(len(bucket.moment), bucket.dtype))

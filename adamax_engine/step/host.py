@@ -10,7 +10,7 @@ float32 masters), fixed when the registry is built. parallel/mpi.ShardedHostStep
 import numpy as np
 
 from .normclip import NormClips
-from .stepper import StepperBase
+from .base import StepperBase
 
 _BITS = np.empty(0, np.uint16)
 
