@@ -136,31 +136,6 @@ def twins(rng, dtype, mode="adopt", **kw):
             wide, ae.Adamax(0.05, parameters=groups(wide), mode=mode, **kw))
 
 
-@pytest.mark.parametrize("dtype", LOW, ids=["fp16", "bf16"])
-@pytest.mark.parametrize("mode", ["adopt", "borrow"])
-@pytest.mark.parametrize("clip", [None, "value", "global", "norm"])
-def test_optimizer_equals_fp32_optimizer_on_widened_values(rng, dtype, mode, clip):
-    grad_clip = {None: None, "value": ae.ClipGradByValue(0.4), "norm": ae.ClipGradByNorm(0.5),
-                 "global": ae.ClipGradByGlobalNorm(1.0)}[clip]
-    low, opt_low, wide, opt_wide = twins(rng, dtype, mode, grad_clip=grad_clip, weight_decay=0.02)
-    for _ in range(4):
-        for p, q in zip(low, wide):
-            g = (rng.standard_normal(p.shape) * 2).astype(dtype)
-            p.grad, q.grad = g, g.astype(np.float32)
-        opt_low.step()
-        opt_wide.step()
-    masters = opt_low.state_dict()["master_weights"]
-    state_low, state_wide = opt_low.state_dict(), opt_wide.state_dict()
-    for p, q in zip(low, wide):
-        assert p.data.dtype == dtype
-        np.testing.assert_array_equal(masters[p.name], q.data)
-        np.testing.assert_array_equal(p.data.view(np.uint16), q.data.astype(dtype).view(np.uint16))
-        for acc in ("moment", "inf_norm", "beta1_pow_acc"):
-            np.testing.assert_array_equal(state_low[f"{p.name}_fp32_master_0_{acc}_0"],
-                                          state_wide[f"{q.name}_{acc}_0"])
-    assert state_low[f"{low[0].name}_fp32_master_0_beta1_pow_acc_0"].dtype == np.float32
-
-
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("mode", ["adopt", "borrow"])
 def test_torch_low_precision_parameters(rng, dtype, mode):
