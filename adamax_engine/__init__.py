@@ -1,8 +1,10 @@
 """adamax-engine: paddle.optimizer.Adamax semantics, one fused numba kernel per step, any framework.
 
-Layers (data flows one way): adapters -> registry -> pipeline (optimizer.py, transforms/clip.py,
-transforms/regularizer.py, lr/) -> kernels (reference.py oracle, cpu.py numba, cuda.py numba.cuda).
-config.py builds the pipeline from YAML; experiments/ and cli.py run it.
+Layers (data flows one way): optimizer.py (the front) -> params/ (registry of flat buffers;
+adapters/ read each framework's parameters) -> step/ (the stepper, chosen once per backend) ->
+kernels/ (reference.py oracle, cpu.py numba, cuda/ numba.cuda). transforms/ and lr/ shape grads
+and lr; io/ saves and loads; parallel/ adds MPI; config.py, experiments/ and cli.py run YAML
+experiments. See docs/design.md.
 """
 from . import lr
 from .transforms.clip import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue, GradientClipBase

@@ -16,13 +16,10 @@ u = max(beta2*u, |g|) and eps in the denominator; their bias correction is 1 - b
 """
 from typing import NamedTuple
 
-from .adapters import adapter_for
 from .io.state import load_state, state_dict_of
 from .lr import is_scheduler
 from .params import groups as G
-from .params.dtypes import LOW_PRECISION
-from .params.bucket import Entry
-from .params.registry import Registry
+from .params.registry import Registry, make_entry
 from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve
 from .transforms.clip import GradientClipBase
 
@@ -105,7 +102,7 @@ class Adamax:
         defaults = {"beta1": beta1, "beta2": beta2, "epsilon": epsilon, "grad_clip": grad_clip}
         groups = G.parse_groups(G.unpair(list(parameters), names), defaults)
         pairs = [(p, gi, g) for gi, g in enumerate(groups) for p in g["params"]]
-        entries = [_entry(p, gi, g, i, names, self.regularization, multi_precision)
+        entries = [make_entry(p, gi, g, i, names, self.regularization, multi_precision)
                    for i, (p, gi, g) in enumerate(pairs)]
         if mode is None:
             mode = entries[0].adapter.default_mode if entries else "adopt"
@@ -174,12 +171,7 @@ class Adamax:
             raise ValueError("parameters: minimize() got a parameter this optimizer was not "
                              "constructed with")
         self._step(only)
-        pairs = []
-        for p in chosen:
-            grad = adapter_for(p).grad(p)
-            if grad is not None and adapter_for(p).trainable(p):
-                pairs.append((p, grad))
-        return [], pairs
+        return [], self._registry.grads_of(chosen)
 
     def clear_grad(self, set_to_zero=True):
         """Zero every existing grad (default) or set them all to None (``set_to_zero=False``)."""
@@ -298,20 +290,3 @@ class Adamax:
     def __repr__(self):
         return (f"Adamax(lr={self._learning_rate!r}, flavor={self.flavor!r}, "
                 f"params={len(self._registry.entries)}, mode={self._registry.mode!r})")
-
-
-def _entry(param, gi, group, index, names, default_reg, multi_precision):
-    """The registry entry of one parameter: its name and effective settings (a group's explicit
-    setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
-    adapter = adapter_for(param)
-    name, own_lr, own_reg, need_clip = adapter.attributes(param)
-    name = names.get(id(param), name) or f"param_{index}"
-    adapter.check(adapter.data(param), f"{name}.data")
-    shape, dtype = adapter.meta(param)
-    if dtype.name in LOW_PRECISION and not multi_precision:
-        raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
-                        "(float32 master weights and moments; numba has no CPU float16 "
-                        "arithmetic, and paddle has no CPU float16 Adamax either)")
-    lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
-    reg = group["weight_decay"] or own_reg or default_reg
-    return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))

@@ -302,7 +302,7 @@ def build(cls, path, parameters, match="name", **overrides):
     learning_rate -- required when the saved one was a lambda or foreign scheduler). The device
     follows the parameters: CUDA device arrays load onto the GPU.
     """
-    from ..adapters import adapter_for
+    from ..params.registry import identify
     meta, arrays = read(path)
     cfg, records = meta["config"], meta["parameters"]
     items = list(parameters)
@@ -311,7 +311,7 @@ def build(cls, path, parameters, match="name", **overrides):
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
             named.append(item)
         else:
-            named.append((adapter_for(item).attributes(item)[0] or f"param_{i}", item))
+            named.append((identify(item)[0] or f"param_{i}", item))
     index = _pair([n for n, _ in named], records, match, os.fspath(path))
     by_record = {i: p for (_, p), i in zip(named, index)}
     groups = []
@@ -336,7 +336,7 @@ def build(cls, path, parameters, match="name", **overrides):
               "lazy_mode": cfg.get("lazy_mode", False)}
     if meta["multi_precision"]:
         kwargs["multi_precision"] = True
-    kwargs["device"] = adapter_for(named[0][1]).device if named else "cpu"
+    kwargs["device"] = identify(named[0][1])[1] if named else "cpu"
     kwargs.update(overrides)
     opt = cls(parameters=groups, **kwargs)
     # the checkpoint's effective per-parameter settings

@@ -161,22 +161,16 @@ def group_step(params, grads, state, *, lr, beta1=0.9, beta2=0.999, epsilon=1e-8
             g[i] = clip_by_value(g[i], T(clip[1]), T(clip[2]))
     elif clip is not None and clip[0] == "norm":
         for i in clipped:
-            norm = np.sqrt(_tensor_sumsq(g[i]))
-            max_norm = T(clip[1])
-            if not norm <= max_norm:  # paddle: scale = max/(norm + eps'), eps' only for norm <= 1e-30
-                eps = T(1e-6) if norm <= T(1e-30) else T(0)
-                g[i] = g[i] * (max_norm / (norm + eps))
+            scale, apply = norm_scale(_tensor_sumsq(g[i]), clip[1])
+            if apply:
+                g[i] = g[i] * scale
     elif clip is not None and clip[0] == "global" and clipped:
         sdt = np.float64 if any(g[i].dtype == np.float64 for i in clipped) else np.float32
         total = sdt(0)
         for i in clipped:
             total = total + sdt(_tensor_sumsq(g[i]))
-        gnorm, max_norm = np.sqrt(total), sdt(clip[1])
-        if not clip[2]:
-            scale = max_norm / np.maximum(gnorm, max_norm)
-        else:
-            scale = max_norm / gnorm if gnorm > max_norm else None
-        if scale is not None:
+        scale, apply = global_norm_scale(np.sqrt(total), clip[1], clip[2])
+        if apply:
             for i in clipped:
                 g[i] = g[i] * g[i].dtype.type(scale)
     for i in live:
@@ -202,6 +196,34 @@ def group_step(params, grads, state, *, lr, beta1=0.9, beta2=0.999, epsilon=1e-8
         adamax_update(params[i], g[i], state["moment"][i], state["inf_norm"][i], lr_t=lr_t,
                       beta1=b1, beta2=b2, epsilon=eps, flavor=flavor)
         state["beta1_pow"][i][()] = state["beta1_pow"][i][()] * T(beta1)
+
+
+def norm_scale(sumsq, clip_norm):
+    """ClipGradByNorm from a tensor's sum of squares (array or scalar, dtype T): (scale, apply).
+
+    paddle: scale = max_norm / (norm + eps'), eps' = 1e-6 only when norm <= 1e-30, applied when
+    not norm <= max_norm (so a NaN norm applies a NaN scale). The one numpy formulation: the
+    clipper (transforms/clip.py) calls it too."""
+    sumsq = np.asarray(sumsq)
+    T = sumsq.dtype.type
+    norm, max_norm = np.sqrt(sumsq), T(clip_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = max_norm / (norm + np.where(norm <= T(1e-30), T(1e-6), T(0)))
+    return scale.astype(sumsq.dtype), ~(norm <= max_norm)
+
+
+def global_norm_scale(gnorm, clip_norm, auto_skip):
+    """ClipGradByGlobalNorm from the global norm (dtype S): (scale, apply).
+
+    Without auto_skip: max_norm / max(gnorm, max_norm), always applied (a NaN norm gives a NaN
+    scale, np.maximum propagating it); with it: max_norm / gnorm only when gnorm > max_norm."""
+    gnorm = np.asarray(gnorm)[()]
+    max_norm = gnorm.dtype.type(clip_norm)
+    with np.errstate(divide="ignore", invalid="ignore"):  # clip_norm <= 0 and a zero norm
+        if not auto_skip:
+            return max_norm / np.maximum(gnorm, max_norm), True
+        apply = bool(gnorm > max_norm)
+        return (max_norm / gnorm if apply else max_norm), apply
 
 
 def _tensor_sumsq(g):

@@ -193,7 +193,7 @@ class DistributedAdamax:
             raise ValueError(f"cuda_aware: expected None, True or False, got {cuda_aware!r}")
         if cuda_aware is None:  # MPIX_Query_cuda_support where mpi4py exposes it, else stage
             query = getattr(self.MPI, "Query_cuda_support", None)
-            from ..kernels.cuda.dense import simulated
+            from ..kernels.cuda.runtime import simulated
             cuda_aware = bool(query is not None and not simulated() and query())
         self.cuda_aware = self.cuda and cuda_aware
         if shard_state and any(b.store is not None for b in reg.buckets):

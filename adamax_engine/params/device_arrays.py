@@ -14,7 +14,7 @@ def is_device_array(value):
         return True
     if type(value).__name__ != "FakeCUDAArray":
         return False
-    from ..kernels.cuda.dense import simulated
+    from ..kernels.cuda.runtime import simulated
     return simulated()
 
 
@@ -47,7 +47,7 @@ def check_device_array(value, what, *, dtype=None, shape=None, writeable=True):
 
 def extent(a):
     """(first byte, one past the last byte) of a device array."""
-    from ..kernels.cuda.dense import simulated
+    from ..kernels.cuda.runtime import simulated
     a = as_device_array(a)
     if simulated():
         start = a._ary.__array_interface__["data"][0]  # private-ok: the simulator has no CAI

@@ -25,7 +25,8 @@ overwritten by the next step).
 """
 import numpy as np
 
-from .bucket import Bucket
+from ..adapters import adapter_for
+from .bucket import Bucket, Entry
 from .dtypes import LOW_PRECISION
 from .rowsparse import RowSparseGrad
 
@@ -224,6 +225,17 @@ class Registry:
         else:
             a.numpy(data)[...] = value
 
+    def grads_of(self, params):
+        """(param, grad) of each of ``params`` that is trainable and has a grad (minimize())."""
+        by_id = {id(e.param): e for e in self.entries}
+        out = []
+        for p in params:
+            a = by_id[id(p)].adapter
+            grad = a.grad(p)
+            if grad is not None and a.trainable(p):
+                out.append((p, grad))
+        return out
+
     def check_aliasing(self, grads=()):
         """Refuse parameters whose memory overlaps, and grads overlapping any parameter.
 
@@ -313,3 +325,27 @@ def _host_zeros(n, dtype):
 
 def _host_address(view):
     return view.ctypes.data
+
+
+def make_entry(param, gi, group, index, names, default_reg, multi_precision):
+    """The registry entry of one parameter: its name and effective settings (a group's explicit
+    setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
+    adapter = adapter_for(param)
+    name, own_lr, own_reg, need_clip = adapter.attributes(param)
+    name = names.get(id(param), name) or f"param_{index}"
+    adapter.check(adapter.data(param), f"{name}.data")
+    shape, dtype = adapter.meta(param)
+    if dtype.name in LOW_PRECISION and not multi_precision:
+        raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
+                        "(float32 master weights and moments; numba has no CPU float16 "
+                        "arithmetic, and paddle has no CPU float16 Adamax either)")
+    lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
+    reg = group["weight_decay"] or own_reg or default_reg
+    return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))
+
+
+def identify(param):
+    """(own name or None, device) of any framework's parameter (io/checkpoint.build names
+    parameters before an optimizer exists)."""
+    adapter = adapter_for(param)
+    return adapter.attributes(param)[0], adapter.device

@@ -73,4 +73,4 @@ class StepperBase:
     def lag_of(self, entry):
         """Row-sparse history rows an entry holds (0 when none lag; tests bound it)."""
         st = self.rows.state.get(id(entry))
-        return 0 if st is None else st["n"]
+        return 0 if st is None else st.n

@@ -17,10 +17,39 @@ order: the same sum as a dense grad up to its summation order (last-bit differen
 History: one hyper-table row per step since the most lagging row's last update; when that
 exceeds ``max_lag`` steps the whole parameter is flushed (the dense cost, amortised).
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..kernels import layout as L
 from ..kernels import rows as K
+
+
+@dataclass(slots=True, eq=False)
+class RowLag:
+    """One row-sparse parameter's replay state. Counts updates, not steps (a skipped step is
+    no update): ``clock`` updates so far, ``last`` each row's last update (-1: none),
+    ``hist[:n]`` the hyper rows of updates ``base``, ``base + 1``, ...; rows whose ``last`` is
+    behind are replayed from it."""
+    last: object              # int64 per row (a device array on the GPU)
+    hist: np.ndarray          # (capacity, layout.N_HYPER) in the bucket dtype
+    clock: int = 0
+    n: int = 0
+    base: int = 0
+
+    def record(self, hyper_row):
+        """This update's hyper row (the history doubles when full); returns its update index."""
+        if self.n == len(self.hist):
+            self.hist = np.concatenate([self.hist, np.empty_like(self.hist)])
+        self.hist[self.n] = hyper_row
+        self.n += 1
+        now = self.clock
+        self.clock += 1
+        return now
+
+    def caught_up(self, upto):
+        """Every row is up to date through update ``upto``: the history restarts after it."""
+        self.n, self.base = 0, upto + 1
 
 
 class SparseRows:
@@ -30,7 +59,7 @@ class SparseRows:
         if not isinstance(lazy_mode, bool):
             raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
         self.lazy, self.max_lag = lazy_mode, max_lag
-        self.state = {}  # id(entry) -> see _state
+        self.state = {}  # id(entry) -> RowLag
 
     def sums(self, entries, sparse, skip_nonfinite):
         """On the GPU: {id(bucket): (squares, inf/nan flags)} of the row-sparse grads that a
@@ -59,15 +88,13 @@ class SparseRows:
         return K
 
     def _state(self, e):
-        """{"clock": updates so far, "last": per-row last update, "hist": hyper rows of the
-        updates base.., "n": how many}. Updates, not steps: a skipped step is no update."""
+        """The entry's RowLag, made on its first row-sparse grad."""
         if id(e) not in self.state:
             last = np.full(e.shape[0], -1, np.int64)
             if e.bucket.device == "cuda":
                 from numba import cuda
                 last = cuda.to_device(last)
-            self.state[id(e)] = {"clock": 0, "last": last, "n": 0, "base": 0,
-                                 "hist": np.empty((8, L.N_HYPER), e.bucket.dtype)}
+            self.state[id(e)] = RowLag(last, np.empty((8, L.N_HYPER), e.bucket.dtype))
         return self.state[id(e)]
 
     def update(self, e, param, grad, flavor, device_rows=None):
@@ -76,30 +103,25 @@ class SparseRows:
         b, k = e.bucket, e.index
         rows, values = grad
         st = self._state(e)
-        now = st["clock"]
-        st["clock"] += 1
-        if st["n"] == len(st["hist"]):
-            st["hist"] = np.concatenate([st["hist"], np.empty_like(st["hist"])])
-        st["hist"][st["n"]] = b.hyper[k]
-        st["n"] += 1
+        now = st.record(b.hyper[k])
         extra = () if device_rows is None else (device_rows,)
-        self._kernels(e).rows_update(*self._views(e, param), rows, values, st["last"], st["hist"],
-                                     st["base"], now, b.flags[k], flavor, not self.lazy, *extra)
+        self._kernels(e).rows_update(*self._views(e, param), rows, values, st.last, st.hist,
+                                     st.base, now, b.flags[k], flavor, not self.lazy, *extra)
         if self.lazy:
-            st["n"], st["base"] = 0, now + 1
-        elif st["n"] > self.max_lag:
+            st.caught_up(now)
+        elif st.n > self.max_lag:
             self.flush_entry(e, param, flavor)
 
     def flush_entry(self, e, param, flavor):
         """Bring every row of ``e`` up to its last step (exact mode; lazy mode has no lag)."""
         st = self.state.get(id(e))
-        if st is None or not st["n"]:
+        if st is None or not st.n:
             return
-        upto = st["base"] + st["n"] - 1
+        upto = st.base + st.n - 1
         if not self.lazy:
-            self._kernels(e).catch_up(*self._views(e, param), st["last"], st["hist"], st["base"],
+            self._kernels(e).catch_up(*self._views(e, param), st.last, st.hist, st.base,
                                       upto, e.bucket.flags[e.index], flavor)
-        st["n"], st["base"] = 0, upto + 1
+        st.caught_up(upto)
 
     def catch_up_rows(self, e, param, rows, flavor):
         """Bring ``rows`` of ``e`` up to its last update (exact mode): call before reading them."""
@@ -108,22 +130,22 @@ class SparseRows:
             raise ValueError(f"rows: expected indices in [0, {e.shape[0]}) of {e.name!r}, got "
                              f"[{rows[0]}, {rows[-1]}]")
         st = self.state.get(id(e))
-        if st is None or not st["n"] or self.lazy:
+        if st is None or not st.n or self.lazy:
             return
-        upto = st["base"] + st["n"] - 1
-        self._kernels(e).rows_catch_up(*self._views(e, param), rows, st["last"], st["hist"],
-                                       st["base"], upto, e.bucket.flags[e.index], flavor)
+        upto = st.base + st.n - 1
+        self._kernels(e).rows_catch_up(*self._views(e, param), rows, st.last, st.hist,
+                                       st.base, upto, e.bucket.flags[e.index], flavor)
 
     def dense_step_done(self, e):
         """A dense update moved every row (after a flush): no row lags any more."""
         st = self.state[id(e)]
         if e.bucket.device == "cuda":
             from ..kernels.cuda.dense import fill
-            fill(st["last"], st["clock"])
+            fill(st.last, st.clock)
         else:
-            st["last"][:] = st["clock"]
-        st["clock"] += 1
-        st["n"], st["base"] = 0, st["clock"]
+            st.last[:] = st.clock
+        st.clock += 1
+        st.caught_up(st.clock - 1)
 
     def sumsq(self, grad):
         """(sum of squares, non-finite) of a checked sparse grad's summed values."""

@@ -53,7 +53,7 @@ def resolve(backend, device):
     if (backend == "cuda") != (device == "cuda"):
         raise ValueError(f"backend: {backend!r} cannot run on device={device!r}")
     if backend == "cuda":
-        from ..kernels.cuda import available
+        from ..kernels.cuda.runtime import available
         if not available():
             raise RuntimeError("device='cuda': no CUDA GPU (and NUMBA_ENABLE_CUDASIM is not set)")
     return backend

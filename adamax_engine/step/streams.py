@@ -83,7 +83,7 @@ class StreamFence:
     def __init__(self, source):
         from numba import cuda
         self._source = source
-        from ..kernels.cuda.dense import simulated
+        from ..kernels.cuda.runtime import simulated
         event = cuda.event if simulated() else lambda: cuda.event(timing=False)  # (sim: no args)
         self._ready, self._done = event(), event()
         self._ours = cuda.default_stream() if hasattr(cuda, "default_stream") else 0

@@ -8,6 +8,8 @@ are left out of both by the optimizer. Clipping happens before weight decay.
 
 import numpy as np
 
+from ..kernels.reference import global_norm_scale, norm_scale
+
 
 def _number(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
@@ -71,15 +73,7 @@ class ClipGradByNorm(GradientClipBase):
                              f"Received max_norm is {self.clip_norm:f}.")
 
     def norm_scales(self, sumsqs):
-        out = []
-        for sq in sumsqs:
-            T = sq.dtype.type
-            norm, max_norm = np.sqrt(sq), T(self.clip_norm)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # paddle: max_norm / (norm + eps'), eps' = 1e-6 only when norm <= 1e-30
-                scale = max_norm / (norm + np.where(norm <= T(1e-30), T(1e-6), T(0)))
-            out.append((scale.astype(sq.dtype), ~(norm <= max_norm)))  # NaN norm: applied (NaN)
-        return out
+        return [norm_scale(sq, self.clip_norm) for sq in sumsqs]
 
     def __repr__(self):
         return f"ClipGradByNorm(clip_norm={self.clip_norm})"
@@ -112,14 +106,8 @@ class ClipGradByGlobalNorm(GradientClipBase):
 
     def norm_scales(self, sumsqs):
         """One (scale, apply) pair of scalars for every bucket: the same factor for all."""
-        gnorm = self.global_norm(sumsqs)
-        max_norm = gnorm.dtype.type(self.clip_norm)
-        with np.errstate(divide="ignore", invalid="ignore"):  # clip_norm <= 0 and a zero norm
-            if not self.auto_skip_clip:  # a NaN/inf norm gives a NaN/0 scale, as in paddle
-                scale, apply = max_norm / max(gnorm, max_norm) if gnorm == gnorm else gnorm, True
-            else:
-                apply = bool(gnorm > max_norm)
-                scale = max_norm / gnorm if apply else max_norm
+        scale, apply = global_norm_scale(self.global_norm(sumsqs), self.clip_norm,
+                                         self.auto_skip_clip)
         return [(sq.dtype.type(scale), apply) for sq in sumsqs]
 
     def __repr__(self):

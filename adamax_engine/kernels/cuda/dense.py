@@ -28,36 +28,10 @@ import numpy as np
 from ..layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD)
+from .runtime import SIM_THREADS, THREADS, grid_for, simulated  # noqa: F401 (K.simulated)
 
-#: threads per block of every kernel, on a GPU and in the simulator (which runs each thread as a
-#: Python thread); powers of two, as the tree reductions assume
-THREADS, SIM_THREADS = 256, 16
 # clip kinds of the per-segment clip table (column 0); column 1 is the global-norm group index
 NO_NORM_CLIP, BY_NORM, BY_GLOBAL_NORM = 0, 1, 2
-
-
-def simulated():
-    """True when numba's CUDA simulator stands in for a GPU (NUMBA_ENABLE_CUDASIM=1)."""
-    from numba import config
-    return bool(config.ENABLE_CUDASIM)
-
-
-def available():
-    """A real GPU or the simulator can run these kernels (never raises)."""
-    try:
-        from numba import cuda
-        return bool(cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken driver install means "not available"
-        return False
-
-
-def grid_for(n_chunks):
-    """Blocks for a grid-stride launch over ``n_chunks`` chunks: enough to fill the GPU."""
-    if simulated():
-        return max(1, min(n_chunks, 4))
-    from numba import cuda
-    sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    return max(1, min(n_chunks, sms * 16))
 
 
 def zeros(n, dtype):
