@@ -47,6 +47,28 @@ def prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode
     return g
 
 
+@njit(inline="always")
+def adamax_element(p, g, m, u, lr_t, b1, omb1, b2, eps, flavor):
+    """One element's step given its prepared grad ``g``: (p, m, u) after it. The formula of
+    kernels/reference.adamax_update, written once for every numba loop (fp32/fp64, the
+    mixed-precision masters, the row-sparse rows); ``flavor`` is a constant where it is
+    inlined, so only its branch is compiled."""
+    mi = b1 * m + omb1 * g
+    if flavor == PADDLE:
+        a = abs(g)
+        b = b2 * u + eps
+    elif flavor == KERAS:
+        a = b2 * u
+        b = abs(g)
+    else:  # TORCH, OPTAX: eps on the gradient branch
+        a = b2 * u
+        b = abs(g) + eps
+    ui = b if a < b else a
+    if flavor == KERAS:
+        return p - lr_t * (mi / (ui + eps)), mi, ui
+    return p - lr_t * (mi / ui), mi, ui
+
+
 def _make_loop(flavor, generic):
     """The element loop of one chunk for one flavor, as its own small compiled function.
 
@@ -71,23 +93,10 @@ def _make_loop(flavor, generic):
                 gi = g[i] * scale
                 if decay_mode == L2_DECAY:
                     gi = gi + decay * p[i]
-            mi = b1 * m[i] + omb1 * gi
-            if flavor == PADDLE:
-                a = abs(gi)
-                b = b2 * u[i] + eps
-            elif flavor == KERAS:
-                a = b2 * u[i]
-                b = abs(gi)
-            else:  # TORCH, OPTAX: eps on the gradient branch
-                a = b2 * u[i]
-                b = abs(gi) + eps
-            ui = b if a < b else a
+            pi, mi, ui = adamax_element(p[i], gi, m[i], u[i], lr_t, b1, omb1, b2, eps, flavor)
             m[i] = mi
             u[i] = ui
-            if flavor == KERAS:
-                p[i] = p[i] - lr_t * (mi / (ui + eps))
-            else:
-                p[i] = p[i] - lr_t * (mi / ui)
+            p[i] = pi
     return loop
 
 

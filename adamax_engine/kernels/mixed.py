@@ -12,10 +12,11 @@ param is read and written at 4 B); the 16-bit param itself is never read.
 from numba import njit, prange
 import numpy as np
 
-from .cpu import borrowed_view, chunk_stats, combine_partials, prepared_grad, slp_vectorizer
+from .cpu import (adamax_element, borrowed_view, chunk_stats, combine_partials, prepared_grad,
+                  slp_vectorizer)
 from .halfbits import BFLOAT16, FLOAT16, from_f32, to_f32
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
-                     GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
+                     GRAD_SCALE, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
                      SCALE_GRAD)
 
 
@@ -29,16 +30,9 @@ def _widen(bits, store):
 
 @njit(inline="always")
 def _step_element(p16, master, m, u, i, gi, lr_t, b1, omb1, b2, eps, flavor, store):
-    """Element i's Adamax step on the master weight, given its prepared grad ``gi``."""
-    mi = b1 * m[i] + omb1 * gi
-    if flavor == PADDLE:
-        a, c = abs(gi), b2 * u[i] + eps
-    elif flavor == KERAS:
-        a, c = b2 * u[i], abs(gi)
-    else:
-        a, c = b2 * u[i], abs(gi) + eps
-    ui = c if a < c else a
-    out = master[i] - lr_t * (mi / (ui + eps if flavor == KERAS else ui))
+    """Element i's Adamax step on the master weight (cpu.adamax_element), given its prepared
+    grad ``gi``; the 16-bit param gets the rounded master."""
+    out, mi, ui = adamax_element(master[i], gi, m[i], u[i], lr_t, b1, omb1, b2, eps, flavor)
     m[i] = mi
     u[i] = ui
     master[i] = out
