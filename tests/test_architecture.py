@@ -11,6 +11,8 @@ PACKAGE = "adamax_engine"
 MAX_LINES = 400
 #: a private-attribute access is allowed on a line carrying this marker and a reason
 JUSTIFIED = re.compile(r"#.*\bprivate-ok:\s*\S")
+#: NamedTuple's public API, underscored only so that it cannot clash with field names
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
 
 
 def modules():
@@ -105,7 +107,7 @@ def private_reach_ins(source):
         if isinstance(node, ast.Attribute):
             name = node.attr
             owner = node.value
-            if not name.startswith("_") or name.startswith("__"):
+            if not name.startswith("_") or name.startswith("__") or name in NAMEDTUPLE_API:
                 continue
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue

@@ -117,12 +117,13 @@ def run_reduction(rng, dtype, sizes, grads, clip_kind, skip_nonfinite=False, aut
     k.sumsq_partials[K.grid_for(len(chunks)), k.threads](
         c.to_device(grads), c.to_device(chunks), d_flags, c.to_device(clip_table), skip_nonfinite,
         partial, bad, 0)
-    k.finish_clip[1, k.threads](partial, bad, c.to_device(seg_chunks), d_flags,
-                                c.to_device(clip_table), c.to_device(clip_norm),
-                                c.to_device(np.array([auto_skip], np.int32)), d_hyper, seg_sumsq,
-                                d_skip, skip_nonfinite, True, 1,
-                                c.to_device(np.zeros(n_seg, dtype)),  # no row-sparse sums
-                                c.to_device(np.zeros(n_seg, np.int32)))
+    norms = K.NormInputs(partial, bad, c.to_device(seg_chunks),
+                         c.to_device(np.zeros(n_seg, dtype)),  # no row-sparse sums
+                         c.to_device(np.zeros(n_seg, np.int32)))
+    clips = K.ClipTables(c.to_device(clip_table), c.to_device(clip_norm),
+                         c.to_device(np.array([auto_skip], np.int32)))
+    k.finish_clip[1, k.threads](norms, clips, d_hyper, d_flags, seg_sumsq, d_skip, skip_nonfinite,
+                                True, 1)
     return (seg_sumsq.copy_to_host(), d_hyper.copy_to_host(), d_flags.copy_to_host(),
             int(d_skip.copy_to_host()[0]), chunks, flags)
 

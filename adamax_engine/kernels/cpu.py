@@ -278,3 +278,22 @@ def _borrowed_sumsq(grad_addrs, offsets, chunks, flags, like):
         if flags[seg, ACTIVE] != 0:
             chunk_stats(borrowed_view(grad_addrs, offsets, seg, start, end, like), partial, bad, c)
     return combine_partials(partial, bad, chunks, flags.shape[0])
+
+
+# --- entry points, one signature per operation (layout.Operands) ------------------------------
+def update_flat(ops, flavor):
+    fused_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
+                 ops.flags, flavor)
+
+
+def update_borrow(ops, flavor):
+    borrowed_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.offsets, ops.chunks,
+                    ops.hyper, ops.flags, flavor)
+
+
+def sumsq_flat(ops, flags):
+    return segment_sumsq(ops.grads, ops.chunks, flags)
+
+
+def sumsq_borrow(ops, flags):
+    return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags, ops.moment)

@@ -8,6 +8,8 @@ covers every tensor of a model and per-segment scalars are looked up once per ch
 Chunk boundaries also fix the summation order of the norm reduction (see SUMSQ_LANES), which is
 why the reduction result does not depend on the thread count.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 #: elements per chunk; also the block size of the deterministic sum-of-squares reduction.
@@ -73,3 +75,24 @@ def empty_tables(n_segments, dtype):
     hyper[:, GRAD_SCALE] = 1
     flags = np.zeros((n_segments, N_FLAGS), dtype=np.int64)
     return hyper, flags
+
+
+class Operands(NamedTuple):
+    """One bucket's worth of what a host kernel reads and writes: the single argument of every
+    host kernel module's entry points (``update_<variant>(ops, flavor)``,
+    ``sumsq_<variant>(ops, flags)``, variant flat | borrow | mixed_flat | mixed_borrow), so the
+    stepper picks an implementation by name from a table and calls them all the same way.
+
+    params, grads: flat buffers (adopt), int64 address tables (numba borrow) or lists of arrays
+    (the reference's borrow); 16-bit ones as stored (float16 / ml_dtypes bfloat16).
+    """
+    params: object
+    grads: object
+    moment: np.ndarray
+    inf_norm: np.ndarray
+    master: object          # float32 master weights (mixed precision), else None
+    offsets: np.ndarray     # segment starts in the state buffers (borrow)
+    chunks: np.ndarray
+    hyper: np.ndarray
+    flags: np.ndarray
+    store: object           # the 16-bit dtype of params/grads (mixed precision), else None

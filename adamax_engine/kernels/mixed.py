@@ -14,7 +14,7 @@ import numpy as np
 
 from .cpu import (adamax_element, borrowed_view, chunk_stats, combine_partials, prepared_grad,
                   slp_vectorizer)
-from .halfbits import BFLOAT16, FLOAT16, from_f32, to_f32
+from .halfbits import BFLOAT16, FLOAT16, from_f32, store_code, to_f32
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
                      GRAD_SCALE, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
                      SCALE_GRAD)
@@ -144,3 +144,25 @@ def segment_sumsq(grads, chunks, flags, store):
 def borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like):
     with slp_vectorizer():
         return _borrowed_sumsq(grad_addrs, offsets, chunks, flags, store, like)
+
+
+# --- entry points, one signature per operation (layout.Operands) ------------------------------
+_BITS = np.empty(0, np.uint16)
+
+
+def update_mixed_flat(ops, flavor):
+    fused_update(ops.params.view(np.uint16), ops.grads.view(np.uint16), ops.master, ops.moment,
+                 ops.inf_norm, ops.chunks, ops.hyper, ops.flags, flavor, store_code(ops.store))
+
+
+def update_mixed_borrow(ops, flavor):
+    borrowed_update(ops.params, ops.grads, ops.master, ops.moment, ops.inf_norm, ops.offsets,
+                    ops.chunks, ops.hyper, ops.flags, flavor, store_code(ops.store), _BITS)
+
+
+def sumsq_mixed_flat(ops, flags):
+    return segment_sumsq(ops.grads.view(np.uint16), ops.chunks, flags, store_code(ops.store))
+
+
+def sumsq_mixed_borrow(ops, flags):
+    return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags, store_code(ops.store), _BITS)

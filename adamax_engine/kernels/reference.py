@@ -263,3 +263,41 @@ def mixed_borrowed_update(param_list, grad_list, master, moment, inf_norm, offse
     for s, (p, m) in enumerate(zip(param_list, masters)):
         if flags[s, L.ACTIVE]:
             p.reshape(-1)[...] = m.astype(p.dtype)
+
+
+# --- entry points, one signature per operation (layout.Operands), as in kernels.cpu / mixed ----
+def update_flat(ops, flavor):
+    fused_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
+                 ops.flags, flavor)
+
+
+def update_borrow(ops, flavor):
+    borrowed_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.offsets, ops.chunks,
+                    ops.hyper, ops.flags, flavor)
+
+
+def update_mixed_flat(ops, flavor):
+    mixed_update(ops.params, ops.grads, ops.master, ops.moment, ops.inf_norm, ops.chunks,
+                 ops.hyper, ops.flags, flavor)
+
+
+def update_mixed_borrow(ops, flavor):
+    mixed_borrowed_update(ops.params, ops.grads, ops.master, ops.moment, ops.inf_norm,
+                          ops.offsets, ops.chunks, ops.hyper, ops.flags, flavor)
+
+
+def sumsq_flat(ops, flags):
+    return segment_sumsq(ops.grads, ops.chunks, flags)
+
+
+def sumsq_borrow(ops, flags):
+    return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags, ops.moment)
+
+
+def sumsq_mixed_flat(ops, flags):
+    return segment_sumsq(ops.grads.astype(np.float32), ops.chunks, flags)
+
+
+def sumsq_mixed_borrow(ops, flags):
+    return borrowed_sumsq([g.astype(np.float32) for g in ops.grads], ops.offsets, ops.chunks,
+                          flags, ops.moment)

@@ -74,7 +74,7 @@ class ShardedHostStepper(HostStepper):
             shard = _shard_of(b, rank, size)
             b.take_shard(shard, b.moment[shard.lo:shard.hi].copy(),
                          b.inf_norm[shard.lo:shard.hi].copy())
-        self._flat = module_for(options.backend)  # the flat kernels, on slices
+        self._flat = module_for(options.backend)  # its flat kernels, on slices
 
     def prepare(self, buckets):
         size = self.comm.Get_size()
@@ -85,18 +85,20 @@ class ShardedHostStepper(HostStepper):
             np.divide(mine, b.dtype.type(size), out=b.grads[lo:hi])
 
     def sumsq(self, bucket, flags):
-        lo, hi = bucket.shard.lo, bucket.shard.hi
-        sums, bad = self._flat.segment_sumsq(bucket.grads[lo:hi], bucket.shard.chunks, flags)
+        sums, bad = self._flat.sumsq_flat(self._slice(bucket), flags)
         bad = bad.astype(np.uint8)
         self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
         self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
         return sums, bad.astype(np.bool_)
 
     def update(self, bucket):
+        self._flat.update_flat(self._slice(bucket), self.options.flavor)
+
+    def _slice(self, bucket):
+        """This rank's slice of the bucket, in slice coordinates (its state is the slice)."""
         lo, hi = bucket.shard.lo, bucket.shard.hi
-        self._flat.fused_update(bucket.params[lo:hi], bucket.grads[lo:hi], bucket.moment,
-                                bucket.inf_norm, bucket.shard.chunks, bucket.hyper, bucket.flags,
-                                self.options.flavor)
+        return self.registry.operands(bucket)._replace(
+            params=bucket.params[lo:hi], grads=bucket.grads[lo:hi], chunks=bucket.shard.chunks)
 
     def finish(self, buckets):
         for b in buckets:
@@ -160,12 +162,12 @@ def _sharded_cuda_stepper():
             n = len(b.entries)
             sums, bad = np.zeros(n, b.dtype), np.zeros(n, np.int32)
             if len(b.shard.chunks):
-                np.add.at(sums, b.shard.chunks[:, 0], t.partial.copy_to_host())
-                np.maximum.at(bad, b.shard.chunks[:, 0], t.bad.copy_to_host())
+                np.add.at(sums, b.shard.chunks[:, 0], t.norms.partial.copy_to_host())
+                np.maximum.at(bad, b.shard.chunks[:, 0], t.norms.bad.copy_to_host())
             self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
             self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
             self._set_extra(t, (sums, bad))
-            self._finish(b, t, t.no_chunks, skip_nonfinite, first)
+            self._finish(b, t, skip_nonfinite, first)
 
     return ShardedCudaStepper
 

@@ -26,6 +26,7 @@ overwritten by the next step).
 import numpy as np
 
 from ..adapters import adapter_for
+from ..kernels.layout import Operands
 from .bucket import Bucket, Entry
 from .dtypes import LOW_PRECISION
 from .rowsparse import RowSparseGrad
@@ -196,15 +197,22 @@ class Registry:
         """The parameter's memory as an array (our view when adopted, else the caller's)."""
         return e.data_view if e.data_view is not None else e.adapter.numpy(e.adapter.data(e.param))
 
-    def borrowed_arrays(self, b):
-        """Borrow mode, reference backend: host views of the params and grads (empty for
-        inactive segments)."""
-        empty = b.moment[:0]
-        ps = [e.adapter.numpy(e.adapter.data(e.param)) if b.active[i] else empty
-              for i, e in enumerate(b.entries)]
-        gs = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
-              for i, e in enumerate(b.entries)]
-        return ps, gs
+    def operands(self, b, lists=False):
+        """What a host kernel reads and writes for bucket ``b`` (kernels.layout.Operands).
+
+        Borrow mode: the address tables of this step, or with ``lists`` (the numpy reference)
+        host views of the params and grads (empty for inactive segments)."""
+        params, grads = b.params, b.grads
+        if b.mode == "borrow" and not lists:
+            params, grads = b.param_addrs, b.grad_addrs
+        elif b.mode == "borrow":
+            empty = b.moment[:0]
+            params = [e.adapter.numpy(e.adapter.data(e.param)) if b.active[i] else empty
+                      for i, e in enumerate(b.entries)]
+            grads = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
+                     for i, e in enumerate(b.entries)]
+        return Operands(params, grads, b.moment, b.inf_norm, b.master, b.offsets, b.chunks,
+                        b.hyper, b.flags, b.store)
 
     def host_param(self, e):
         """A host copy of a parameter's current value (whatever framework or device holds it)."""

@@ -12,8 +12,6 @@ flag stays 0 when skip_nonfinite is off, so it needs no reset launch), so
 ``skip_nonfinite`` skips all buckets together, like paddle's found_inf. Launches go to numba's
 default stream, in order.
 """
-import contextlib
-
 import numpy as np
 
 from ..kernels import layout as L
@@ -66,22 +64,23 @@ def _bits(bucket, params, grads):
 class DeviceTables:
     """A bucket's tables and scratch on the device."""
 
-    def __init__(self, bucket, clip_table, clip_norm):
+    def __init__(self, bucket, clip_table, clip_norm, group_skip):
         from numba import cuda
         n = len(bucket.entries)
         self.chunks = cuda.to_device(bucket.chunks)
-        self.clip_table = cuda.to_device(clip_table)
-        self.clip_norm = cuda.to_device(clip_norm)
+        self.clips = K.ClipTables(cuda.to_device(clip_table), cuda.to_device(clip_norm),
+                                  group_skip)
         counts = np.bincount(bucket.chunks[:, 0], minlength=n) if len(bucket.chunks) else \
             np.zeros(n, np.int64)
-        self.seg_chunks = cuda.to_device(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self.partial = cuda.device_array(max(len(bucket.chunks), 1), bucket.dtype)
-        self.bad = cuda.device_array(max(len(bucket.chunks), 1), np.int32)
+        seg_chunks = cuda.to_device(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        # finish_clip's inputs: chunk partials, flags, chunks per segment, row-sparse extras
+        self.norms = K.NormInputs(cuda.device_array(max(len(bucket.chunks), 1), bucket.dtype),
+                                  cuda.device_array(max(len(bucket.chunks), 1), np.int32),
+                                  seg_chunks, K.zeros(max(n, 1), bucket.dtype),
+                                  K.zeros(max(n, 1), np.int32))
         self.seg_sumsq = cuda.device_array(max(n, 1), bucket.dtype)
-        self.extra_sumsq = K.zeros(max(n, 1), bucket.dtype)  # row-sparse segments' sums
-        self.extra_bad = K.zeros(max(n, 1), np.int32)
         self.has_extra = False
-        self.shard_chunks = self.no_chunks = None  # ZeRO-1 (use_shard)
+        self.shard_chunks = None  # ZeRO-1 (use_shard)
         self.beta1_f64 = cuda.to_device(bucket.beta1_py)
         self.beta1_mult = cuda.to_device(bucket.beta1_T)
         self.lr_mult = cuda.to_device(bucket.lr_mult)
@@ -102,17 +101,20 @@ class DeviceTables:
         from numba import cuda
         chunks = bucket.shard.chunks
         self.shard_chunks = cuda.to_device(chunks)
-        self.no_chunks = K.zeros(len(bucket.entries) + 1, np.int64)
-        self.partial = cuda.device_array(max(len(chunks), 1), bucket.dtype)
-        self.bad = cuda.device_array(max(len(chunks), 1), np.int32)
+        # partials over this rank's chunks; finish_clip sums none of them (no chunks per
+        # segment): the all-reduced sums arrive as its extras
+        self.norms = self.norms._replace(
+            partial=cuda.device_array(max(len(chunks), 1), bucket.dtype),
+            bad=cuda.device_array(max(len(chunks), 1), np.int32),
+            seg_chunks=K.zeros(len(bucket.entries) + 1, np.int64))
 
 
 class CudaStepper(StepperBase):
     """The numba.cuda kernels over device buffers; holds every bucket's device tables."""
     SPARSE_FLAG = L.ACTIVE_SPARSE  # stepped, but the dense kernels skip it (cuda/rows.py's)
 
-    def __init__(self, registry, options, fence=None):
-        super().__init__(registry, options, fence or contextlib.nullcontext())
+    def __init__(self, registry, options, fence):
+        super().__init__(registry, options, fence)
         self.skip = K.zeros(2, np.int32)  # [this step skipped, steps skipped so far]
         self.tables, self.group_skip, self.n_groups = {}, None, 0
         self.reconfigure()
@@ -122,8 +124,8 @@ class CudaStepper(StepperBase):
         from numba import cuda
         buckets = self.registry.buckets
         tables, auto_skip, self.n_groups = clip_tables(buckets, self.options.groups)
-        self.tables = {id(b): DeviceTables(b, *t) for b, t in zip(buckets, tables)}
         self.group_skip = cuda.to_device(auto_skip)
+        self.tables = {id(b): DeviceTables(b, *t, self.group_skip) for b, t in zip(buckets, tables)}
 
     def dense_step(self, buckets, changed, lr, sparse):
         skip = self.options.skip_nonfinite
@@ -194,12 +196,12 @@ class CudaStepper(StepperBase):
     @staticmethod
     def _set_extra(t, extra):
         if extra is not None:
-            t.extra_sumsq.copy_to_device(extra[0])
-            t.extra_bad.copy_to_device(extra[1].astype(np.int32))
+            t.norms.extra_sumsq.copy_to_device(extra[0])
+            t.norms.extra_bad.copy_to_device(extra[1].astype(np.int32))
             t.has_extra = True
         elif t.has_extra:
-            K.fill(t.extra_sumsq, 0)
-            K.fill(t.extra_bad, 0)
+            K.fill(t.norms.extra_sumsq, 0)
+            K.fill(t.norms.extra_bad, 0)
             t.has_extra = False
 
     def _partials(self, b, t, skip_nonfinite):
@@ -211,20 +213,19 @@ class CudaStepper(StepperBase):
             reduce = kernels.sumsq_partials
             if b.store is not None:
                 reduce, (_, grads, store) = KM.kernels().sumsq_partials, _bits(b, grads, grads)
-            reduce[K.grid_for(n_chunks), k.threads](grads, chunks, t.flags, t.clip_table,
-                                                    bool(skip_nonfinite), t.partial, t.bad, store)
+            reduce[K.grid_for(n_chunks), k.threads](grads, chunks, t.flags, t.clips.clip_table,
+                                                    bool(skip_nonfinite), t.norms.partial,
+                                                    t.norms.bad, store)
 
     def _norms(self, b, t, skip_nonfinite, first):
         """Per-segment sums, clip scales and the skip flag, on the device."""
         self._partials(b, t, skip_nonfinite)
-        self._finish(b, t, t.seg_chunks, skip_nonfinite, first)
+        self._finish(b, t, skip_nonfinite, first)
 
-    def _finish(self, b, t, seg_chunks, skip_nonfinite, first):
+    def _finish(self, b, t, skip_nonfinite, first):
         k = K.kernels(b.dtype)
-        k.finish_clip[1, k.threads](t.partial, t.bad, seg_chunks, t.flags, t.clip_table,
-                                    t.clip_norm, self.group_skip, t.hyper, t.seg_sumsq, self.skip,
-                                    bool(skip_nonfinite), first, self.n_groups, t.extra_sumsq,
-                                    t.extra_bad)
+        k.finish_clip[1, k.threads](t.norms, t.clips, t.hyper, t.flags, t.seg_sumsq, self.skip,
+                                    bool(skip_nonfinite), first, self.n_groups)
 
     def device_rows(self, bucket, k):
         """Segment k's device hyper and flag rows (with this step's clip scale)."""

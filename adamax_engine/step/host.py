@@ -7,12 +7,8 @@ the bucket's layout (flat adopted buffers or borrowed address tables, 32/64-bit 
 float32 masters), fixed when the registry is built. parallel/mpi.ShardedHostStepper overrides
 ``prepare``/``sumsq``/``update``/``finish`` for ZeRO-1.
 """
-import numpy as np
-
-from .normclip import NormClips
 from .base import StepperBase
-
-_BITS = np.empty(0, np.uint16)
+from .normclip import NormClips
 
 
 def variant(bucket):
@@ -21,120 +17,41 @@ def variant(bucket):
         ("flat" if bucket.mode == "adopt" else "borrow")
 
 
-# --- the table: (backend, variant) -> (sumsq(reg, bucket, flags), update(reg, bucket, flavor)) -
-def _module(backend, mixed):
-    if backend == "reference":
+#: (backend, variant) -> (kernel module, entry suffix). Every host kernel module names its entry
+#: points ``sumsq_<suffix>(ops, flags)`` and ``update_<suffix>(ops, flavor)``, one signature per
+#: operation (kernels.layout.Operands)
+KERNELS = {("cpu", "flat"): ("cpu", "flat"), ("cpu", "borrow"): ("cpu", "borrow"),
+           ("cpu", "mixed_flat"): ("mixed", "mixed_flat"),
+           ("cpu", "mixed_borrow"): ("mixed", "mixed_borrow"),
+           **{("reference", v): ("reference", v)
+              for v in ("flat", "borrow", "mixed_flat", "mixed_borrow")}}
+
+
+def module_for(name):
+    """A host kernel module by name (imported on first use: numba compiles lazily)."""
+    if name == "reference":
         from ..kernels import reference as k
-    elif mixed:
+    elif name == "mixed":
         from ..kernels import mixed as k
     else:
         from ..kernels import cpu as k
     return k
 
 
-def module_for(backend):
-    """The flat fp32/fp64 kernel module of ``backend`` (the sharded twin calls it on slices)."""
-    return _module(backend, False)
-
-
-def _store(b):
-    from ..kernels.halfbits import store_code
-    return store_code(b.store)
-
-
-def _cpu_flat(k):
-    return (lambda reg, b, flags: k.segment_sumsq(b.grads, b.chunks, flags),
-            lambda reg, b, flavor: k.fused_update(b.params, b.grads, b.moment, b.inf_norm,
-                                                  b.chunks, b.hyper, b.flags, flavor))
-
-
-def _cpu_borrow(k):
-    def sumsq(reg, b, flags):
-        return k.borrowed_sumsq(b.grad_addrs, b.offsets, b.chunks, flags, b.moment)
-
-    def update(reg, b, flavor):
-        k.borrowed_update(b.param_addrs, b.grad_addrs, b.moment, b.inf_norm, b.offsets,
-                          b.chunks, b.hyper, b.flags, flavor)
-    return sumsq, update
-
-
-def _ref_borrow(k):
-    def sumsq(reg, b, flags):
-        _, grads = reg.borrowed_arrays(b)
-        return k.borrowed_sumsq(grads, b.offsets, b.chunks, flags, b.moment)
-
-    def update(reg, b, flavor):
-        params, grads = reg.borrowed_arrays(b)
-        k.borrowed_update(params, grads, b.moment, b.inf_norm, b.offsets, b.chunks, b.hyper,
-                          b.flags, flavor)
-    return sumsq, update
-
-
-def _mixed_flat(k):
-    def sumsq(reg, b, flags):
-        return k.segment_sumsq(b.grads.view(np.uint16), b.chunks, flags, _store(b))
-
-    def update(reg, b, flavor):
-        k.fused_update(b.params.view(np.uint16), b.grads.view(np.uint16), b.master, b.moment,
-                       b.inf_norm, b.chunks, b.hyper, b.flags, flavor, _store(b))
-    return sumsq, update
-
-
-def _mixed_borrow(k):
-    def sumsq(reg, b, flags):
-        return k.borrowed_sumsq(b.grad_addrs, b.offsets, b.chunks, flags, _store(b), _BITS)
-
-    def update(reg, b, flavor):
-        k.borrowed_update(b.param_addrs, b.grad_addrs, b.master, b.moment, b.inf_norm,
-                          b.offsets, b.chunks, b.hyper, b.flags, flavor, _store(b), _BITS)
-    return sumsq, update
-
-
-def _ref_mixed_flat(k):
-    def sumsq(reg, b, flags):
-        return k.segment_sumsq(b.grads.astype(np.float32), b.chunks, flags)
-
-    def update(reg, b, flavor):
-        k.mixed_update(b.params, b.grads, b.master, b.moment, b.inf_norm, b.chunks, b.hyper,
-                       b.flags, flavor)
-    return sumsq, update
-
-
-def _ref_mixed_borrow(k):
-    def sumsq(reg, b, flags):
-        _, grads = reg.borrowed_arrays(b)
-        return k.borrowed_sumsq([g.astype(np.float32) for g in grads], b.offsets, b.chunks,
-                                flags, b.moment)
-
-    def update(reg, b, flavor):
-        params, grads = reg.borrowed_arrays(b)
-        k.mixed_borrowed_update(params, grads, b.master, b.moment, b.inf_norm, b.offsets,
-                                b.chunks, b.hyper, b.flags, flavor)
-    return sumsq, update
-
-
-KERNELS = {
-    ("cpu", "flat"): _cpu_flat, ("cpu", "borrow"): _cpu_borrow,
-    ("cpu", "mixed_flat"): _mixed_flat, ("cpu", "mixed_borrow"): _mixed_borrow,
-    ("reference", "flat"): _cpu_flat, ("reference", "borrow"): _ref_borrow,
-    ("reference", "mixed_flat"): _ref_mixed_flat, ("reference", "mixed_borrow"): _ref_mixed_borrow,
-}
-
-
 def kernels_for(backend, bucket):
-    """(sumsq, update) of ``bucket`` on ``backend``: one table lookup (modules load lazily,
-    numba compiles on first call)."""
-    kind = variant(bucket)
-    return KERNELS[backend, kind](_module(backend, kind.startswith("mixed")))
+    """(sumsq, update) of ``bucket`` on ``backend``: one table lookup."""
+    name, suffix = KERNELS[backend, variant(bucket)]
+    module = module_for(name)
+    return getattr(module, f"sumsq_{suffix}"), getattr(module, f"update_{suffix}")
 
 
 class HostStepper(StepperBase):
     """numba CPU kernels (``backend="cpu"``) or the numpy oracle (``"reference"``)."""
 
-    def __init__(self, registry, options, fence=None):
-        import contextlib
-        super().__init__(registry, options, fence or contextlib.nullcontext())
+    def __init__(self, registry, options, fence):
+        super().__init__(registry, options, fence)
         self._kernels = {id(b): kernels_for(options.backend, b) for b in registry.buckets}
+        self._lists = options.backend == "reference"  # its borrow kernels take arrays
         self._skipped = 0
         self.reconfigure()
 
@@ -159,10 +76,11 @@ class HostStepper(StepperBase):
 
     def sumsq(self, bucket, flags):
         """Per-segment (sum of grad^2, non-finite) for the segments with flags[:, 0] set."""
-        return self._kernels[id(bucket)][0](self.registry, bucket, flags)
+        return self._kernels[id(bucket)][0](self.registry.operands(bucket, self._lists), flags)
 
     def update(self, bucket):
-        self._kernels[id(bucket)][1](self.registry, bucket, self.options.flavor)
+        self._kernels[id(bucket)][1](self.registry.operands(bucket, self._lists),
+                                     self.options.flavor)
 
     def finish(self, buckets):
         """After the updates (the sharded twin all-gathers the params here)."""

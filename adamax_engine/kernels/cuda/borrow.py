@@ -14,8 +14,9 @@ compiled for a real GPU by scripts/ptx_check.py and run by the GPU tests.
 import functools
 from types import SimpleNamespace
 
+import numba
 import numpy as np
-from numba import types
+from numba import cuda, types
 from numba.extending import intrinsic
 
 from . import dense as K
@@ -35,10 +36,8 @@ def _pointer(typingctx, address, like):
 
 @functools.lru_cache(maxsize=None)
 def kernels(dtype):
-    """The borrow-mode update and reduction for one dtype (float32/float64)."""
-    import numba
-    base = K.kernels(dtype)
-    cuda = K.cuda
+    """The borrow-mode update and reduction for one dtype (float32/float64): the address tables
+    hold plain integers, so the element type of the pointers is fixed here, per dtype."""
     zero = numba.from_dtype(np.dtype(dtype))(0)
 
     @cuda.jit(device=True, inline=True)
@@ -49,5 +48,5 @@ def kernels(dtype):
     def store(addresses, seg, i, offsets, value):
         _pointer(addresses[seg], zero)[i - offsets[seg]] = value
 
-    return SimpleNamespace(update=base.make_update(load, load, store),
-                           sumsq_partials=base.make_sumsq(load), threads=base.threads)
+    return SimpleNamespace(update=K.make_update(load, load, store),
+                           sumsq_partials=K.make_sumsq(load), threads=K.NTHREADS)

@@ -8,56 +8,59 @@ them as Python). 16-bit arrays are passed as uint16 bits, ``store`` says which f
 (halfbits.FLOAT16 / BFLOAT16). The norm reduction is kernels/cuda/dense.py's, reading the grads
 through ``widen``.
 """
-import functools
 from types import SimpleNamespace
 
 import numpy as np
+from numba import cuda
 
 from . import dense as K
 from .. import halfmath
 
 
-cuda = None  # numba.cuda, bound on first use: a module global, which the simulator swaps
+widen = cuda.jit(device=True, inline=True)(halfmath.widen)
+narrow = cuda.jit(device=True, inline=True)(halfmath.narrow)
 
 
-@functools.lru_cache(maxsize=None)
+@cuda.jit(device=True, inline=True)
+def load(grads, seg, i, store):
+    """A 16-bit grad (uint16 bits) widened to float32; ``store``: its format."""
+    return np.float32(widen(grads[i], store))
+
+
+@cuda.jit(device=True, inline=True)
+def load_grad(grads, seg, i, where):
+    return load(grads, seg, i, where[1])
+
+
+@cuda.jit(device=True, inline=True)
+def store_both(master, seg, i, where, value):
+    """The float32 master, and the 16-bit param rounded to nearest even."""
+    master[i] = value
+    where[0][i] = narrow(value, where[1])
+
+
+# update(master, grad bits, moment, inf_norm, ..., steps, (param bits, format)): the plain
+# kernel's code (four elements per thread and pass) on the master weights
+update = K.make_update(K.flat_load, load_grad, store_both)
+sumsq_partials = K.make_sumsq(load)
+
+
+@cuda.jit
+def widen_into(bits, out, store):
+    """out[i] = the float32 value of bits[i] (a master weight from its 16-bit param)."""
+    i = cuda.grid(1)
+    while i < bits.shape[0]:
+        out[i] = widen(bits[i], store)
+        i += cuda.gridsize(1)
+
+
+_KERNELS = SimpleNamespace(update=update, sumsq_partials=sumsq_partials, widen_into=widen_into,
+                           threads=K.NTHREADS)
+
+
 def kernels():
-    """The compiled mixed-precision kernels (float32 compute), built once per process."""
-    global cuda
-    base = K.kernels(np.float32)
-    cuda = K.cuda
-    widen = cuda.jit(device=True, inline=True)(halfmath.widen)
-    narrow = cuda.jit(device=True, inline=True)(halfmath.narrow)
-
-    @cuda.jit(device=True, inline=True)
-    def load(grads, seg, i, store):
-        """A 16-bit grad (uint16 bits) widened to float32; ``store``: its format."""
-        return np.float32(widen(grads[i], store))
-
-    @cuda.jit(device=True, inline=True)
-    def load_grad(grads, seg, i, where):
-        return load(grads, seg, i, where[1])
-
-    @cuda.jit(device=True, inline=True)
-    def store_both(master, seg, i, where, value):
-        """The float32 master, and the 16-bit param rounded to nearest even."""
-        master[i] = value
-        where[0][i] = narrow(value, where[1])
-
-    # update(master, grad bits, moment, inf_norm, ..., steps, (param bits, format)): the plain
-    # kernel's code (four elements per thread and pass) on the master weights
-    update = base.make_update(base.flat_load, load_grad, store_both)
-
-    @cuda.jit
-    def widen_into(bits, out, store):
-        """out[i] = the float32 value of bits[i] (a master weight from its 16-bit param)."""
-        i = cuda.grid(1)
-        while i < bits.shape[0]:
-            out[i] = widen(bits[i], store)
-            i += cuda.gridsize(1)
-
-    return SimpleNamespace(update=update, sumsq_partials=base.make_sumsq(load),
-                           widen_into=widen_into, threads=base.threads)
+    """The mixed-precision kernels (float32 compute), by name."""
+    return _KERNELS
 
 
 def widen_on_device(bits, out, store):

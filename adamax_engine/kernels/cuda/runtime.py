@@ -28,3 +28,7 @@ def grid_for(n_chunks):
     from numba import cuda
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
     return max(1, min(n_chunks, sms * 16))
+
+
+#: threads per block of this process's launches, a compile-time constant of the reductions
+NTHREADS = SIM_THREADS if simulated() else THREADS
