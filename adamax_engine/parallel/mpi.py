@@ -21,7 +21,7 @@ another order than a single process's (also within ulps). Checkpoints (``save``/
 ``state_dict``) gather the full state: a sharded run's checkpoint is a single-process one and
 vice versa. Parameters must be in adopt mode (flat grad buffers; on device="cuda" the grads go
 through MPI directly when it is CUDA-aware, staged through the host otherwise, and ZeRO-1
-stages through the host: ShardedCudaStep); a parameter must have a grad on all ranks or on
+stages through the host: ShardedCudaStepper); a parameter must have a grad on all ranks or on
 none (checked every step, RuntimeError otherwise).
 """
 from contextlib import contextmanager
