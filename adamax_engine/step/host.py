@@ -52,6 +52,7 @@ class HostStepper(StepperBase):
         super().__init__(registry, options, fence)
         self._kernels = {id(b): kernels_for(options.backend, b) for b in registry.buckets}
         self._lists = options.backend == "reference"  # its borrow kernels take arrays
+        self._operands = {}  # id(bucket) -> Operands of an adopted bucket (its arrays stay)
         self._skipped = 0
         self.reconfigure()
 
@@ -76,11 +77,20 @@ class HostStepper(StepperBase):
 
     def sumsq(self, bucket, flags):
         """Per-segment (sum of grad^2, non-finite) for the segments with flags[:, 0] set."""
-        return self._kernels[id(bucket)][0](self.registry.operands(bucket, self._lists), flags)
+        return self._kernels[id(bucket)][0](self._ops(bucket), flags)
 
     def update(self, bucket):
-        self._kernels[id(bucket)][1](self.registry.operands(bucket, self._lists),
-                                     self.options.flavor)
+        self._kernels[id(bucket)][1](self._ops(bucket), self.options.flavor)
+
+    def _ops(self, bucket):
+        """The bucket's kernel operands: kept for adopted buckets (the same arrays every step,
+        unless a state buffer was swapped), rebuilt for borrowed ones (new address tables)."""
+        ops = self._operands.get(id(bucket))
+        if ops is None or ops.moment is not bucket.moment or bucket.mode != "adopt":
+            ops = self.registry.operands(bucket, self._lists)
+            if bucket.mode == "adopt":
+                self._operands[id(bucket)] = ops
+        return ops
 
     def finish(self, buckets):
         """After the updates (the sharded twin all-gathers the params here)."""
