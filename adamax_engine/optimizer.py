@@ -81,6 +81,8 @@ class Adamax:
         if not isinstance(learning_rate, float) and not is_scheduler(learning_rate):
             raise TypeError("learning rate should be float or LRScheduler, got "
                             f"{type(learning_rate)} here")
+        if isinstance(learning_rate, float):
+            G.finite(learning_rate, "learning_rate", G.LR_LIMIT)
         if parameters is None:
             raise AttributeError("parameters argument given to the Optimizer should not be None "
                                  "in dygraph mode.")
@@ -201,7 +203,7 @@ class Adamax:
         if is_scheduler(self._learning_rate):
             raise RuntimeError("optimizer's learning rate can't be LRScheduler when invoke this "
                                "API, because this will lead to conflict.")
-        self._learning_rate = float(value)
+        self._learning_rate = G.finite(float(value), "value", G.LR_LIMIT)
 
     def set_lr_scheduler(self, scheduler):
         """Replace the lr by an LRScheduler (TypeError otherwise)."""
@@ -216,9 +218,11 @@ class Adamax:
         self.flush()
         return state_dict_of(self)
 
-    def set_state_dict(self, state_dict):
-        """Load a state_dict; validates names, shapes and dtypes first and changes nothing if off."""
-        load_state(self, state_dict)
+    def set_state_dict(self, state_dict, check_values=True):
+        """Load a state_dict; validates names, shapes, dtypes and values (finite moments,
+        inf_norm >= 0, beta1_pow in [0, 1)) first and changes nothing if off.
+        ``check_values=False`` loads values no healthy run produces (a diverged run's)."""
+        load_state(self, state_dict, check_values)
         self._stepper.forget_lag()  # the loaded state is whole: no row lags
 
     load_state_dict = set_state_dict

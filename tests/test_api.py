@@ -98,7 +98,7 @@ def test_clipper_and_regularizer_validation():
         ae.ClipGradByGlobalNorm(1.0, auto_skip_clip=1)
     with pytest.raises(TypeError, match="clip_norm: expected a float"):
         ae.ClipGradByGlobalNorm("1")
-    with pytest.raises(TypeError, match="coeff: expected a finite float"):
+    with pytest.raises(ValueError, match="coeff: expected a finite float"):
         ae.L2Decay(float("nan"))
 
 

@@ -100,8 +100,8 @@ def test_exit_codes(tmp_path, capsys):
     assert cli.main(["run", str(good), "--resume", str(tmp_path / "nothing"),
                      "--no-progress"]) == 1  # no checkpoint there: a runtime failure
     diverge = tmp_path / "diverge.yaml"
-    diverge.write_text("problem: {name: rosenbrock}\nexperiment: {steps: 50}\n"
-                       "optimizer: {learning_rate: 1.0e+100}\n")
+    diverge.write_text("problem: {name: teacher_student}\nexperiment: {steps: 50}\n"
+                       "optimizer: {learning_rate: 1.0e+30}\n")  # float32: overflows
     assert cli.main(["run", str(diverge), "--out", str(tmp_path / "d"), "--no-progress"]) == 1
     assert "diverged" in capsys.readouterr().err
 

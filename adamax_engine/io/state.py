@@ -13,6 +13,7 @@ import numpy as np
 
 from ..kernels import layout as L
 from ..lr import is_scheduler
+from ..lr.base import LRScheduler
 
 ACCUMULATORS = ("moment", "inf_norm", "beta1_pow_acc")
 
@@ -63,8 +64,34 @@ def _check_value(label, value, target):
         raise ValueError(f"{label}: expected shape {target.shape}, got {value.shape}")
 
 
-def load_state(opt, state_dict):
-    """Validate everything, then copy. ValueError/TypeError name the offending key."""
+def check_values(label, moment, inf_norm, beta1_pow, steps=None):
+    """Values no run can produce (ValueError naming ``label(accumulator)``): a non-finite
+    moment, an inf_norm that is negative or not finite, beta1_pow outside [0, 1) (the next step
+    divides by 1 - beta1_pow), a negative step count."""
+    if not np.isfinite(moment).all():
+        raise ValueError(f"{label('moment')}: expected finite values, got {_first_bad(moment)}")
+    if not (np.isfinite(inf_norm) & (inf_norm >= 0)).all():
+        raise ValueError(f"{label('inf_norm')}: expected finite values >= 0, got "
+                         f"{_first_bad(inf_norm, nonnegative=True)}")
+    b = np.asarray(beta1_pow).reshape(-1)[0].item()
+    if not 0 <= b < 1:
+        raise ValueError(f"{label('beta1_pow_acc')}: expected a value in [0, 1), got {b!r}")
+    if steps is not None and np.asarray(steps).reshape(-1)[0] < 0:
+        raise ValueError(f"{label('step')}: expected a count >= 0, got "
+                         f"{np.asarray(steps).reshape(-1)[0]!r}")
+
+
+def _first_bad(values, nonnegative=False):
+    bad = ~np.isfinite(values) | ((values < 0) if nonnegative else False)
+    i = int(np.flatnonzero(np.asarray(bad).reshape(-1))[0])
+    return f"{np.asarray(values).reshape(-1)[i].item()!r} at flat index {i}"
+
+
+def load_state(opt, state_dict, check=True):
+    """Validate everything, then copy. ValueError/TypeError name the offending key.
+
+    ``check``: also refuse values no run can produce (check_values, non-finite masters) --
+    False loads a diverged run's state as it is."""
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict: expected a dict, got {type(state_dict).__name__}")
     sched = opt.settings.learning_rate
@@ -94,6 +121,9 @@ def load_state(opt, state_dict):
             values[acc] = state_dict[key]
         plan.append((e, values))
     masters, masters_plan = state_dict.get("master_weights", {}), []
+    if not isinstance(masters, dict):
+        raise TypeError("state_dict['master_weights']: expected a dict {parameter name: float32 "
+                        f"array}}, got {type(masters).__name__}")
     by_name = {e.name: e for e in opt.registry.entries}
     for name, value in masters.items():
         e = by_name.get(name)
@@ -104,11 +134,23 @@ def load_state(opt, state_dict):
         masters_plan.append((e, value))
     if "LR_Scheduler" in state_dict and is_scheduler(sched):
         sched_state = state_dict["LR_Scheduler"]
+        if not isinstance(sched_state, dict):
+            raise TypeError("state_dict['LR_Scheduler']: expected a dict, got "
+                            f"{type(sched_state).__name__}")
         sched.state_keys()
         for key in sched.keys:
             if key not in sched_state:
                 raise RuntimeError("Please check whether state_dict is correct for optimizer. "
                                    f"Can't find [ {key} ] in state_dict")
+        if isinstance(sched, LRScheduler):
+            sched.check_state_dict(sched_state, "state_dict['LR_Scheduler']")
+    for e, values in plan if check else ():  # values no run can produce, after every shape
+        check_values(lambda acc, e=e: f"state_dict[{_key(opt, e, acc)!r}]", values["moment"],
+                     values["inf_norm"], values["beta1_pow_acc"], values.get("step"))
+    for e, value in masters_plan if check else ():
+        if not np.isfinite(value).all():
+            raise ValueError(f"state_dict['master_weights'][{e.name!r}]: expected finite "
+                             f"values, got {_first_bad(value)}")
     for e, values in plan:  # all checked: write (the buckets mark their device copies stale)
         steps = values.get("step")
         e.bucket.load_segment_state(e.index, True, values["moment"], values["inf_norm"],

@@ -4,6 +4,8 @@
 epoch 0. The optimizer reads ``scheduler()`` (= ``last_lr``) at every ``opt.step()``; the user
 calls ``scheduler.step()`` after it. ``step(epoch)`` uses a subclass's closed form when it has one.
 """
+import math
+import numbers
 import warnings
 
 
@@ -48,12 +50,29 @@ class LRScheduler:
         self.state_keys()
         return {key: self.__dict__[key] for key in self.keys if key in self.__dict__}
 
+    def check_state_dict(self, state_dict, label="state_dict"):
+        """Every value of the kind this scheduler holds (a number for a number, finite for
+        last_lr), or TypeError/ValueError naming ``label[key]``: nothing is set on error."""
+        self.state_keys()
+        for key in self.keys:
+            if key not in state_dict or key not in self.__dict__:
+                continue
+            new, old = state_dict[key], self.__dict__[key]
+            number = isinstance(old, numbers.Real) and not isinstance(old, bool)
+            if number and (isinstance(new, bool) or not isinstance(new, numbers.Real)):
+                raise TypeError(f"{label}[{key!r}]: expected a number, got {new!r}")
+            if isinstance(old, int) and number and not isinstance(new, numbers.Integral):
+                raise TypeError(f"{label}[{key!r}]: expected an int, got {new!r}")
+            if key == "last_lr" and not math.isfinite(new):
+                raise ValueError(f"{label}[{key!r}]: expected a finite number, got {new!r}")
+
     def set_state_dict(self, state_dict):
         self.state_keys()
         for key in self.keys:
             if key not in state_dict:
                 raise RuntimeError("Please check whether state_dict is correct for optimizer. "
                                    f"Can't find [ {key} ] in state_dict")
+        self.check_state_dict(state_dict)
         for key in self.keys:
             self.__dict__[key] = state_dict[key]
         if len(state_dict) > len(self.keys):

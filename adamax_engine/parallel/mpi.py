@@ -309,9 +309,9 @@ class DistributedAdamax:
             return {k: (dict(v) if isinstance(v, dict) else np.array(v, copy=True))
                     for k, v in self.opt.state_dict().items()}
 
-    def set_state_dict(self, state_dict):
+    def set_state_dict(self, state_dict, check_values=True):
         with self._full_state(write_back=True):
-            self.opt.set_state_dict(state_dict)
+            self.opt.set_state_dict(state_dict, check_values)
 
     def save(self, path, extra=None, extra_arrays=None):
         """Rank 0 writes a single-process checkpoint (collective: every rank calls it)."""

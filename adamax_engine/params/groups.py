@@ -4,6 +4,7 @@ A group's own ``learning_rate`` is a multiplier on the base lr; ``beta1``/``beta
 ``grad_clip`` default to the optimizer's; ``weight_decay`` (a float means L2Decay) overrides a
 parameter's own regularizer. Errors use paddle's types and messages where paddle has one.
 """
+import math
 import numbers
 
 import numpy as np
@@ -14,14 +15,29 @@ from ..transforms.regularizer import L2Decay, WeightDecayRegularizer
 GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "beta1", "beta2", "epsilon"}
 
 
+#: the largest |lr| or lr multiplier accepted: a step's lr reaches float32 buckets as float32
+LR_LIMIT = float(np.finfo(np.float32).max) / 1e3
+
+
+def finite(value, what, limit=None):
+    """The one rule for every real-valued setting: a finite number (and |value| <= ``limit``
+    when given), else ValueError naming ``what``. A NaN or inf setting would turn every
+    parameter into NaN at the first step."""
+    if not math.isfinite(value) or (limit is not None and abs(value) > limit):
+        bound = "" if limit is None else f" with |value| <= {limit:.3g}"
+        raise ValueError(f"{what}: expected a finite number{bound}, got {value!r}")
+    return value
+
+
 def check_hyper(beta1, beta2, epsilon, where=""):
-    """paddle's range checks and messages (adamax.py:181-186)."""
+    """paddle's range checks and messages (adamax.py:181-186), and epsilon finite."""
     if not 0 <= beta1 < 1:
         raise ValueError(f"Invalid value of beta1, expect beta1 in [0,1).{where}")
     if not 0 <= beta2 < 1:
         raise ValueError(f"Invalid value of beta2, expect beta2 in [0,1).{where}")
     if not epsilon >= 0:
         raise ValueError(f"Invalid value of epsilon, expect epsilon >= 0.{where}")
+    finite(epsilon, f"epsilon{where}")
 
 
 def hyper(value, what):
@@ -101,6 +117,8 @@ def parse_groups(parameters, defaults):
                                     or not isinstance(lr_mult, numbers.Real)):
             raise TypeError(f"parameters[{gi}]['learning_rate']: expected a float multiplier, "
                             f"got {lr_mult!r}")
+        if lr_mult is not None:
+            finite(lr_mult, f"parameters[{gi}]['learning_rate']", LR_LIMIT)
         groups.append({"params": list(params), "beta1": b1, "beta2": b2, "epsilon": eps,
                        "grad_clip": clip, "learning_rate": lr_mult,
                        "weight_decay": regularizer(group.get("weight_decay"),

@@ -1,12 +1,11 @@
 """``Parameter``: a numpy array plus paddle's per-parameter attributes, so plain-numpy trainers work."""
-import itertools
+import math
 
 import numpy as np
 
 from .device_arrays import check_device_array, is_device_array
 from .dtypes import DTYPE_NAMES, supported
 
-_names = itertools.count()
 
 
 def check_array(value, what, *, dtype=None, shape=None, writeable=True):
@@ -76,9 +75,13 @@ class Parameter:
             array = host_view(array)
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate: expected a float, got {type(learning_rate).__name__}")
+        if not math.isfinite(learning_rate):
+            raise ValueError(f"learning_rate: expected a finite number, got {learning_rate!r}")
         self._data = array
         self._grad = None
-        self.name = f"param_{next(_names)}" if name is None else str(name)
+        # unnamed: the optimizer names it by its position (param_<k>), so a checkpoint of
+        # unnamed parameters loads into fresh ones built the same way, in any process
+        self.name = None if name is None else str(name)
         self.optimize_attr = {"learning_rate": float(learning_rate)}
         self.regularizer = regularizer
         self.need_clip = bool(need_clip)

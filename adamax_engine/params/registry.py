@@ -29,6 +29,7 @@ from ..adapters import adapter_for
 from ..kernels.layout import Operands
 from .bucket import Bucket, Entry
 from .dtypes import LOW_PRECISION
+from .parameter import Parameter
 from .rowsparse import RowSparseGrad
 
 MODES = ("adopt", "borrow")
@@ -339,9 +340,11 @@ def make_entry(param, gi, group, index, names, default_reg, multi_precision):
     """The registry entry of one parameter: its name and effective settings (a group's explicit
     setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
     adapter = adapter_for(param)
-    name, own_lr, own_reg, need_clip = adapter.attributes(param)
-    name = names.get(id(param), name) or f"param_{index}"
+    own_name, own_lr, own_reg, need_clip = adapter.attributes(param)
+    name = names.get(id(param), own_name) or f"param_{index}"
     adapter.check(adapter.data(param), f"{name}.data")
+    if own_name is None and isinstance(param, Parameter):
+        param.name = name  # named by its position here, as paddle names a parameter once
     shape, dtype = adapter.meta(param)
     if dtype.name in LOW_PRECISION and not multi_precision:
         raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "

@@ -6,14 +6,19 @@ pass, kernels.*.segment_sumsq) into per-segment grad scales. Parameters with ``n
 are left out of both by the optimizer. Clipping happens before weight decay.
 """
 
+import math
+
 import numpy as np
 
 from ..kernels.reference import global_norm_scale, norm_scale
 
 
 def _number(value, what):
+    """A finite float, else TypeError (not a number) or ValueError (NaN, inf) naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{what}: expected a float, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what}: expected a finite number, got {float(value)!r}")
     return float(value)
 
 

@@ -5,12 +5,15 @@ from ..kernels.layout import L1_DECAY, L2_DECAY
 
 
 class WeightDecayRegularizer:
-    """Base: ``coeff`` and the kernel's decay mode. Raises TypeError for a non-number coeff."""
+    """Base: ``coeff`` and the kernel's decay mode. Raises TypeError for a non-number coeff,
+    ValueError for NaN/inf (the rule of every real-valued setting)."""
     mode = None
 
     def __init__(self, coeff=0.0):
-        if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff):
+        if isinstance(coeff, bool) or not isinstance(coeff, (int, float)):
             raise TypeError(f"coeff: expected a finite float, got {coeff!r}")
+        if not math.isfinite(coeff):  # a ValueError, as for every non-finite setting
+            raise ValueError(f"coeff: expected a finite float, got {coeff!r}")
         self.coeff = float(coeff)
 
     def __repr__(self):

@@ -1,0 +1,206 @@
+"""Bad input gets one clear line naming what was wrong, and changes nothing: the optimizer API
+(non-finite settings, impossible state) and names that do not depend on the process's history."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import adamax_engine as ae
+
+NAN, INF = float("nan"), float("inf")
+
+
+def params(n=2, names=True):
+    rng = np.random.default_rng(0)
+    return [ae.Parameter(rng.standard_normal(3 + i).astype(np.float32),
+                         name=f"p{i}" if names else None) for i in range(n)]
+
+
+NON_FINITE_SETTINGS = [
+    (lambda: ae.Adamax(NAN, parameters=params()), "learning_rate: expected a finite number"),
+    (lambda: ae.Adamax(INF, parameters=params()), "learning_rate: expected a finite number"),
+    (lambda: ae.Adamax(1e308, parameters=params()), r"learning_rate: .* got 1e\+308"),
+    (lambda: ae.Adamax(0.1, epsilon=INF, parameters=params()), "epsilon: expected a finite"),
+    (lambda: ae.Adamax(0.1, parameters=[{"params": params(), "learning_rate": NAN}]),
+     r"parameters\[0\]\['learning_rate'\]: expected a finite number"),
+    (lambda: ae.Adamax(0.1, parameters=[{"params": params(), "epsilon": INF}]),
+     r"epsilon \(parameters\[0\]\): expected a finite number"),
+    (lambda: ae.Parameter(np.ones(3, np.float32), learning_rate=NAN),
+     "learning_rate: expected a finite number"),
+    (lambda: ae.ClipGradByGlobalNorm(NAN), "clip_norm: expected a finite number"),
+    (lambda: ae.ClipGradByGlobalNorm(INF), "clip_norm: expected a finite number"),
+    (lambda: ae.ClipGradByNorm(INF), "clip_norm: expected a finite number"),
+    (lambda: ae.ClipGradByValue(NAN), "max: expected a finite number"),
+    (lambda: ae.ClipGradByValue(1.0, -INF), "min: expected a finite number"),
+    (lambda: ae.L2Decay(NAN), "coeff: expected a finite float"),
+    (lambda: ae.Adamax(0.1, parameters=params(), weight_decay=INF), "coeff: expected a finite"),
+]
+
+
+@pytest.mark.parametrize("make, msg", NON_FINITE_SETTINGS)
+def test_non_finite_settings_are_refused_with_one_line(make, msg):
+    with pytest.raises(ValueError, match=msg) as info:
+        make()
+    assert "\n" not in str(info.value)
+
+
+def test_set_lr_refuses_non_finite_and_keeps_the_lr():
+    opt = ae.Adamax(0.1, parameters=params())
+    for bad in (NAN, INF, -INF, 1e300):
+        with pytest.raises(ValueError, match="value: expected a finite number"):
+            opt.set_lr(bad)
+        assert opt.get_lr() == 0.1
+
+
+def stepped(flavor="paddle", multi_precision=False, sched=None):
+    rng = np.random.default_rng(1)
+    dt = np.float16 if multi_precision else np.float32
+    ps = [ae.Parameter(rng.standard_normal(4).astype(dt), name=f"p{i}") for i in range(2)]
+    opt = ae.Adamax(sched or 0.05, parameters=ps, flavor=flavor, multi_precision=multi_precision)
+    for _ in range(2):
+        for p in ps:
+            p.grad = rng.standard_normal(4).astype(dt)
+        opt.step()
+    return ps, opt
+
+
+def snapshot(opt, ps):
+    sd = opt.state_dict()
+    return ([np.array(p.data, copy=True) for p in ps],
+            {k: (dict(v) if isinstance(v, dict) else np.array(v, copy=True))
+             for k, v in sd.items()})
+
+
+def same(a, b):
+    (pa, sa), (pb, sb) = a, b
+    assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(pa, pb))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        if isinstance(sa[k], dict):
+            assert sa[k].keys() == sb[k].keys()
+            for j in sa[k]:
+                assert np.array_equal(np.asarray(sa[k][j]), np.asarray(sb[k][j]),
+                                      equal_nan=True), (k, j)
+        else:
+            assert np.array_equal(sa[k], sb[k], equal_nan=True), k
+
+
+def nan_at_0(a):
+    a = np.array(a, copy=True, dtype=np.float64 if np.asarray(a).dtype.kind in "iu" else None)
+    a.reshape(-1)[0] = np.nan
+    return a
+
+
+IMPOSSIBLE_STATE = [
+    ("paddle", "p0_moment_0", nan_at_0, r"state_dict\['p0_moment_0'\]: expected finite values"),
+    ("paddle", "p1_inf_norm_0", lambda a: -np.abs(a),
+     r"state_dict\['p1_inf_norm_0'\]: expected finite values >= 0"),
+    ("paddle", "p0_beta1_pow_acc_0", lambda a: np.ones_like(a),
+     r"state_dict\['p0_beta1_pow_acc_0'\]: expected a value in \[0, 1\), got 1.0"),
+    ("paddle", "p0_beta1_pow_acc_0", nan_at_0, r"beta1_pow_acc_0'\]: expected a value in"),
+    ("torch", "p0_step_0", lambda a: -a, r"state_dict\['p0_step_0'\]: expected a count >= 0"),
+]
+
+
+@pytest.mark.parametrize("flavor, key, corrupt, msg", IMPOSSIBLE_STATE)
+def test_set_state_dict_refuses_values_no_run_produces(flavor, key, corrupt, msg):
+    ps, opt = stepped(flavor)
+    before = snapshot(opt, ps)
+    sd = {k: np.array(v, copy=True) * 1 for k, v in opt.state_dict().items()}
+    sd[key] = corrupt(sd[key])
+    with pytest.raises(ValueError, match=msg):
+        opt.set_state_dict(sd)
+    same(before, snapshot(opt, ps))
+    opt.set_state_dict(sd, check_values=False)  # the escape hatch: a diverged run's state
+    np.testing.assert_array_equal(opt.state_dict()[key], sd[key])
+
+
+def test_master_weights_and_scheduler_state_are_checked_before_anything_changes():
+    ps, opt = stepped(multi_precision=True)
+    before = snapshot(opt, ps)
+    sd = opt.state_dict()
+    doubled = {k: np.array(v) * 0.5 for k, v in sd.items() if k != "master_weights"}
+    for masters, exc, msg in (([], TypeError, r"state_dict\['master_weights'\]: expected a dict"),
+                              ({"p0": nan_at_0(sd["master_weights"]["p0"])}, ValueError,
+                               r"state_dict\['master_weights'\]\['p0'\]: expected finite")):
+        with pytest.raises(exc, match=msg):
+            opt.set_state_dict({**doubled, "master_weights": masters})
+        same(before, snapshot(opt, ps))
+    ps, opt = stepped(sched=ae.lr.StepDecay(0.05, 2))
+    before = snapshot(opt, ps)
+    sd = {k: (v if isinstance(v, dict) else np.array(v) * 0.5) for k, v in opt.state_dict().items()}
+    for bad, exc, msg in (({"last_epoch": "abc", "last_lr": 0.1}, TypeError,
+                           r"\['LR_Scheduler'\]\['last_epoch'\]: expected a number"),
+                          ({"last_epoch": 1.5, "last_lr": 0.1}, TypeError, "expected an int"),
+                          ({"last_epoch": 1, "last_lr": NAN}, ValueError, "expected a finite"),
+                          ("x", TypeError, r"state_dict\['LR_Scheduler'\]: expected a dict")):
+        with pytest.raises(exc, match=msg):
+            opt.set_state_dict({**sd, "LR_Scheduler": bad})
+        same(before, snapshot(opt, ps))
+
+
+def test_unnamed_parameters_are_named_by_position_so_checkpoints_round_trip(tmp_path):
+    def build():
+        ps = params(3, names=False)
+        return ps, ae.Adamax(0.05, parameters=ps)
+    ps, opt = build()
+    assert [p.name for p in ps] == ["param_0", "param_1", "param_2"]
+    rng = np.random.default_rng(2)
+    for p in ps:
+        p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+    opt.step()
+    opt.save(tmp_path / "ckpt.npz")
+    sd = {k: np.array(v, copy=True) for k, v in opt.state_dict().items()}
+    for _ in range(3):  # other optimizers and parameters made in between change nothing
+        build()
+    fresh, opt2 = build()
+    opt2.restore(tmp_path / "ckpt.npz")
+    for a, b in zip(ps, fresh):
+        np.testing.assert_array_equal(a.data, b.data)
+    again, opt3 = build()
+    opt3.set_state_dict(sd)
+    np.testing.assert_array_equal(opt3.state_dict()["param_1_moment_0"], sd["param_1_moment_0"])
+
+
+MUTATIONS = ["nan", "inf", "negative", "float64", "reshape", "scalar", "list", "drop", "extra",
+             "string", "one", "half"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 7), st.sampled_from(MUTATIONS)), min_size=1,
+                max_size=3))
+def test_fuzz_set_state_dict_is_one_line_error_or_success_never_half_applied(edits):
+    """Whatever is handed to set_state_dict: success (the state is then the given one) or one
+    error line, with the optimizer exactly as before."""
+    ps, opt = stepped("torch")
+    before = snapshot(opt, ps)
+    sd = {k: np.array(v, copy=True) for k, v in opt.state_dict().items()}
+    keys = sorted(sd)
+    for which, how in edits:
+        key = keys[which % len(keys)]
+        if not isinstance(sd.get(key), np.ndarray):
+            continue  # dropped, or already not an array
+        v = sd[key]
+        sd[key] = {"nan": lambda: nan_at_0(v), "inf": lambda: v + np.inf,
+                   "negative": lambda: -np.abs(v) - 1, "float64": lambda: v.astype(np.float64),
+                   "reshape": lambda: v.reshape(-1, 1), "scalar": lambda: v.reshape(-1)[0],
+                   "list": lambda: v.tolist(), "drop": lambda: None, "extra": lambda: v,
+                   "string": lambda: "x", "one": lambda: np.ones_like(v),
+                   "half": lambda: v * 0.5}[how]()
+        if how == "drop":
+            del sd[key]
+        if how == "extra":
+            sd[f"zz_{key}"] = v
+    try:
+        opt.set_state_dict(sd)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        assert "\n" not in str(exc) and str(exc)
+        same(before, snapshot(opt, ps))
+        return
+    got = opt.state_dict()
+    for k, v in sd.items():
+        np.testing.assert_array_equal(got[k], v)
+    assert all(math.isfinite(float(x)) for k in got for x in np.asarray(got[k]).reshape(-1))
