@@ -53,11 +53,18 @@ class Source:
 
 
 def _line_map(text):
-    """{'a.b.0.c': line} for every key and list item of a YAML document (1-based lines)."""
+    """{'a.b.0.c': line} for every key and list item of a YAML document (1-based lines).
+
+    Each node is walked once: an alias (``*x``) points at a node already seen, whose keys are
+    not listed again under the alias's path (a "billion laughs" document of nested aliases
+    would otherwise take exponential time and memory)."""
     root = yaml.compose(text, Loader=yaml.SafeLoader)
-    lines = {}
+    lines, seen = {}, set()
 
     def walk(node, path):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = f"{path}.{key.value}" if path else str(key.value)
@@ -73,13 +80,24 @@ def _line_map(text):
     return lines
 
 
+#: the largest config file read (a config is a page of settings; /dev/zero is not one)
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_yaml(path):
     """(dict, Source) from a YAML file; ConfigError for unreadable or non-mapping content."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start]:#04x}); "
+                          "save the file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
         lines = _line_map(text)
@@ -87,6 +105,8 @@ def load_yaml(path):
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -234,11 +234,12 @@ class Adamax:
         self.flush()
         save(self, path, extra, extra_arrays)
 
-    def restore(self, path, match="name", params=True):
+    def restore(self, path, match="name", params=True, check_values=True):
         """Load a checkpoint into this optimizer (and the parameters' values unless
-        ``params=False``); CheckpointError, with nothing changed, if it does not fit."""
+        ``params=False``); CheckpointError, with nothing changed, if it does not fit
+        (``check_values=False``: also one whose state no healthy run produces)."""
         from .io.checkpoint import restore
-        extra = restore(self, path, match=match, params=params)
+        extra = restore(self, path, match=match, params=params, check_values=check_values)
         self._stepper.forget_lag()
         return extra
 

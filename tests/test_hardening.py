@@ -204,3 +204,54 @@ def test_fuzz_set_state_dict_is_one_line_error_or_success_never_half_applied(edi
     for k, v in sd.items():
         np.testing.assert_array_equal(got[k], v)
     assert all(math.isfinite(float(x)) for k in got for x in np.asarray(got[k]).reshape(-1))
+
+
+# --- YAML files that are not configs --------------------------------------------------------------
+def run_cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "adamax_engine.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def alias_bomb(levels):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for k in range(1, levels):
+        lines.append(f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\noptimizer: {learning_rate: 0.1}\n"
+
+
+def test_an_alias_bomb_is_answered_in_under_a_second(tmp_path):
+    import time
+    from adamax_engine.config import ConfigError, load_yaml
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(9))  # 9**9 = 387M leaves if expanded
+    t0 = time.perf_counter()
+    data, src = load_yaml(path)
+    assert time.perf_counter() - t0 < 1.0
+    assert src.lines["a8"] == 9 and src.lines["optimizer.learning_rate"] == 10
+    out = run_cli("validate", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "a0: unknown key" in out.stderr and out.stderr.count("\n") == 1
+    assert isinstance(ConfigError("x"), ValueError)
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("optimizer: {learning_rate: 0.1}\n# caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    ("optimizer: {learning_rate: 0.1}\n".encode("utf-16"), "not UTF-8 text"),
+    (b"[" * 20000 + b"]" * 20000, "nested too deeply"),
+    (b"a:\n" + b"".join(b" " * i + b"b:\n" for i in range(1, 1200)), "nested too deeply"),
+    (b"x: 1\n" * 300000, "larger than 1 MiB"),
+])
+def test_files_that_are_not_configs_get_one_line(tmp_path, content, msg):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    out = run_cli("validate", str(path))
+    assert out.returncode == 2, out.stderr
+    assert msg in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and str(path) in out.stderr
+
+
+def test_dev_zero_is_not_read_forever():
+    out = run_cli("validate", "/dev/zero")
+    assert out.returncode == 2 and "larger than 1 MiB" in out.stderr

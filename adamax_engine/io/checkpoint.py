@@ -1,93 +1,15 @@
-"""Checkpoints: one ``.npz`` file, readable with numpy alone, written atomically, checksummed.
-
-Format (version 1) -- ``np.load(path, allow_pickle=False)`` opens it:
-  ``__meta__``          0-d unicode array: JSON with ``format``, ``version``, ``flavor``,
-                        ``multi_precision``, ``config`` (lr or scheduler, betas, epsilon, weight
-                        decay, clipper, groups, name, skip_nonfinite, lazy_mode), ``parameters``
-                        (name, shape, dtype, group, lr multiplier, regularizer, need_clip,
-                        has_state, in order),
-                        ``scheduler`` (its state_dict), ``skipped_steps``, ``extra`` (the caller's
-                        JSON) and ``checksums`` {array name: sha256 of dtype, shape and bytes}.
-  ``__meta_sha256__``   sha256 of the ``__meta__`` text.
-  ``param/<name>``      the parameter's value (its own dtype and shape);
-  ``master/<name>``     the fp32 master weight (multi_precision only);
-  ``moment/<name>``, ``inf_norm/<name>``, ``beta1_pow/<name>`` ([1]), ``steps/<name>`` ([1],
-                        int64): optimizer state, only for parameters that have been stepped;
-  ``extra/<key>``       arrays the caller adds (the CLI stores its metrics there).
-bfloat16 arrays (npy has no such type) are stored as their uint16 bits; ``meta["bfloat16"]``
-lists them.
-Objects (schedulers, clippers, regularizers) are stored as {"__class__", "__dict__"} and rebuilt
-only from this package's own classes: a checkpoint cannot name code to run.
-
-Writes go to a temporary file in the same directory, are fsync'ed, then renamed over the target
-(and the directory fsync'ed): a crash leaves the previous or the new checkpoint, never a mix.
-Reading checks every checksum before anything is changed; a truncated, tampered or foreign file
-raises ``CheckpointError`` naming the file and what is wrong.
+"""Checkpoints of an optimizer: what is saved (``collect``), loading one all-or-nothing
+(``restore``: every array's presence, dtype, shape and values checked before anything is
+written) and a new optimizer from one (``build``, i.e. ``Adamax.load``). The file format, its
+atomic writes and its checksums: io/archive.py.
 """
-import hashlib
-import importlib
-import json
 import os
-import zipfile
 
 import numpy as np
 
-FORMAT, VERSION = "adamax-engine-checkpoint", 1
-_REBUILDABLE = ("adamax_engine.lr.", "adamax_engine.transforms.clip",
-                "adamax_engine.transforms.regularizer")
-#: where those classes lived before the package was split into layers: older checkpoints name them
-_MOVED = {"adamax_engine.clip": "adamax_engine.transforms.clip",
-          "adamax_engine.regularizer": "adamax_engine.transforms.regularizer"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or does not fit the optimizer it is loaded into."""
-
-
-# --- JSON encoding of the optimizer's configuration --------------------------------------------
-class _Unencodable(Exception):
-    pass
-
-
-def encode(value):
-    """Plain JSON for numbers/strings/lists/dicts and this package's schedulers/clippers."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): encode(v) for k, v in value.items()}
-    cls = type(value)
-    if cls.__module__.startswith(_REBUILDABLE):
-        return {"__class__": f"{cls.__module__}.{cls.__qualname__}",
-                "__dict__": {k: encode(v) for k, v in vars(value).items()}}
-    raise _Unencodable(f"{cls.__module__}.{cls.__qualname__}")
-
-
-def decode(value):
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__class__" not in value:
-        return {k: decode(v) for k, v in value.items()}
-    module, _, name = value["__class__"].rpartition(".")
-    module = _MOVED.get(module, module)
-    if not (module + ".").startswith(_REBUILDABLE) and module not in _REBUILDABLE:
-        raise CheckpointError(f"checkpoint: refusing to build {value['__class__']!r} "
-                              "(only adamax_engine schedulers, clippers and regularizers)")
-    cls = getattr(importlib.import_module(module), name)
-    obj = object.__new__(cls)
-    obj.__dict__.update({k: decode(v) for k, v in value["__dict__"].items()})
-    return obj
-
-
-def _digest(array):
-    h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    h.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
-    return h.hexdigest()
+from .archive import (FORMAT, VERSION, CheckpointError, Unencodable, decode,  # noqa: F401
+                      encode, read, write)
+from .state import check_values
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -99,7 +21,7 @@ def _config(opt):
     s = opt.settings
     try:
         lr = encode(s.learning_rate)
-    except _Unencodable as exc:  # a lambda scheduler, or a foreign (paddle) scheduler object
+    except Unencodable as exc:  # a lambda scheduler, or a foreign (paddle) scheduler object
         lr = {"__unencodable__": str(exc)}
     groups = [{"beta1": g["beta1"], "beta2": g["beta2"], "epsilon": g["epsilon"],
                "learning_rate": g["learning_rate"], "weight_decay": encode(g["weight_decay"]),
@@ -141,72 +63,12 @@ def collect(opt):
 
 
 def save(opt, path, extra=None, extra_arrays=None):
-    """Write ``opt`` (state, config) and its parameters to ``path`` atomically."""
+    """Write ``opt`` (state, config) and its parameters to ``path`` atomically (archive.write)."""
     meta, arrays = collect(opt)
     meta["extra"] = encode(extra or {})
     for key, value in (extra_arrays or {}).items():
         arrays[f"extra/{key}"] = np.asarray(value)
-    meta["bfloat16"] = sorted(k for k, v in arrays.items() if v.dtype.name == "bfloat16")
-    for key in meta["bfloat16"]:  # npy has no bfloat16: its bits, listed in the meta
-        arrays[key] = arrays[key].view(np.uint16)
-    meta["checksums"] = {k: _digest(v) for k, v in arrays.items()}
-    text = json.dumps(meta)
-    arrays["__meta__"] = np.array(text)
-    arrays["__meta_sha256__"] = np.array(hashlib.sha256(text.encode()).hexdigest())
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# --- reading ------------------------------------------------------------------------------------
-def read(path):
-    """(meta, arrays), every checksum verified; CheckpointError for anything unreadable."""
-    path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): "
-                              f"{exc}") from None
-    text, digest = arrays.pop("__meta__", None), arrays.pop("__meta_sha256__", None)
-    if text is None or digest is None:
-        raise CheckpointError(f"{path}: not an adamax-engine checkpoint (no __meta__)")
-    text = str(text)
-    if hashlib.sha256(text.encode()).hexdigest() != str(digest):
-        raise CheckpointError(f"{path}: __meta__ does not match its checksum (tampered?)")
-    meta = json.loads(text)
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} version "
-                              f"{meta.get('version')!r}, expected {FORMAT!r} version {VERSION}")
-    sums = meta["checksums"]
-    if set(sums) != set(arrays):
-        odd = sorted(set(sums) ^ set(arrays))[0]
-        raise CheckpointError(f"{path}: array {odd!r} is missing or unexpected")
-    for key, value in arrays.items():
-        if _digest(value) != sums[key]:
-            raise CheckpointError(f"{path}: array {key!r} does not match its checksum (tampered?)")
-    if meta["bfloat16"]:
-        from ..adapters.tensor import bfloat16
-        for key in meta["bfloat16"]:
-            arrays[key] = arrays[key].view(bfloat16())
-    return meta, arrays
+    write(meta, arrays, path)
 
 
 # --- loading into an optimizer --------------------------------------------------------------------
@@ -231,14 +93,17 @@ def _pair(names, records, match, path):
     return [where[n] for n in names]
 
 
-def restore(opt, path, match="name", params=True):
+def restore(opt, path, match="name", params=True, check_values=True):
     """Load a checkpoint into ``opt`` (and its parameters' values unless ``params=False``).
 
-    Everything is read and checked (checksums, names, shapes, dtypes, flavor, scheduler) before
-    anything changes: on CheckpointError the optimizer and the parameters are as they were.
-    Returns the checkpoint's ``extra`` dict plus its ``extra/`` arrays under ``arrays``.
+    Everything is read and checked (checksums, names, every array's presence, dtype and shape,
+    the state's values, flavor, scheduler) before anything changes: on CheckpointError the
+    optimizer and the parameters are as they were. ``check_values=False`` loads state no
+    healthy run produces (a diverged run's). Returns the checkpoint's ``extra`` dict plus its
+    ``extra/`` arrays under ``arrays``.
     """
     from ..lr import is_scheduler
+    from ..lr.base import LRScheduler
     meta, arrays = path if isinstance(path, tuple) else read(path)
     where = "checkpoint" if isinstance(path, tuple) else os.fspath(path)
     if meta["flavor"] != opt.flavor:
@@ -255,42 +120,74 @@ def restore(opt, path, match="name", params=True):
         if tuple(r["shape"]) != tuple(e.shape) or r["dtype"] != str(e.dtype):
             raise CheckpointError(f"{where}: parameter {r['name']!r} is {r['dtype']}{r['shape']}, "
                                   f"the optimizer's {e.name!r} is {e.dtype}{list(e.shape)}")
-        plan.append((e, r))
+        plan.append((e, r, _arrays_of(e, r, arrays, params, where, check_values)))
     sched, saved = opt.settings.learning_rate, meta["scheduler"]
     if (saved is None) != isinstance(sched, float):
         raise CheckpointError(f"{where}: saved with a {'float' if saved is None else 'scheduler'}"
                               " learning rate, the optimizer has the other kind")
     if saved is not None and is_scheduler(sched):
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{where}: scheduler state must be a mapping, got {saved!r}")
         sched.state_keys() if hasattr(sched, "state_keys") else None
         missing = [k for k in getattr(sched, "keys", []) if k not in saved]
         if missing:
             raise CheckpointError(f"{where}: scheduler state lacks {missing[0]!r} (saved by a "
                                   f"different scheduler than {type(sched).__name__}?)")
+        saved = decode(saved, where)
+        if isinstance(sched, LRScheduler):
+            try:
+                sched.check_state_dict(saved, f"{where}: scheduler")
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(str(exc)) from None
     # --- all checked: apply -----------------------------------------------------------------
-    for e, r in plan:
-        b, k, name = e.bucket, e.index, r["name"]
+    for e, r, got in plan:
+        b, k = e.bucket, e.index
         if params:
-            opt.registry.write_param(e, arrays[f"param/{name}"])
+            opt.registry.write_param(e, got["param"])
         if b.master is not None:
-            b.load_master(k, arrays[f"master/{name}"])
+            b.load_master(k, got["master"])
         if r["has_state"]:
-            b.load_segment_state(k, True, arrays[f"moment/{name}"], arrays[f"inf_norm/{name}"],
-                                 arrays[f"beta1_pow/{name}"][0], arrays[f"steps/{name}"][0])
+            b.load_segment_state(k, True, got["moment"], got["inf_norm"], got["beta1_pow"][0],
+                                 got["steps"][0])
         else:
             b.load_segment_state(k, False)
     if saved is not None:
-        sched.set_state_dict(decode(saved))
+        sched.set_state_dict(saved)
     opt.set_skipped_steps(meta["skipped_steps"])
     extra = dict(meta.get("extra") or {})
     extra["arrays"] = {k[6:]: v for k, v in arrays.items() if k.startswith("extra/")}
     return extra
 
 
-def _copy(target, value):
-    if isinstance(target, np.ndarray):
-        target[...] = value
-    else:
-        target.copy_to_device(np.ascontiguousarray(value))
+def _arrays_of(e, r, arrays, params, where, check):
+    """The arrays entry ``e`` takes from record ``r``: each present, of exactly the dtype and
+    shape the optimizer holds (never cast), the state's values possible; else CheckpointError."""
+    b, name = e.bucket, r["name"]
+    wanted = {}
+    if params:
+        wanted["param"] = (e.dtype, tuple(e.shape))
+    if b.master is not None:
+        wanted["master"] = (b.dtype, tuple(e.shape))
+    if r["has_state"]:
+        wanted.update(moment=(b.dtype, tuple(e.shape)), inf_norm=(b.dtype, tuple(e.shape)),
+                      beta1_pow=(b.dtype, (1,)), steps=(np.dtype(np.int64), (1,)))
+    got = {}
+    for kind, (dtype, shape) in wanted.items():
+        key = f"{kind}/{name}"
+        value = arrays.get(key)
+        if value is None:
+            raise CheckpointError(f"{where}: array {key!r} is missing")
+        if value.dtype != dtype or value.shape != shape:
+            raise CheckpointError(f"{where}: array {key!r} is {value.dtype}{list(value.shape)}, "
+                                  f"expected {dtype}{list(shape)}")
+        got[kind] = value
+    if check and r["has_state"]:
+        try:
+            check_values(lambda acc: f"{where}: {acc} of {name!r}", got["moment"],
+                         got["inf_norm"], got["beta1_pow"], got["steps"])
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+    return got
 
 
 def build(cls, path, parameters, match="name", **overrides):
@@ -302,8 +199,24 @@ def build(cls, path, parameters, match="name", **overrides):
     learning_rate -- required when the saved one was a lambda or foreign scheduler). The device
     follows the parameters: CUDA device arrays load onto the GPU.
     """
-    from ..params.registry import identify
     meta, arrays = read(path)
+    try:
+        groups, kwargs = _settings(path, meta, parameters, match, overrides)
+    except (KeyError, TypeError, AttributeError) as exc:  # a config no writer of ours makes
+        raise CheckpointError(f"{os.fspath(path)}: __meta__.config is not one this version "
+                              f"wrote ({type(exc).__name__}: {exc})") from None
+    opt = cls(parameters=groups, **kwargs)
+    # the checkpoint's effective per-parameter settings
+    opt.configure_parameters({r["name"]: (r["lr_mult"], decode(r["regularizer"]), r["need_clip"])
+                              for r in meta["parameters"]})
+    restore(opt, (meta, arrays), match="name")
+    return opt
+
+
+def _settings(path, meta, parameters, match, overrides):
+    """(groups, constructor kwargs) of the optimizer a checkpoint describes, over
+    ``parameters``."""
+    from ..params.registry import identify
     cfg, records = meta["config"], meta["parameters"]
     items = list(parameters)
     named = []
@@ -338,9 +251,4 @@ def build(cls, path, parameters, match="name", **overrides):
         kwargs["multi_precision"] = True
     kwargs["device"] = identify(named[0][1])[1] if named else "cpu"
     kwargs.update(overrides)
-    opt = cls(parameters=groups, **kwargs)
-    # the checkpoint's effective per-parameter settings
-    opt.configure_parameters({r["name"]: (r["lr_mult"], decode(r["regularizer"]), r["need_clip"])
-                              for r in records})
-    restore(opt, (meta, arrays), match="name")
-    return opt
+    return groups, kwargs

@@ -320,10 +320,10 @@ class DistributedAdamax:
                 self.opt.save(path, extra, extra_arrays)
         self.comm.Barrier()
 
-    def restore(self, path, match="name", params=True):
+    def restore(self, path, match="name", params=True, check_values=True):
         """Every rank reads the same (single-process or sharded-run) checkpoint."""
         with self._full_state(write_back=True):
-            return self.opt.restore(path, match=match, params=params)
+            return self.opt.restore(path, match=match, params=params, check_values=check_values)
 
     def state_bytes(self):
         """Bytes of optimizer state (moments, inf-norms) this rank holds."""
