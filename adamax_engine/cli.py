@@ -8,6 +8,7 @@ Exit codes: 0 success, 2 invalid config or arguments (one message, no traceback)
 Outputs go to ``runs/<experiment name>`` unless ``--out`` (or ``--resume``) names a folder.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -50,12 +51,24 @@ def _parser():
 
 
 def _bench(args):
-    def numbers(text, kind):
-        try:
-            return [kind(float(x)) for x in text.split(",")] if text else None
-        except ValueError:
-            raise ConfigError(f"expected comma-separated numbers, got {text!r}") from None
-    sizes, threads = numbers(args.sizes, int), numbers(args.threads, int)
+    def numbers(text, what):
+        """Comma-separated positive whole numbers (1e6 allowed), or ConfigError naming --what."""
+        if not text:
+            return None
+        out = []
+        for item in text.split(","):
+            try:
+                value = float(item)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value >= 1 and value == int(value)):
+                raise ConfigError(f"--{what}: expected comma-separated whole numbers >= 1, got "
+                                  f"{item.strip()!r} in {text!r}")
+            out.append(int(value))
+        return out
+    if args.reps < 1:
+        raise ConfigError(f"--reps: expected a whole number >= 1, got {args.reps}")
+    sizes, threads = numbers(args.sizes, "sizes"), numbers(args.threads, "threads")
     if args.device == "cuda":
         from .bench import cuda
         return cuda.main(["--reps", str(args.reps)] + (["--tiny"] if args.tiny else [])
@@ -76,7 +89,7 @@ def main(argv=None):
         try:
             return _bench(args)
         except ConfigError as exc:
-            print(f"adamax-engine: invalid arguments: --sizes/--threads: {exc}", file=sys.stderr)
+            print(f"adamax-engine: invalid arguments: {exc}", file=sys.stderr)
             return 2
     try:
         spec = load_spec(args.config, args.overrides)

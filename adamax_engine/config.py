@@ -22,6 +22,7 @@ yaml.safe_load only (line numbers come from yaml.compose with the same SafeLoade
 import difflib
 import fnmatch
 import inspect
+import math
 import numbers
 
 import yaml
@@ -134,12 +135,16 @@ def kind_of(value):
     return "null" if value is None else type(value).__name__
 
 
-def number(value, path, src, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
-    """A real number (an int where ``integer``) within the given bounds."""
+def number(value, path, src, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
+           finite=True):
+    """A real number (an int where ``integer``) within the given bounds; NaN and inf only
+    where ``finite=False`` says a field means something by them."""
     ok = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok:
         raise src.error(path, f"expected {'an int' if integer else 'a number'}, got "
                               f"{kind_of(value)} {value!r}")
+    if finite and not math.isfinite(value):
+        raise src.error(path, f"expected a finite number, got {value}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise src.error(path, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -193,10 +198,19 @@ def _scheduler(block, base_lr, path, src):
         raise src.error(f"{path}.type", f"{name} needs a Python callable; build it in code")
     for key, value in kwargs.items():
         rule = SCHEDULER_RULES.get(key, {}).get(name)
+        default = params[key].default
         if key in INT_FIELDS:
             number(value, f"{path}.{key}", src, lo=INT_FIELDS[key], integer=True)
         elif rule is not None:
             number(value, f"{path}.{key}", src, **rule)
+        elif isinstance(default, (str, bool)) and type(value) is not type(default):
+            raise src.error(f"{path}.{key}", f"expected a {type(default).__name__}, got "
+                                             f"{kind_of(value)} {value!r}")
+        elif isinstance(value, list):  # boundaries, values, milestones: numbers, each finite
+            for i, item in enumerate(value):
+                number(item, f"{path}.{key}.{i}", src)
+        elif not isinstance(default, (str, bool)) and value is not None:
+            number(value, f"{path}.{key}", src)
     lr_arg = next((k for k in LR_ARGS if k in params), None)
     if lr_arg is not None and lr_arg not in kwargs:
         kwargs[lr_arg] = base_lr  # the optimizer's learning_rate is the schedule's base

@@ -49,7 +49,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, monkeypatch)
 
 def test_bench_bad_arguments(capsys):
     assert cli.main(["bench", "--sizes", "1e3,lots"]) == 2
-    assert "--sizes/--threads" in capsys.readouterr().err
+    assert "--sizes: expected comma-separated whole numbers" in capsys.readouterr().err
     assert cli.main(["bench", "--device", "tpu"]) == 2
 
 

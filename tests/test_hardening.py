@@ -255,3 +255,61 @@ def test_files_that_are_not_configs_get_one_line(tmp_path, content, msg):
 def test_dev_zero_is_not_read_forever():
     out = run_cli("validate", "/dev/zero")
     assert out.returncode == 2 and "larger than 1 MiB" in out.stderr
+
+
+NON_FINITE_FIELDS = ["optimizer.learning_rate=.nan", "optimizer.epsilon=.inf",
+                     "optimizer.beta1=.nan", "optimizer.grad_clip.clip_norm=.inf",
+                     "optimizer.weight_decay=.nan", "optimizer.lr_scheduler.warmup.start_lr=.nan",
+                     "optimizer.groups=[{match: ['*.bias'], learning_rate: .nan}]",
+                     "optimizer.grad_clip={type: value, max: .nan}",
+                     "optimizer.lr_scheduler={type: PiecewiseDecay, boundaries: [10], "
+                     "values: abc}",
+                     "optimizer.lr_scheduler={type: PiecewiseDecay, boundaries: [10], "
+                     "values: [0.1, .inf]}",
+                     "problem={name: mlp_spirals, turns: .nan}",
+                     "problem={name: quadratic, condition: .inf}",
+                     "distributed={bucket_mb: .inf}"]
+
+
+@pytest.mark.parametrize("setting", NON_FINITE_FIELDS)
+def test_validate_refuses_non_finite_and_nonsense_values(setting):
+    out = run_cli("validate", "configs/default.yaml", "--set", setting)
+    field = setting.split("=")[0]
+    assert out.returncode == 2, out.stdout
+    assert field in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("setting, msg", [
+    ("experiment.name=/abs/path", "experiment.name: expected a plain name"),
+    ("experiment.name=..", "experiment.name: expected a plain name"),
+    ("problem.samples=1000000000000", r"problem: softmax_blobs of this size needs about"),
+    ("problem={name: quadratic, dim: 1000000}", r"needs about 2.98e\+04 GiB"),
+])
+def test_run_names_and_sizes_are_checked_up_front(setting, msg):
+    import re
+    out = run_cli("validate", "configs/default.yaml", "--set", setting)
+    assert out.returncode == 2 and re.search(msg, out.stderr), out.stderr
+    assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--sizes", "inf"], "--sizes: expected comma-separated whole numbers >= 1, got 'inf'"),
+    (["--sizes", "-5"], "--sizes: expected comma-separated whole numbers >= 1, got '-5'"),
+    (["--sizes", "1e3,abc"], "got 'abc'"),
+    (["--threads", "0"], "--threads: expected comma-separated whole numbers >= 1, got '0'"),
+    (["--reps", "-1"], "--reps: expected a whole number >= 1, got -1"),
+])
+def test_bench_arguments_are_checked(args, msg):
+    out = run_cli("bench", *args, "--no-cold")
+    assert out.returncode == 2 and msg in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_resume_from_a_checkpoint_not_written_by_run_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    ps = [ae.Parameter(np.ones(3, np.float32), name="linear.weight")]
+    ae.Adamax(0.1, parameters=ps).save(run_dir / "checkpoint" / "checkpoint.npz")
+    out = run_cli("run", "configs/default.yaml", "--resume", str(run_dir), "--no-progress")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "--resume" in out.stderr and out.stderr.strip().count("\n") == 0

@@ -172,6 +172,24 @@ def make_digits(seed, hidden):
 MAKERS = {name: globals()[f"make_{name}"] for name in OPTIONS}
 
 
+def estimate_bytes(name, options):
+    """Roughly the memory a problem's data, parameters and activations take (float64 temporaries
+    counted at 8 B): enough to refuse a size that cannot fit before anything is allocated."""
+    kw = {k: options.get(k, default) for k, (default, _, _) in OPTIONS[name].items()}
+    if name == "softmax_blobs":
+        return 8 * kw["samples"] * (kw["features"] + 3 * kw["classes"])
+    if name == "mlp_spirals":
+        return 8 * kw["samples"] * (6 + 4 * kw["hidden"]) + 8 * kw["hidden"] ** 2
+    if name == "teacher_student":
+        return 8 * kw["samples"] * (kw["features"] + 4 * kw["hidden"]) \
+            + 16 * kw["features"] * kw["hidden"]
+    if name == "quadratic":
+        return 8 * 4 * kw["dim"] ** 2  # the matrix, its eigenvectors and two temporaries
+    if name == "rosenbrock":
+        return 8 * 8 * kw["dim"]
+    return 8 * 1797 * (64 + 4 * max(kw["hidden"], 10))  # digits: sklearn's 1797 images
+
+
 def make(name, seed, options):
     """The named problem with its options filled in from the defaults."""
     kw = {k: options.get(k, default) for k, (default, _, _) in OPTIONS[name].items()}

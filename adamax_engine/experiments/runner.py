@@ -56,11 +56,16 @@ def load_checkpoint(directory, problem, opt):
     """Restore params and optimizer state in place; returns (step, losses, lrs)."""
     del problem
     from ..io.checkpoint import CheckpointError
+    path = os.path.join(directory, "checkpoint", "checkpoint.npz")
     try:
-        extra = opt.restore(os.path.join(directory, "checkpoint", "checkpoint.npz"))
+        extra = opt.restore(path)
     except CheckpointError as exc:
         raise RuntimeError(f"--resume {directory}: {exc}") from None
     arrays = extra["arrays"]
+    if not isinstance(extra.get("step"), int) or "loss" not in arrays or "lr" not in arrays:
+        raise RuntimeError(f"--resume {directory}: {path} was not written by "
+                           "'adamax-engine run' (no step count and metrics in it); load it in "
+                           "code with Adamax.load / opt.restore instead")
     return extra["step"], list(arrays["loss"]), list(arrays["lr"])
 
 

@@ -9,6 +9,8 @@
 """
 import copy
 import itertools
+import os
+import re
 
 import yaml
 
@@ -49,6 +51,9 @@ def apply_overrides(data, overrides):
     return data
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
 def validate(data, src, name="experiment"):
     """A normalised spec dict, or ConfigError naming the first bad field."""
     C.check_keys(data, "", TOP_KEYS, src)
@@ -61,8 +66,10 @@ def validate(data, src, name="experiment"):
             out["experiment"][key] = C.number(exp[key], f"experiment.{key}", src, lo=lo,
                                               integer=True)
     if "name" in exp:
-        if not isinstance(exp["name"], str) or not exp["name"]:
-            raise src.error("experiment.name", f"expected a non-empty string, got {exp['name']!r}")
+        if not isinstance(exp["name"], str) or not RUN_NAME.fullmatch(exp["name"]) \
+                or exp["name"] in (".", ".."):
+            raise src.error("experiment.name", "expected a plain name (letters, digits, '.', "
+                                                f"'_', '-'; it names a folder), got {exp['name']!r}")
         out["experiment"]["name"] = exp["name"]
     prob = data.get("problem") or {"name": "softmax_blobs"}
     if isinstance(prob, str):
@@ -77,6 +84,10 @@ def validate(data, src, name="experiment"):
         if key in prob:
             opts[key] = C.number(prob[key], f"problem.{key}", src, lo=lo, integer=kind is int)
     out["problem"] = {"name": pname, **opts}
+    need, have = problems.estimate_bytes(pname, opts), _memory()
+    if need > have // 2:
+        raise src.error("problem", f"{pname} of this size needs about {need / 2**30:.3g} GiB, "
+                                   f"more than half this machine's {have / 2**30:.3g} GiB")
     model = data.get("model") or {}
     C.check_keys(model, "model", {"framework"}, src)
     out["model"] = {"framework": C.choice(model.get("framework", "numpy"), "model.framework", src,
@@ -89,6 +100,14 @@ def validate(data, src, name="experiment"):
         raise src.error("distributed", "a sweep runs its points one process at a time; drop "
                                        "distributed or the sweep")
     return out
+
+
+def _memory():
+    """This machine's physical memory in bytes (64 GiB where it cannot be asked)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 64 << 30
 
 
 def _distributed(block, src):
