@@ -4,7 +4,8 @@
   adamax-engine validate CONFIG.yaml [--set key=value ...]
   adamax-engine bench [--device cpu|cuda] [--sizes 1e3,1e6] [--out DIR] [--reps N] [--tiny]
 
-Exit codes: 0 success, 2 invalid config or arguments (one message, no traceback), 1 runtime failure.
+Exit codes: 0 success, 2 invalid config or arguments (one message, no traceback), 1 runtime failure
+(one message; ``--debug`` anywhere on the line shows the traceback).
 Outputs go to ``runs/<experiment name>`` unless ``--out`` (or ``--resume``) names a folder.
 """
 import argparse
@@ -26,7 +27,8 @@ def load_spec(path, overrides=()):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="adamax-engine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="adamax-engine", description=__doc__.splitlines()[0],
+                                     epilog="--debug (anywhere): show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train the experiment (or sweep) of CONFIG.yaml")
     p_val = sub.add_parser("validate", help="check CONFIG.yaml without running it")
@@ -80,6 +82,25 @@ def _bench(args):
 
 
 def main(argv=None):
+    """Exit 0 (done), 2 (bad input: one line naming it) or 1 (the run failed: one line); a
+    traceback only with ``--debug``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("adamax-engine: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, unless the user asks for the traceback
+        if debug:
+            raise
+        print(f"adamax-engine: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+              "for the traceback, and please report it)".replace("\n", " "), file=sys.stderr)
+        return 1
+
+
+def _main(argv):
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -313,3 +313,43 @@ def test_resume_from_a_checkpoint_not_written_by_run_is_one_line(tmp_path):
     out = run_cli("run", "configs/default.yaml", "--resume", str(run_dir), "--no-progress")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "--resume" in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+# --- fuzz: whatever YAML document, one line or a valid spec -------------------------------------
+_KEYS = {"experiment": ["steps", "seed", "log_every", "checkpoint_every", "name"],
+         "problem": ["name", "samples", "features", "classes", "hidden", "turns", "dim",
+                     "condition", "noise"],
+         "optimizer": ["learning_rate", "beta1", "beta2", "epsilon", "flavor", "weight_decay",
+                       "grad_clip", "lr_scheduler", "groups", "skip_nonfinite", "name", "mode"],
+         "distributed": ["shard_state", "bucket_mb", "backend"],
+         "sweep": ["grid"], "model": ["framework"], "junk": ["x"]}
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**15, 10**15),
+                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+                     st.sampled_from(["softmax_blobs", "quadratic", "torch", "paddle", "value",
+                                      "global_norm", "StepDecay", "PiecewiseDecay", "*.bias"]))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(
+        ["type", "clip_norm", "max", "min", "step_size", "boundaries", "values", "match",
+         "learning_rate", "warmup", "steps", "start_lr", "T_max", "name", "coeff"]), inner,
+        max_size=3)), max_leaves=8)
+_DOCS = st.dictionaries(st.sampled_from(sorted(_KEYS)), st.one_of(
+    _VALUES, st.dictionaries(st.sampled_from(sum(_KEYS.values(), [])), _VALUES, max_size=4)),
+    max_size=4)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(_DOCS)
+def test_fuzz_yaml_documents_give_a_spec_or_one_line(tmp_path_factory, doc):
+    import yaml
+
+    from adamax_engine.cli import load_spec
+    from adamax_engine.config import ConfigError
+    path = tmp_path_factory.mktemp("fuzz") / "doc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        spec = load_spec(str(path))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert spec["experiment"]["steps"] >= 1 and spec["problem"]["name"]
