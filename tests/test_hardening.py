@@ -353,3 +353,29 @@ def test_fuzz_yaml_documents_give_a_spec_or_one_line(tmp_path_factory, doc):
         assert str(exc) and "\n" not in str(exc)
         return
     assert spec["experiment"]["steps"] >= 1 and spec["problem"]["name"]
+
+
+def test_sweep_grid_values_are_validated_like_the_config():
+    out = run_cli("validate", "configs/sweep_lr_flavor.yaml", "--set",
+                  "sweep.grid={optimizer.learning_rate: [0.1, .nan], optimizer.flavor: [torch]}")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "optimizer.learning_rate: expected a finite number, got nan" in out.stderr
+
+
+def test_unnamed_torch_parameters_round_trip_through_a_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    m = model()
+    opt = ae.Adamax(0.05, parameters=m.parameters(), flavor="torch")
+    m(torch.ones(5, 3)).sum().backward()
+    opt.step()
+    opt.save(tmp_path / "t.npz")
+    for _ in range(2):  # other models and optimizers in between change nothing
+        ae.Adamax(0.05, parameters=model().parameters(), flavor="torch")
+    fresh = model()
+    ae.Adamax(0.05, parameters=fresh.parameters(), flavor="torch").restore(tmp_path / "t.npz")
+    for a, b in zip(m.parameters(), fresh.parameters()):
+        assert torch.equal(a.detach(), b.detach())
