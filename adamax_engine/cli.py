@@ -21,7 +21,7 @@ from .experiments.sweep import run_sweep
 def load_spec(path, overrides=()):
     data, src = load_yaml(path)
     if overrides:
-        S.apply_overrides(data, overrides)
+        S.apply_overrides(data, overrides, src)
     name = os.path.splitext(os.path.basename(path))[0]
     return S.validate(data, src, name)
 
@@ -138,6 +138,9 @@ def _main(argv):
             if s.pop("root"):
                 print(f"{s['name']}: loss {s['first_loss']:.6g} -> {s['final_loss']:.6g} in "
                       f"{s['steps']} steps{acc}; outputs in {out}")
+    except runner.Stopped as exc:
+        print(f"adamax-engine: {exc}", file=sys.stderr)
+        return 143 if exc.signal_name == "SIGTERM" else 130
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         print(f"adamax-engine: run failed: {exc}", file=sys.stderr)
         return 1

@@ -17,13 +17,16 @@ parameter groups; ``from_config(path_or_dict, parameters)`` builds the ``Adamax`
 Validation is strict: an unknown key (with a "did you mean"), a wrong type, a value out of range
 or a missing field raises ConfigError with the YAML path and, when read from a file, its line:
 ``exp.yaml:7: optimizer.lr_scheduler.gamma: must be < 1.0, got 1.5``. Files are read with
-yaml.safe_load only (line numbers come from yaml.compose with the same SafeLoader).
+YAML through ``SafeLoader`` only (``Loader`` below: PyYAML's safe loader with YAML 1.2's float
+rule, so ``1e-3`` is a number as users write it; line numbers come from yaml.compose with the
+same loader).
 """
 import difflib
 import fnmatch
 import inspect
 import math
 import numbers
+import re
 
 import yaml
 
@@ -42,15 +45,46 @@ class Source:
 
     def __init__(self, name=None, lines=None):
         self.name, self.lines = name, lines or {}
+        self.overrides = {}  # dotted key -> the --set argument that set it
+
+    def override(self, key, argument):
+        """Values under ``key`` came from ``--set argument``: errors there name it."""
+        self.overrides[key] = argument
 
     def error(self, path, message):
-        line = None
         parts = path.split(".")
+        for n in range(len(parts), 0, -1):  # a --set value: name the argument, not a line
+            arg = self.overrides.get(".".join(parts[:n]))
+            if arg is not None:
+                return ConfigError(f"--set {arg}: {path}: {message}")
+        line = None
         while parts and line is None:  # the field's own line, else its parent's
             line = self.lines.get(".".join(parts))
             parts.pop()
         where = f"{self.name}:{line}: " if self.name and line else ""
         return ConfigError(f"{where}{path}: {message}")
+
+
+class Loader(yaml.SafeLoader):
+    """yaml.SafeLoader (no tags that build objects) with YAML 1.2's float rule: PyYAML follows
+    YAML 1.1, where ``1e-3`` and ``1.0e30`` without a sign in the exponent or a dot are
+    strings."""
+
+
+Loader.yaml_implicit_resolvers = {  # a deep copy: SafeLoader's own lists stay as they are
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def parse(text):
+    """A YAML document (or one --set value) with ``Loader``."""
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
 
 
 def _line_map(text):
@@ -59,7 +93,7 @@ def _line_map(text):
     Each node is walked once: an alias (``*x``) points at a node already seen, whose keys are
     not listed again under the alias's path (a "billion laughs" document of nested aliases
     would otherwise take exponential time and memory)."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = yaml.compose(text, Loader=Loader)
     lines, seen = {}, set()
 
     def walk(node, path):
@@ -100,7 +134,7 @@ def load_yaml(path):
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start]:#04x}); "
                           "save the file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse(text)
         lines = _line_map(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -139,6 +173,8 @@ def number(value, path, src, *, lo=None, hi=None, lo_open=False, hi_open=False, 
            finite=True):
     """A real number (an int where ``integer``) within the given bounds; NaN and inf only
     where ``finite=False`` says a field means something by them."""
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1e6 for a size
     ok = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok:
         raise src.error(path, f"expected {'an int' if integer else 'a number'}, got "

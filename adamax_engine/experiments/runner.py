@@ -6,9 +6,12 @@ validated spec), ``curves.png`` when matplotlib is installed, and ``checkpoint/`
 optimizer state and config, LR scheduler state, the step and the metrics so far). ``resume`` continues
 from it bit-identically: problems are full-batch and seeded, and every number is restored exactly.
 """
+import contextlib
 import csv
 import json
 import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -79,67 +82,181 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
+class Stopped(Exception):
+    """SIGTERM/SIGINT during a run: its checkpoint, metrics and summary are written first."""
+
+    def __init__(self, signal_name, step, out_dir):
+        super().__init__(f"stopped by {signal_name} at step {step}; checkpoint, metrics and "
+                         f"summary written to {out_dir}")
+        self.signal_name = signal_name
+
+
+class _Signal(BaseException):
+    """A stop request, raised by the loop at the end of a step (so the checkpoint written then
+    holds whole steps; a BaseException: no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """SIGTERM and SIGINT set a flag the loop reads after each step (main thread only; a
+    second SIGINT interrupts at once). Yields the list the signal's name goes into."""
+    requested = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        requested.append(signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield requested
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
 def run(spec, out_dir, resume=False, log=print, progress=True):
-    """Train; returns the summary dict (also written to ``out_dir/summary.json``)."""
+    """Train; returns the summary dict (also written to ``out_dir/summary.json``).
+
+    ``metrics.csv`` is written as the run goes (flushed every ``log_every`` steps, or 100); a
+    run that fails (divergence, a scheduler stepped past its end) or is stopped (SIGTERM,
+    SIGINT: ``Stopped``) still writes its metrics, summary and plot, and a stopped one its
+    checkpoint."""
     exp = spec["experiment"]
     problem, opt = build(spec)
     os.makedirs(out_dir, exist_ok=True)
     start, losses, lrs = 0, [], []
     if resume:
         start, losses, lrs = load_checkpoint(out_dir, problem, opt)
-    sched = opt.settings.learning_rate
-    sched = sched if is_scheduler(sched) else None
-    steps, every = exp["steps"], exp["checkpoint_every"]
     root = is_root(opt)
-    bar = _progress(steps, start, progress and root)
-    t0 = time.perf_counter()
-    for step in range(start, steps):
-        loss = problem.loss_and_grads()
-        lr = opt.get_lr()
-        opt.step()
-        opt.clear_grad()
-        if isinstance(sched, ReduceOnPlateau):
-            sched.step(loss)
-        elif sched is not None:
-            sched.step()
-        losses.append(loss)
-        lrs.append(lr)
-        if not np.isfinite(loss):
-            raise RuntimeError(f"step {step}: the loss is {loss} (diverged)")
+    this = _Run(spec, out_dir, problem, opt, losses, lrs, root)
+    bar = _progress(exp["steps"], start, progress and root)
+    try:
+        with _stop_requests() as requested, np.errstate(all="ignore"):  # (divergence: below)
+            this.loop(start, bar, log, requested)
+    except _Signal as sig:
+        this.finish(bar, stopped=str(sig))
+        # whatever checkpoint_every says: a stopped run keeps its progress
+        save_checkpoint(os.path.join(out_dir, "checkpoint"), len(losses), problem, opt, losses,
+                        lrs)
+        raise Stopped(str(sig), len(losses), out_dir) from None
+    except Exception as exc:
+        this.finish(bar, error=str(exc))
+        raise
+    return this.finish(bar)
+
+
+class _Run:
+    """One run's loop and its outputs."""
+
+    def __init__(self, spec, out_dir, problem, opt, losses, lrs, root):
+        self.spec, self.out_dir, self.problem, self.opt = spec, out_dir, problem, opt
+        self.losses, self.lrs, self.root = losses, lrs, root
+        self.t0 = time.perf_counter()
+        self.metrics = _Metrics(os.path.join(out_dir, "metrics.csv"), losses, lrs) if root \
+            else None
+
+    def loop(self, start, bar, log, requested=()):
+        exp, opt, problem = self.spec["experiment"], self.opt, self.problem
+        sched = opt.settings.learning_rate
+        sched = sched if is_scheduler(sched) else None
+        steps, every = exp["steps"], exp["checkpoint_every"]
+        flush_every = exp["log_every"] or 100
+        for step in range(start, steps):
+            loss = problem.loss_and_grads()
+            lr = opt.get_lr()
+            opt.step()
+            opt.clear_grad()
+            if isinstance(sched, ReduceOnPlateau):
+                sched.step(loss)
+            elif sched is not None:
+                sched.step()
+            self.losses.append(loss)
+            self.lrs.append(lr)
+            if self.metrics is not None:
+                self.metrics.add(step, loss, lr, flush=(step + 1) % flush_every == 0)
+            check_divergence(step, loss, self.losses[0], exp)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", refresh=False)
+                bar.update(1)
+            elif self.root and exp["log_every"] and (step % exp["log_every"] == 0
+                                                     or step == steps - 1):
+                log(f"step {step:6d}  loss {loss:.6g}  lr {lr:.4g}")
+            if every and (step + 1) % every == 0:
+                save_checkpoint(os.path.join(self.out_dir, "checkpoint"), step + 1, problem, opt,
+                                self.losses, self.lrs)
+            if requested:
+                raise _Signal(requested[0])
+
+    def finish(self, bar, error=None, stopped=None):
         if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", refresh=False)
-            bar.update(1)
-        elif root and exp["log_every"] and (step % exp["log_every"] == 0 or step == steps - 1):
-            log(f"step {step:6d}  loss {loss:.6g}  lr {lr:.4g}")
-        if every and (step + 1) % every == 0:
-            save_checkpoint(os.path.join(out_dir, "checkpoint"), step + 1, problem, opt, losses,
-                            lrs)
-    if bar is not None:
-        bar.close()
-    summary = {"name": exp["name"], "problem": spec["problem"]["name"], "steps": len(losses),
-               "first_loss": losses[0] if losses else None,
-               "final_loss": losses[-1] if losses else None,
-               "best_loss": min(losses) if losses else None,
-               "final_lr": lrs[-1] if lrs else None, "skipped_steps": opt.skipped_steps,
-               "seconds": time.perf_counter() - t0}
-    accuracy = problem.accuracy() if problem.accuracy is not None else None
-    if accuracy is not None:
-        summary["accuracy"] = accuracy
-    if getattr(opt, "size", 1) > 1:
-        summary["ranks"] = opt.size
-        summary["state_bytes_per_rank"] = opt.comm.allgather(opt.state_bytes())
-    if root:
-        write_outputs(out_dir, spec, losses, lrs, summary)
-    summary["root"] = root
-    return summary
+            bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        losses, lrs, opt = self.losses, self.lrs, self.opt
+        summary = {"name": self.spec["experiment"]["name"],
+                   "problem": self.spec["problem"]["name"], "steps": len(losses),
+                   "first_loss": losses[0] if losses else None,
+                   "final_loss": losses[-1] if losses else None,
+                   "best_loss": min(losses) if losses else None,
+                   "final_lr": lrs[-1] if lrs else None, "skipped_steps": opt.skipped_steps,
+                   "seconds": time.perf_counter() - self.t0}
+        if error is not None:
+            summary["error"] = error
+        if stopped is not None:
+            summary["stopped"] = stopped
+        accuracy = self.problem.accuracy() if self.problem.accuracy is not None and \
+            error is None else None
+        if accuracy is not None:
+            summary["accuracy"] = accuracy
+        if getattr(opt, "size", 1) > 1:
+            summary["ranks"] = opt.size
+            summary["state_bytes_per_rank"] = opt.comm.allgather(opt.state_bytes())
+        if self.root:
+            write_outputs(self.out_dir, self.spec, losses, lrs, summary)
+        summary["root"] = self.root
+        return summary
+
+
+def check_divergence(step, loss, first, exp):
+    """RuntimeError naming the rule when the loss is non-finite, above ``experiment.max_loss``,
+    or more than ``experiment.max_loss_ratio`` times the first step's loss."""
+    if not np.isfinite(loss):
+        raise RuntimeError(f"step {step}: the loss is {loss} (diverged)")
+    if exp.get("max_loss") is not None and loss > exp["max_loss"]:
+        raise RuntimeError(f"step {step}: the loss {loss:.6g} is above experiment.max_loss "
+                           f"{exp['max_loss']:g} (diverged)")
+    ratio = exp.get("max_loss_ratio")
+    if ratio and first > 0 and loss > ratio * first:
+        raise RuntimeError(f"step {step}: the loss {loss:.6g} is more than "
+                           f"experiment.max_loss_ratio ({ratio:g}) times the first "
+                           f"({first:.6g}) (diverged)")
+
+
+class _Metrics:
+    """metrics.csv, written row by row (a killed run keeps what it logged)."""
+
+    def __init__(self, path, losses, lrs):
+        self.fh = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        self.w = csv.writer(self.fh)
+        self.w.writerow(["step", "loss", "lr"])
+        for i, (loss, lr) in enumerate(zip(losses, lrs)):  # a resumed run's history first
+            self.w.writerow([i, repr(float(loss)), repr(float(lr))])
+        self.fh.flush()
+
+    def add(self, step, loss, lr, flush):
+        self.w.writerow([step, repr(float(loss)), repr(float(lr))])
+        if flush:
+            self.fh.flush()
+
+    def close(self):
+        if not self.fh.closed:
+            self.fh.close()
 
 
 def write_outputs(out_dir, spec, losses, lrs, summary):
-    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["step", "loss", "lr"])
-        for i, (loss, lr) in enumerate(zip(losses, lrs)):
-            w.writerow([i, repr(float(loss)), repr(float(lr))])
+    """summary.json, config.json and curves.png (metrics.csv is written as the run goes)."""
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:

@@ -19,7 +19,8 @@ from . import problems
 
 TOP_KEYS = {"experiment", "problem", "model", "optimizer", "sweep", "distributed"}
 DISTRIBUTED = {"backend": "mpi", "shard_state": False, "bucket_mb": 32}
-EXPERIMENT = {"name": None, "steps": 200, "seed": 0, "log_every": 0, "checkpoint_every": 0}
+EXPERIMENT = {"name": None, "steps": 200, "seed": 0, "log_every": 0, "checkpoint_every": 0,
+              "max_loss": None, "max_loss_ratio": 1e6}
 FRAMEWORKS = ["numpy", "torch"]
 
 
@@ -37,17 +38,20 @@ def set_path(data, dotted, value, src=C.Source(), what="--set"):
     node[keys[-1]] = value
 
 
-def apply_overrides(data, overrides):
-    """``--set key=value`` pairs; values are parsed as YAML (numbers, bools, lists)."""
+def apply_overrides(data, overrides, src=None):
+    """``--set key=value`` pairs; values are parsed as YAML (numbers, bools, lists); ``src``
+    (config.Source) records them, so that an error in one names its ``--set`` argument."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise C.ConfigError(f"--set {item!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw)
+            value = C.parse(raw)
         except yaml.YAMLError:
             raise C.ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         set_path(data, key.strip(), value)
+        if src is not None:
+            src.override(key.strip(), item)
     return data
 
 
@@ -65,6 +69,9 @@ def validate(data, src, name="experiment"):
             lo = 1 if key == "steps" else 0
             out["experiment"][key] = C.number(exp[key], f"experiment.{key}", src, lo=lo,
                                               integer=True)
+    for key in ("max_loss", "max_loss_ratio"):  # divergence rules (runner.check_divergence)
+        if exp.get(key) is not None:
+            out["experiment"][key] = C.number(exp[key], f"experiment.{key}", src, lo=0)
     if "name" in exp:
         if not isinstance(exp["name"], str) or not RUN_NAME.fullmatch(exp["name"]) \
                 or exp["name"] in (".", ".."):
@@ -93,6 +100,7 @@ def validate(data, src, name="experiment"):
     out["model"] = {"framework": C.choice(model.get("framework", "numpy"), "model.framework", src,
                                           FRAMEWORKS)}
     C.optimizer_kwargs(data.get("optimizer"), src)  # validate now; built again per run
+    _check_schedule_length(data.get("optimizer"), out["experiment"]["steps"], src)
     out["optimizer"] = copy.deepcopy(data.get("optimizer") or {})
     out["distributed"] = _distributed(data.get("distributed"), src)
     out["sweep"] = _sweep(data, src, name) if data.get("sweep") is not None else None
@@ -100,6 +108,21 @@ def validate(data, src, name="experiment"):
         raise src.error("distributed", "a sweep runs its points one process at a time; drop "
                                        "distributed or the sweep")
     return out
+
+
+def _check_schedule_length(block, steps, src):
+    """A schedule that ends (OneCycleLR's total_steps) must last the run: paddle's raises when
+    stepped past its end, which would stop the run there."""
+    sched = (block or {}).get("lr_scheduler") if isinstance(block, dict) else None
+    if not isinstance(sched, dict) or sched.get("type") != "OneCycleLR":
+        return
+    warmup = sched.get("warmup") or {}
+    needed = steps - (warmup.get("steps", 0) if isinstance(warmup, dict) else 0)
+    if sched.get("total_steps", needed) < needed:
+        raise src.error("experiment.steps", f"{steps} steps, but optimizer.lr_scheduler "
+                                            f"(OneCycleLR) has total_steps: "
+                                            f"{sched['total_steps']}; raise total_steps to "
+                                            f"{needed} or lower experiment.steps")
 
 
 def _memory():
