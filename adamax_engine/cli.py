@@ -121,6 +121,8 @@ def _main(argv):
         points = len(spec["sweep"]) if spec["sweep"] else 1
         print(f"{args.config}: valid ({spec['problem']['name']}, {spec['experiment']['steps']} "
               f"steps, {points} run{'s' if points > 1 else ''})")
+        for line in S.defaults_applied(args.config):
+            print(f"  {line}")
         return 0
     if args.resume and args.out and os.path.abspath(args.resume) != os.path.abspath(args.out):
         print("adamax-engine: --resume continues in its own folder; drop --out", file=sys.stderr)

@@ -75,12 +75,36 @@ def test_sweep_writes_one_table_and_plot(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [(r["optimizer.learning_rate"], r["optimizer.flavor"]) for r in rows] == [
         (lr, fl) for lr in ("0.003", "0.03", "0.3") for fl in ("paddle", "torch")]
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows, start=1):  # points count from 1, as the progress lines do
         assert float(r["final_loss"]) == read_metrics(out / f"point_{i}")[-1][1]
     for flavor in ("paddle", "torch"):  # the learning rates really differ
         assert len({r["final_loss"] for r in rows if r["optimizer.flavor"] == flavor}) == 3
     if pytest.importorskip("matplotlib"):
         assert (out / "sweep.png").stat().st_size > 1000
+
+
+def test_sweep_summary_is_a_table_stores_null_and_resumes_point_by_point(tmp_path, capsys):
+    import json
+    out = tmp_path / "sweep"
+    args = ["run", os.path.join(ROOT, "configs", "sweep_lr_flavor.yaml"), "--out", str(out),
+            "--no-progress", "--set", "experiment.steps=5", "--set", "problem=rosenbrock"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(line for line in printed if line.startswith("point"))
+    assert header.split() == ["point", "learning_rate", "flavor", "final_loss", "best_loss",
+                              "accuracy", "seconds"]
+    assert "{" not in "".join(printed) and printed[-1].startswith("best: point ")
+    table = json.loads((out / "sweep.json").read_text())
+    assert [r["point"] for r in table] == [1, 2, 3, 4, 5, 6]
+    assert all(r["accuracy"] is None for r in table)  # rosenbrock has none: null, not ""
+    first = (out / "point_3" / "metrics.csv").read_text()
+    (out / "point_4" / "summary.json").unlink()  # as if killed during point 4
+    assert cli.main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("done before, kept") == 5 and "[4/6] learning_rate=0.03, flavor=torch" \
+        in again
+    assert (out / "point_3" / "metrics.csv").read_text() == first
+    assert json.loads((out / "sweep.json").read_text())[3]["final_loss"] == table[3]["final_loss"]
 
 
 @pytest.mark.filterwarnings("ignore:overflow")

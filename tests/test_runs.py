@@ -107,3 +107,43 @@ def test_sigterm_writes_checkpoint_metrics_and_summary_and_resume_continues(tmp_
     cli.main(["run", path, "--out", str(once), "--no-progress", "--set",
               f"experiment.steps={more}"])
     assert read_metrics(run_dir) == read_metrics(once)
+
+
+def test_validate_says_which_defaults_apply(tmp_path, capsys):
+    path = write(tmp_path, "")
+    assert cli.main(["validate", path]) == 0
+    out = capsys.readouterr().out
+    assert "no optimizer block: Adamax's defaults (learning_rate 0.001" in out
+    assert "no problem block: softmax_blobs" in out and "no experiment block: 200 steps" in out
+
+
+def test_digits_without_scikit_learn_is_refused_by_validate(tmp_path, capsys):
+    import importlib.util
+    if importlib.util.find_spec("sklearn") is not None:
+        pytest.skip("scikit-learn is installed here")
+    assert cli.main(["validate", write(tmp_path, "problem: digits\n")]) == 2
+    assert "digits needs scikit-learn" in capsys.readouterr().err
+
+
+def test_resume_rules(tmp_path, capsys):
+    path = write(tmp_path, "problem: {name: rosenbrock}\n"
+                           "experiment: {steps: 20, checkpoint_every: 10}\n"
+                           "optimizer: {learning_rate: 0.01}\n")
+    assert cli.main(["run", path, "--resume", str(tmp_path / "none"), "--no-progress"]) == 1
+    assert "add e.g. 'checkpoint_every: 100'" in capsys.readouterr().err
+    run_dir = str(tmp_path / "r")
+    assert cli.main(["run", path, "--out", run_dir, "--no-progress",
+                     "--set", "experiment.steps=10"]) == 0
+    # another lr: taken, logged and recorded; another flavor: refused (the state differs)
+    assert cli.main(["run", path, "--resume", run_dir, "--no-progress",
+                     "--set", "optimizer.learning_rate=0.02"]) == 0
+    assert "resumed at step 10 with changed settings (experiment.steps: 10 -> 20; " \
+           "optimizer.learning_rate: 0.01 -> 0.02)" in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "r" / "resumed.json").read_text())
+    assert recorded == [{"at_step": 10, "changes": {"experiment.steps": [10, 20],
+                                                   "optimizer.learning_rate": [0.01, 0.02]}}]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["optimizer"][
+        "learning_rate"] == 0.02
+    assert cli.main(["run", path, "--resume", run_dir, "--no-progress", "--set",
+                     "optimizer.flavor=torch"]) == 1
+    assert "flavor 'paddle', the optimizer's is 'torch'" in capsys.readouterr().err

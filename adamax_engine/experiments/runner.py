@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -60,6 +61,11 @@ def load_checkpoint(directory, problem, opt):
     del problem
     from ..io.checkpoint import CheckpointError
     path = os.path.join(directory, "checkpoint", "checkpoint.npz")
+    if not os.path.exists(path):
+        raise RuntimeError(f"--resume {directory}: no checkpoint there ({path}); a run writes "
+                           "one every experiment.checkpoint_every steps (add e.g. "
+                           "'checkpoint_every: 100' to the experiment block, or --set "
+                           "experiment.checkpoint_every=100) and when it is stopped")
     try:
         extra = opt.restore(path)
     except CheckpointError as exc:
@@ -70,6 +76,42 @@ def load_checkpoint(directory, problem, opt):
                            "'adamax-engine run' (no step count and metrics in it); load it in "
                            "code with Adamax.load / opt.restore instead")
     return extra["step"], list(arrays["loss"]), list(arrays["lr"])
+
+
+def record_changes(out_dir, spec, step, log):
+    """--resume with settings that differ from the run's config.json: the run goes on with the
+    new ones (what the optimizer's state allows: restore refuses the rest, e.g. another flavor),
+    and every change is logged and appended to ``resumed.json`` (config.json then holds the
+    new settings)."""
+    try:
+        with open(os.path.join(out_dir, "config.json"), encoding="utf-8") as fh:
+            before = json.load(fh)
+    except (OSError, ValueError):
+        return
+    now = json.loads(json.dumps({k: v for k, v in spec.items() if k != "sweep"}, default=str))
+    changes = {k: [a, b] for k, (a, b) in _diff(before, now).items()}
+    if not changes:
+        return
+    path = os.path.join(out_dir, "resumed.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            history = json.load(fh)
+    except (OSError, ValueError):
+        history = []
+    history.append({"at_step": step, "changes": changes})
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(history, fh, indent=2)
+    listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+    log(f"resumed at step {step} with changed settings ({listed}); recorded in {path}")
+
+
+def _diff(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = {}
+        for key in sorted(set(a) | set(b)):
+            out.update(_diff(a.get(key), b.get(key), f"{prefix}{key}."))
+        return out
+    return {} if a == b else {prefix[:-1]: (a, b)}
 
 
 def _progress(total, initial, enabled):
@@ -129,6 +171,8 @@ def run(spec, out_dir, resume=False, log=print, progress=True):
     start, losses, lrs = 0, [], []
     if resume:
         start, losses, lrs = load_checkpoint(out_dir, problem, opt)
+        if is_root(opt):
+            record_changes(out_dir, spec, start, log)
     root = is_root(opt)
     this = _Run(spec, out_dir, problem, opt, losses, lrs, root)
     bar = _progress(exp["steps"], start, progress and root)
@@ -261,7 +305,9 @@ def write_outputs(out_dir, spec, losses, lrs, summary):
         json.dump(summary, fh, indent=2)
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
         json.dump({k: v for k, v in spec.items() if k != "sweep"}, fh, indent=2, default=str)
-    plot_curves(os.path.join(out_dir, "curves.png"), {summary["name"]: (losses, lrs)})
+    if not plot_curves(os.path.join(out_dir, "curves.png"), {summary["name"]: (losses, lrs)}):
+        print("adamax-engine: curves.png not written: matplotlib is not installed (pip install "
+              "matplotlib, or adamax-engine[plot])", file=sys.stderr)
 
 
 def plot_curves(path, runs):

@@ -8,6 +8,7 @@
     distributed: {backend: mpi, shard_state: true, bucket_mb: 32}  # under mpiexec (parallel/mpi.py)
 """
 import copy
+import importlib.util
 import itertools
 import os
 import re
@@ -84,6 +85,9 @@ def validate(data, src, name="experiment"):
     if not isinstance(prob, dict):
         raise src.error("problem", f"expected a problem name or a mapping, got {C.kind_of(prob)}")
     pname = C.choice(prob.get("name"), "problem.name", src, sorted(problems.OPTIONS))
+    if pname == "digits" and importlib.util.find_spec("sklearn") is None:
+        raise src.error("problem.name", "digits needs scikit-learn, which is not installed "
+                                        "(pip install scikit-learn)")
     spec = problems.OPTIONS[pname]
     C.check_keys(prob, "problem", set(spec) | {"name"}, src)
     opts = {}
@@ -107,6 +111,21 @@ def validate(data, src, name="experiment"):
     if out["sweep"] and out["distributed"]:
         raise src.error("distributed", "a sweep runs its points one process at a time; drop "
                                        "distributed or the sweep")
+    return out
+
+
+def defaults_applied(path):
+    """Lines saying which blocks a config leaves out, and what applies instead."""
+    data, _ = C.load_yaml(path)
+    out = []
+    if not data.get("problem"):
+        out.append("no problem block: softmax_blobs with its defaults (samples 2048, features "
+                   "16, classes 4)")
+    if not data.get("experiment"):
+        out.append(f"no experiment block: {EXPERIMENT['steps']} steps, seed 0, no checkpoints")
+    if not data.get("optimizer"):
+        out.append("no optimizer block: Adamax's defaults (learning_rate 0.001, beta1 0.9, "
+                   "beta2 0.999, epsilon 1e-08, paddle flavor, no clip, no decay)")
     return out
 
 
