@@ -27,28 +27,36 @@ def load_spec(path, overrides=()):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="adamax-engine", description=__doc__.splitlines()[0],
-                                     epilog="--debug (anywhere): show the traceback of a failure")
+    parser = argparse.ArgumentParser(
+        prog="adamax-engine", description="Train, validate and benchmark with the "
+        "adamax-engine optimizer: run CONFIG.yaml trains (or sweeps), validate CONFIG.yaml checks.",
+        epilog="--debug (anywhere): show the traceback of a failure. Exit codes: 0 done, "
+        "2 bad input, 1 the run failed.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"adamax-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train the experiment (or sweep) of CONFIG.yaml")
     p_val = sub.add_parser("validate", help="check CONFIG.yaml without running it")
     for p in (p_run, p_val):
-        p.add_argument("config")
+        p.add_argument("config", help="an experiment YAML file (see configs/)")
         p.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value (dotted key)")
     p_run.add_argument("--out", help="output folder (default runs/<experiment name>)")
     p_run.add_argument("--resume", metavar="DIR", help="continue from DIR's last checkpoint")
     p_run.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
     p_bench = sub.add_parser("bench", help="time the engine against every installed peer")
-    p_bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p_bench.add_argument("--sizes", help="comma-separated single-tensor sizes (default 1e3..1e8)")
+    p_bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                         help="where the engine runs (cuda: scripts/bench_cuda.py's benchmark)")
+    p_bench.add_argument("--sizes", help="comma-separated single-tensor sizes (default 1e3..1e8); "
+                                         "the transformer and 2000-small-tensor workloads always "
+                                         "run too")
     p_bench.add_argument("--out", default="bench_out", help="folder for bench.json/md/png")
-    p_bench.add_argument("--reps", type=int, default=30)
+    p_bench.add_argument("--reps", type=int, default=30, help="timed rounds per workload")
     p_bench.add_argument("--threads", help="comma-separated thread counts (default 1 and all)")
     p_bench.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run")
     p_bench.add_argument("--no-cold", action="store_true",
                          help="skip the empty-JIT-cache cold start (it recompiles: ~1 min)")
-    p_bench.add_argument("--no-progress", action="store_true")
+    p_bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 

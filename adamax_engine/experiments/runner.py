@@ -68,8 +68,9 @@ def load_checkpoint(directory, problem, opt):
                            "experiment.checkpoint_every=100) and when it is stopped")
     try:
         extra = opt.restore(path)
-    except CheckpointError as exc:
-        raise RuntimeError(f"--resume {directory}: {exc}") from None
+    except CheckpointError as exc:  # (the API's match='order' hint is not a CLI option)
+        message = str(exc).split("; pass match='order'")[0]
+        raise RuntimeError(f"--resume {directory}: {message}") from None
     arrays = extra["arrays"]
     if not isinstance(extra.get("step"), int) or "loss" not in arrays or "lr" not in arrays:
         raise RuntimeError(f"--resume {directory}: {path} was not written by "
@@ -208,9 +209,13 @@ class _Run:
         steps, every = exp["steps"], exp["checkpoint_every"]
         flush_every = exp["log_every"] or 100
         for step in range(start, steps):
+            if bar is not None and step == start:  # numba compiles the kernels on first use
+                bar.set_description_str("compiling kernels (once, cached)", refresh=True)
             loss = problem.loss_and_grads()
             lr = opt.get_lr()
             opt.step()
+            if bar is not None and step == start:
+                bar.set_description_str("", refresh=False)
             opt.clear_grad()
             if isinstance(sched, ReduceOnPlateau):
                 sched.step(loss)

@@ -32,6 +32,7 @@ import json
 import math
 import numbers
 import os
+import zipfile
 
 import numpy as np
 
@@ -219,6 +220,12 @@ def read(path):
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except Exception as exc:  # noqa: BLE001 - zip/npy internals raise anything on a bad file
+        if "allow_pickle" in str(exc):  # (numpy's advice to load it unsafely: not ours to give)
+            if zipfile.is_zipfile(path):
+                raise CheckpointError(f"{path}: holds pickled Python objects, which "
+                                      "adamax-engine checkpoints never do: not loaded") from None
+            raise CheckpointError(f"{path}: not a readable checkpoint (not an .npz file)") \
+                from None
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupted or not "
                               f"an .npz?): {type(exc).__name__}: {exc}"[:300]) from None
     text, check = arrays.pop("__meta__", None), arrays.pop("__meta_sha256__", None)
