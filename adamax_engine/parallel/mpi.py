@@ -63,17 +63,22 @@ def _shard_of(b, rank, size):
     return Shard(lo, hi, np.diff(edges), edges[:-1], shard_chunks(b.chunks, lo, hi))
 
 
+def _take_shards(registry, comm, own):
+    """Every bucket keeps only this rank's slice of its state; ``own(view)`` makes the slice's
+    own buffer (a host copy, or a new device array)."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    for b in registry.buckets:
+        shard = _shard_of(b, rank, size)
+        b.take_shard(shard, own(b.moment[shard.lo:shard.hi]), own(b.inf_norm[shard.lo:shard.hi]))
+
+
 class ShardedHostStepper(HostStepper):
     """The host stepper for ZeRO-1: reduce-scatter, update one slice, all-gather."""
 
     def __init__(self, registry, options, fence, comm):
         super().__init__(registry, options, fence)
         self.MPI, self.comm = _mpi(), comm
-        rank, size = comm.Get_rank(), comm.Get_size()
-        for b in registry.buckets:
-            shard = _shard_of(b, rank, size)
-            b.take_shard(shard, b.moment[shard.lo:shard.hi].copy(),
-                         b.inf_norm[shard.lo:shard.hi].copy())
+        _take_shards(registry, comm, np.copy)
         self._flat = module_for(options.backend)  # its flat kernels, on slices
 
     def prepare(self, buckets):
@@ -123,11 +128,8 @@ def _sharded_cuda_stepper():
             super().__init__(registry, options, fence)
             from numba import cuda
             self.MPI, self.comm = _mpi(), comm
-            rank, size = comm.Get_rank(), comm.Get_size()
+            _take_shards(registry, comm, lambda view: cuda.to_device(view.copy_to_host()))
             for b in registry.buckets:
-                shard = _shard_of(b, rank, size)
-                b.take_shard(shard, cuda.to_device(b.moment[shard.lo:shard.hi].copy_to_host()),
-                             cuda.to_device(b.inf_norm[shard.lo:shard.hi].copy_to_host()))
                 self.tables[id(b)].use_shard(b)
 
         def reconfigure(self):
