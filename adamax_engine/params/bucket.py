@@ -191,9 +191,6 @@ class Bucket:
     def tables_uploaded(self):
         self.dirty = False
 
-    def mark_dirty(self):
-        self.dirty = True
-
     # --- state ------------------------------------------------------------------------------------
     def state_views(self, k):
         """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views."""

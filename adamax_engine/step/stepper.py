@@ -27,7 +27,6 @@ class StepOptions(NamedTuple):
     groups: list           # the optimizer's normalised group dicts (params/groups.py)
     skip_nonfinite: bool
     lazy_mode: bool
-    stream: object = None  # device="cuda": the trainer's stream (step/streams.py), or None
 
 
 class Stepper(Protocol):
