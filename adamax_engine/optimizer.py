@@ -121,6 +121,7 @@ class Adamax:
         self._registry.configure(groups, code)
         self._options = StepOptions(backend, code, groups, skip_nonfinite, lazy_mode)
         self._stepper = make_stepper(self._registry, self._options, fence)
+        self._registry.name_parameters()
 
     # --- the step -------------------------------------------------------------------------------
     def step(self):

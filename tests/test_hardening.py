@@ -379,3 +379,12 @@ def test_unnamed_torch_parameters_round_trip_through_a_checkpoint(tmp_path):
     ae.Adamax(0.05, parameters=fresh.parameters(), flavor="torch").restore(tmp_path / "t.npz")
     for a, b in zip(m.parameters(), fresh.parameters()):
         assert torch.equal(a.detach(), b.detach())
+
+
+def test_a_failed_build_names_no_parameter():
+    ps = params(2, names=False)
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        ae.Adamax(0.1, parameters=ps, mode="lend")
+    assert [p.name for p in ps] == [None, None]
+    ae.Adamax(0.1, parameters=ps)
+    assert [p.name for p in ps] == ["param_0", "param_1"]

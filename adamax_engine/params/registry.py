@@ -234,6 +234,13 @@ class Registry:
         else:
             a.numpy(data)[...] = value
 
+    def name_parameters(self):
+        """Unnamed ``Parameter``s take their entry's name (``param_<position>``), as paddle names
+        a parameter once; called when the optimizer is built, so a failed build names none."""
+        for e in self.entries:
+            if isinstance(e.param, Parameter) and e.param.name is None:
+                e.param.name = e.name
+
     def grads_of(self, params):
         """(param, grad) of each of ``params`` that is trainable and has a grad (minimize())."""
         by_id = {id(e.param): e for e in self.entries}
@@ -340,11 +347,9 @@ def make_entry(param, gi, group, index, names, default_reg, multi_precision):
     """The registry entry of one parameter: its name and effective settings (a group's explicit
     setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
     adapter = adapter_for(param)
-    own_name, own_lr, own_reg, need_clip = adapter.attributes(param)
-    name = names.get(id(param), own_name) or f"param_{index}"
+    name, own_lr, own_reg, need_clip = adapter.attributes(param)
+    name = names.get(id(param), name) or f"param_{index}"
     adapter.check(adapter.data(param), f"{name}.data")
-    if own_name is None and isinstance(param, Parameter):
-        param.name = name  # named by its position here, as paddle names a parameter once
     shape, dtype = adapter.meta(param)
     if dtype.name in LOW_PRECISION and not multi_precision:
         raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
