@@ -206,6 +206,13 @@ class Adamax:
                                "API, because this will lead to conflict.")
         self._learning_rate = G.finite(float(value), "value", G.LR_LIMIT)
 
+    @property
+    def lr_scheduler(self):
+        """The LRScheduler this optimizer reads its lr from (the one ``from_config`` built, for
+        your loop to ``.step()``), or None when the lr is a float."""
+        lr = self._learning_rate
+        return lr if is_scheduler(lr) else None
+
     def set_lr_scheduler(self, scheduler):
         """Replace the lr by an LRScheduler (TypeError otherwise)."""
         if not is_scheduler(scheduler):

@@ -26,7 +26,8 @@ def test_from_config_builds_groups_scheduler_clip_decay():
         "groups": [{"match": "*.bias", "weight_decay": 0.0},
                    {"match": ["embedding.*", "fc2.*"], "learning_rate": 0.5, "beta1": 0.8}]}}, ps)
     assert opt.flavor == "torch"
-    sched = opt.settings.learning_rate
+    sched = opt.lr_scheduler  # public: the loop steps it
+    assert sched is opt.settings.learning_rate
     assert isinstance(sched, lr.LinearWarmup) and isinstance(sched.learning_rate, lr.StepDecay)
     assert sched() == 0.01 and sched.end_lr == 0.1 and sched.learning_rate.gamma == 0.5
     names = [[p.name for p in g["params"]] for g in opt.settings.groups]
@@ -35,6 +36,10 @@ def test_from_config_builds_groups_scheduler_clip_decay():
     assert opt.settings.groups[1]["learning_rate"] == 0.5 and opt.settings.groups[1]["beta1"] == 0.8
     assert opt.regularization.mode == ae.L1Decay(0.01).mode
     assert opt.settings.grad_clip.auto_skip_clip and opt.settings.grad_clip.clip_norm == 2.0
+    sched.step()
+    sched.step()
+    assert opt.get_lr() == 0.1  # the warmup is over: the optimizer reads the stepped scheduler
+    assert from_config({"learning_rate": 0.1}, params()).lr_scheduler is None
 
 
 def test_config_optimizer_steps_like_the_same_optimizer_built_in_code(rng):

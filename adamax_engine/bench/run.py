@@ -16,7 +16,7 @@ import os
 import numba
 import numpy as np
 
-from . import peers
+from . import peers, plot
 from .startup import cold_start, describe
 from .timing import machine_info, rotating, timeit_all
 
@@ -114,33 +114,6 @@ def markdown(results):
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def plot(results, path):
-    """ns per element vs size (single-tensor workloads), log-log, one line per implementation."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    single = [r for r in results if r["n_tensors"] == 1]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, threads in zip(axes, sorted({r["threads"] for r in single})):
-        rows = [r for r in single if r["threads"] == threads]
-        for k, impl in enumerate(peers.CPU_IMPLEMENTATIONS):
-            pts = [(r["n_params"], r["impls"][impl]["ns_per_element"]) for r in rows
-                   if r["impls"].get(impl, {}).get("status") == "ok"]
-            if pts:  # engine variants solid, the ceiling dotted, peers dashed
-                style = ":" if impl == "ceiling" else "-" if impl.startswith("engine") else "--"
-                ax.plot(*zip(*pts), style, marker="o", color=plt.cm.tab20(k), label=impl)
-        ax.set(xscale="log", yscale="log", xlabel="parameters (one tensor)",
-               ylabel="ns per element per step", title=f"{threads} thread(s)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def run(sizes=None, out_dir="bench_out", reps=30, threads=None, impls=None, tiny=False,
         cold=True, progress=True, log=print):
     """Run everything, write ``bench.json`` (+ ``bench.md``, ``bench.png``); returns the dict."""
@@ -174,7 +147,7 @@ def run(sizes=None, out_dir="bench_out", reps=30, threads=None, impls=None, tiny
     table = markdown(results)
     with open(os.path.join(out_dir, "bench.md"), "w", encoding="utf-8") as fh:
         fh.write(table + "\n")
-    plot(results, os.path.join(out_dir, "bench.png"))
+    plot.save(results, os.path.join(out_dir, "bench.png"))
     m = report["machine"]
     log(f"# adamax-engine bench  {m['date']}  {m['cpu']}  {m['cores']} cores  numba "
         f"{m['numba']} ({m['threading_layer']})  numpy {m['numpy']}")

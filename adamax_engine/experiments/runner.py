@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import config as C
 from ..lr import ReduceOnPlateau, is_scheduler
-from . import problems
+from . import plots, problems
 
 
 def build(spec):
@@ -310,29 +310,7 @@ def write_outputs(out_dir, spec, losses, lrs, summary):
         json.dump(summary, fh, indent=2)
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
         json.dump({k: v for k, v in spec.items() if k != "sweep"}, fh, indent=2, default=str)
-    if not plot_curves(os.path.join(out_dir, "curves.png"), {summary["name"]: (losses, lrs)}):
+    figure = plots.curves_figure({summary["name"]: (losses, lrs)}, title=plots.run_title(summary))
+    if not plots.save(figure, os.path.join(out_dir, "curves.png")):
         print("adamax-engine: curves.png not written: matplotlib is not installed (pip install "
               "matplotlib, or adamax-engine[plot])", file=sys.stderr)
-
-
-def plot_curves(path, runs):
-    """Loss (log scale) and lr per step for each run; skipped when matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, (losses, lrs) in runs.items():
-        ax1.plot(losses, label=label)
-        ax2.plot(lrs, label=label)
-    ax1.set(xlabel="step", ylabel="loss", yscale="log" if all(
-        min(v[0], default=1) > 0 for v in runs.values()) else "linear", title="loss")
-    ax2.set(xlabel="step", ylabel="lr", title="learning rate")
-    if len(runs) > 1:
-        ax1.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True

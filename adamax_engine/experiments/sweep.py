@@ -8,7 +8,8 @@ import csv
 import json
 import os
 
-from .runner import plot_curves, run
+from . import plots
+from .runner import run
 
 COLUMNS = ("final_loss", "best_loss", "accuracy", "seconds")
 
@@ -41,10 +42,12 @@ def run_sweep(spec, out_dir, log=print, progress=False):
         w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     with open(os.path.join(out_dir, "sweep.json"), "w", encoding="utf-8") as fh:
         json.dump(rows, fh, indent=2, default=str)
-    plot_curves(os.path.join(out_dir, "sweep.png"), curves)
+    best = min(rows, key=lambda r: r["final_loss"])
+    title = f"{spec['experiment']['name']}: {len(rows)} points, best point {best['point']} " \
+        f"(final loss {best['final_loss']:.4g})"
+    plots.save(plots.curves_figure(curves, title=title), os.path.join(out_dir, "sweep.png"))
     for line in table_lines(rows):
         log(line)
-    best = min(rows, key=lambda r: r["final_loss"])
     log(f"best: point {best['point']} (final loss {best['final_loss']:.6g})")
     return rows
 
