@@ -65,8 +65,7 @@ def main(argv):
     program = argv[0]
     ensure("full" if program in ("pytest", "py.test") else "core")
     exe = BIN / program
-    cmd = [str(exe), *argv[1:]] if exe.exists() else argv
-    os.chdir(ROOT)
+    cmd = [str(exe), *argv[1:]] if exe.exists() else argv  # in the caller's folder
     os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
 
 
