@@ -296,6 +296,59 @@ class Adamax:
         self._registry.configure(self._fixed["groups"], self._options.flavor)
         self._stepper.reconfigure()
 
+    def set_group_hyper(self, index, *, lr_mult=None, beta1=None, beta2=None, epsilon=None,
+                        weight_decay=G.KEEP):
+        """Change group ``index``'s settings between steps, without rebuilding any table (a
+        torch front reads its param_groups at every step: schedulers move lr and betas).
+        ``lr_mult``: the group's lr multiplier; ``weight_decay``: a float (L2), a regularizer,
+        or None/0 for no decay term at all. Validated first; nothing changes on error."""
+        group = self._fixed["groups"][index]
+        new = dict(group)
+        for key, value in (("beta1", beta1), ("beta2", beta2), ("epsilon", epsilon)):
+            if value is not None:
+                new[key] = G.hyper(value, key)
+        G.check_hyper(new["beta1"], new["beta2"], new["epsilon"], f" (group {index})")
+        if lr_mult is not None:
+            new["learning_rate"] = G.finite(float(lr_mult), "lr_mult", G.LR_LIMIT)
+        if weight_decay is not G.KEEP:
+            reg = G.regularizer(weight_decay, "weight_decay")
+            new["weight_decay"] = reg if reg is not None and reg.coeff != 0 else None
+        group.update(new)
+        if lr_mult is not None or weight_decay is not G.KEEP:  # per-parameter settings too
+            for e in self._registry.entries:
+                if e.group == index:
+                    e.configure(e.lr_mult if lr_mult is None else new["learning_rate"],
+                                new["weight_decay"], e.need_clip)
+        for b in self._registry.buckets:
+            b.set_group_hyper(index, new, self._options.flavor,
+                              None if lr_mult is None else new["learning_rate"])
+        self._stepper.hyper_changed()
+
+    @property
+    def stepped_parameters(self):
+        """How many parameters have state (have been stepped, or had state loaded)."""
+        return sum(int(b.has_state.sum()) for b in self._registry.buckets)
+
+    def parameter_state(self, param):
+        """Live views of ``param``'s state: (moment, inf_norm, beta1_pow [1], steps [1],
+        master or None); numpy on the host, device arrays on a GPU. ``has_state`` tells
+        whether it has been stepped (else they hold zeros)."""
+        e = self._registry.entry_of(param)
+        b = e.bucket
+        master = None if b.master is None else b.segment(b.master, e.index)
+        return (*b.state_views(e.index), master), bool(b.has_state[e.index])
+
+    def load_parameter_state(self, param, moment=None, inf_norm=None, beta1_pow=0, steps=0,
+                             master=None):
+        """Write ``param``'s state (all None: back to never stepped). The caller validates;
+        shapes must be the parameter's."""
+        e = self._registry.entry_of(param)
+        self.flush()  # no row lags behind the state written next
+        e.bucket.load_segment_state(e.index, moment is not None, moment, inf_norm, beta1_pow,
+                                    steps)
+        if master is not None:
+            e.bucket.load_master(e.index, master)
+
     def set_skipped_steps(self, count):
         """The skipped-step count (a restored checkpoint's)."""
         self._stepper.set_skipped(count)

@@ -160,6 +160,30 @@ class Bucket:
                 self.norm_clipped[k] = clip.needs_norms
         self.dirty = True
 
+    def set_group_hyper(self, gi, group, flavor, lr_mult=None):
+        """Group ``gi``'s settings changed between steps (a torch front reads param_groups at
+        every step): its segments' static columns, vectorised, as ``configure`` fills them.
+        ``group["weight_decay"]`` None means no decay term at all (torch's weight_decay=0)."""
+        rows = np.flatnonzero(self.groups == gi)
+        if not len(rows):
+            return
+        T = self.dtype.type
+        if lr_mult is not None:
+            self.lr_mult[rows] = lr_mult
+        self.beta1_py[rows] = group["beta1"]
+        self.beta1_T[rows] = self.beta1_py[rows].astype(self.dtype)
+        if flavor == L.PADDLE:
+            b1, b2, eps = paddle_hyper(self.dtype, group["beta1"], group["beta2"],
+                                       group["epsilon"])
+        else:
+            b1, b2, eps = T(group["beta1"]), T(group["beta2"]), T(group["epsilon"])
+        cols = [L.BETA1, L.ONE_MINUS_BETA1, L.BETA2, L.EPS]
+        self.hyper[np.ix_(rows, cols)] = np.array([b1, T(1) - b1, b2, eps], self.dtype)
+        reg = group["weight_decay"]
+        self.hyper[rows, L.DECAY] = 0 if reg is None else T(reg.coeff)
+        self.flags[rows, L.DECAY_MODE] = 0 if reg is None else reg.mode
+        self.dirty = True
+
     def segment(self, flat, k):
         """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
         start = self.offsets[k]

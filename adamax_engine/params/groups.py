@@ -15,6 +15,9 @@ from ..transforms.regularizer import L2Decay, WeightDecayRegularizer
 GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "beta1", "beta2", "epsilon"}
 
 
+#: "leave this setting as it is" (None has a meaning of its own for weight_decay)
+KEEP = object()
+
 #: the largest |lr| or lr multiplier accepted: a step's lr reaches float32 buckets as float32
 LR_LIMIT = float(np.finfo(np.float32).max) / 1e3
 

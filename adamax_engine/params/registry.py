@@ -55,6 +55,7 @@ class Registry:
         self._batch = batch if batch is not None and batch.snapshot is not None else None
         self._nbytes = np.array([e.size * e.dtype.itemsize for e in self.entries], np.int64)
         self._position = {id(e): i for i, e in enumerate(self.entries)}
+        self._by_param = {id(e.param): i for i, e in enumerate(self.entries)}
         self.check_aliasing()
         self.buckets = []
         by_key = {}
@@ -183,6 +184,13 @@ class Registry:
                 param_addrs[k], grad_addrs[k] = key
                 alive += [data, grad]
         return param_addrs, grad_addrs, alive
+
+    def entry_of(self, param):
+        """The entry of ``param`` (ValueError when it is not one of this registry's)."""
+        i = self._by_param.get(id(param))
+        if i is None:
+            raise ValueError("param: not a parameter of this optimizer")
+        return self.entries[i]
 
     def configure(self, groups, flavor):
         """Fill every bucket's static tables (construction, or new per-parameter settings)."""

@@ -56,6 +56,10 @@ class StepperBase:
                 rows = None if device_rows is None else device_rows(e.bucket, e.index)
                 self.rows.update(e, reg.param_array(e), sparse[id(e)], self.options.flavor, rows)
 
+    def hyper_changed(self):
+        """A group's lr multiplier/betas/epsilon/decay changed in the buckets' tables: the host
+        kernels read them there at every step; a device copy must be refreshed (cuda.py)."""
+
     # --- row-sparse lag -------------------------------------------------------------------------
     def catch_up(self, entry, rows):
         with self._fence:

@@ -127,6 +127,9 @@ class CudaStepper(StepperBase):
         self.group_skip = cuda.to_device(auto_skip)
         self.tables = {id(b): DeviceTables(b, *t, self.group_skip) for b, t in zip(buckets, tables)}
 
+    def hyper_changed(self):
+        self.reconfigure()  # lr multipliers and betas live in the device tables
+
     def dense_step(self, buckets, changed, lr, sparse):
         skip = self.options.skip_nonfinite
         self.launch(buckets, changed, lr, self.rows.sums(self.registry.entries, sparse, skip))

@@ -38,6 +38,7 @@ class Stepper(Protocol):
     def flush(self) -> None: ...             # row-sparse lag: every row up to date
     def forget_lag(self) -> None: ...        # a loaded state is whole: no row lags
     def reconfigure(self) -> None: ...       # the static tables changed
+    def hyper_changed(self) -> None: ...     # a group's lr multiplier / betas / decay changed
     @property
     def skipped_steps(self) -> int: ...
     def set_skipped(self, count: int) -> None: ...

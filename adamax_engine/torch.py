@@ -1,0 +1,323 @@
+"""``adamax_engine.torch.Adamax``: a real ``torch.optim.Optimizer`` whose step is the engine's.
+
+Everything torch's machinery expects is torch's own (the base class): ``param_groups`` with
+absolute ``lr``/``betas``/``eps``/``weight_decay``, ``add_param_group``, ``zero_grad``, step
+pre/post hooks, state-dict hooks, named parameters. So LR schedulers (OneCycleLR's momentum
+cycling included), ``torch.amp.GradScaler``, Lightning and the HF Trainer work unchanged.
+
+Behind it, one engine core (``adamax_engine.Adamax``, adopt mode by default: the parameters'
+``.data``/``.grad`` become views of flat buffers, one fused kernel call per step). At every step
+the groups' settings are read and handed to the core only when they changed
+(``Adamax.set_group_hyper``, vectorised, no table rebuilt). The core's lr is the first non-zero
+group lr and each group's lr is a multiplier on it, so one group (the usual case) gets exactly
+torch's ``lr / (1 - beta1**step)``.
+
+``state[p]`` holds ``step`` (int64, 0-d), ``exp_avg`` and ``exp_inf``: tensors viewing the
+engine's buffers (live, no copy per step); ``state_dict()`` is torch's format (``step`` a float32
+0-d tensor, loads with ``torch.load(weights_only=True)``, into ``torch.optim.Adamax`` too) and
+``load_state_dict`` takes torch.optim.Adamax's. ``maximize`` negates the grads around the step
+(exactly torch's ``-grad``) and restores them. Not claimed: complex parameters,
+``differentiable=True``, ``capturable=True`` (CUDA graphs): each raises at construction.
+"""
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from .optimizer import Adamax as EngineAdamax
+from .params.groups import KEEP
+
+__all__ = ["Adamax"]
+
+
+def _number(value, what):
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {what} must be 1-element")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"Invalid {what}: {value}")
+    return float(value)
+
+
+def _check(lr, betas, eps, weight_decay, where=""):
+    """torch.optim.Adamax's checks and messages."""
+    if not 0.0 <= _number(lr, "learning rate"):
+        raise ValueError(f"Invalid learning rate: {lr}{where}")
+    if not 0.0 <= _number(eps, "epsilon value"):
+        raise ValueError(f"Invalid epsilon value: {eps}{where}")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}{where}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= _number(beta, f"beta parameter at index {i}") < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}{where}")
+    if not 0.0 <= _number(weight_decay, "weight_decay value"):
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}{where}")
+
+
+class Adamax(torch.optim.Optimizer):
+    """torch.optim.Adamax's signature and contract, stepped by the engine's fused kernel.
+
+    Extras (keyword-only): ``flavor`` ("torch" default: torch's numbers; "paddle", "optax",
+    "keras"), ``grad_clip`` (an ``adamax_engine`` clipper, applied inside the step),
+    ``skip_nonfinite`` (a step with an inf/nan grad changes nothing), ``multi_precision``
+    (float16/bfloat16 parameters on float32 masters), ``mode`` ("adopt" | "borrow") and
+    ``device`` (None: where the parameters are).
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, capturable=False, differentiable=False,
+                 flavor="torch", grad_clip=None, skip_nonfinite=False, multi_precision=False,
+                 mode="adopt", device=None):
+        _check(lr, betas, eps, weight_decay)
+        if capturable:
+            raise ValueError("capturable=True (CUDA graph capture) is not supported by "
+                             "adamax_engine.torch.Adamax; use torch.optim.Adamax for it")
+        if differentiable:
+            raise ValueError("differentiable=True is not supported by "
+                             "adamax_engine.torch.Adamax (its step runs outside autograd); use "
+                             "torch.optim.Adamax for it")
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "foreach": foreach, "maximize": maximize, "capturable": False,
+                    "differentiable": False}
+        self._engine_options = {"flavor": flavor, "grad_clip": grad_clip, "mode": mode,
+                                "skip_nonfinite": skip_nonfinite,
+                                "multi_precision": multi_precision, "device": device}
+        self._core = None
+        self._synced = []       # per group: the (lr multiplier, b1, b2, eps, wd) the core holds
+        self._unstarted = []    # parameters without state yet (not stepped)
+        self._started = 0       # the core's count of stepped parameters when last looked
+        self._loading = False   # load_state_dict is running (see __setstate__)
+        super().__init__(params, defaults)
+        self._build()
+
+    # --- construction ---------------------------------------------------------------------------
+    def add_param_group(self, param_group):
+        """torch's add_param_group; after construction the core is rebuilt over every group,
+        the state of the parameters it had carried over."""
+        super().add_param_group(param_group)
+        if self._core is not None:
+            saved = {p: {k: v.clone() for k, v in s.items()} for p, s in self.state.items()}
+            self._build()
+            self._attach(saved)
+
+    def _build(self):
+        groups = []
+        for g in self.param_groups:
+            params = list(g["params"])
+            for p in params:
+                if torch.is_complex(p):
+                    raise TypeError("params: complex parameters are not supported by "
+                                    "adamax_engine.torch.Adamax (view them as real pairs)")
+                if not p.is_contiguous():  # stepped through a contiguous copy of its memory
+                    p.data = p.data.contiguous()
+            names = g.get("param_names")
+            groups.append({"params": list(zip(names, params)) if names else params})
+        device = self._engine_options["device"]
+        if device is None:
+            first = groups[0]["params"][0] if groups[0]["params"] else None
+            first = first[1] if isinstance(first, tuple) else first
+            device = "cuda" if first is not None and first.is_cuda else "cpu"
+        opts = {**self._engine_options, "device": device}
+        self._core = EngineAdamax(1.0, parameters=groups, **opts)
+        self._synced = [None] * len(self.param_groups)
+        self._unstarted = [p for g in self.param_groups for p in g["params"]]
+        self._started = 0
+        self.state.clear()
+
+    # --- the step -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step for every parameter that has a grad; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync_groups()
+        negated = self._negate_maximized()
+        try:
+            self._core.step()
+        finally:
+            for g in negated:
+                g.neg_()
+        self._refresh_state()
+        return loss
+
+    def _sync_groups(self):
+        """Hand the core the groups' settings that changed since the last step."""
+        lrs = [_number(g["lr"], "learning rate") for g in self.param_groups]
+        base = next((lr for lr in lrs if lr != 0.0), 1.0)
+        for i, (g, lr) in enumerate(zip(self.param_groups, lrs)):
+            if lr < 0:
+                raise ValueError(f"param_groups[{i}]['lr']: expected >= 0, got {lr}")
+            b1, b2 = g["betas"]
+            key = (lr / base, float(b1), float(b2), float(g["eps"]), float(g["weight_decay"]))
+            old = self._synced[i]
+            if key == old:
+                continue
+            self._core.set_group_hyper(
+                i, lr_mult=key[0] if old is None or old[0] != key[0] else None,
+                beta1=key[1], beta2=key[2], epsilon=key[3],
+                weight_decay=key[4] if old is None or old[4] != key[4] else KEEP)
+            self._synced[i] = key
+        self._core.set_lr(base)
+
+    def _negate_maximized(self):
+        """Grads of ``maximize`` groups, negated in place (exact); the step restores them."""
+        out = []
+        for g in self.param_groups:
+            if g["maximize"]:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        p.grad.neg_()
+                        out.append(p.grad)
+        return out
+
+    def _refresh_state(self):
+        """Parameters stepped for the first time get their ``state`` views."""
+        if not self._unstarted:
+            return
+        started = self._core.stepped_parameters
+        if started == self._started:
+            return
+        self._started, waiting = started, []
+        for p in self._unstarted:
+            views, has = self._core.parameter_state(p)
+            if has:
+                self.state[p] = self._views(views)
+            else:
+                waiting.append(p)
+        self._unstarted = waiting
+
+    def _views(self, views):
+        moment, inf_norm, beta1_pow, steps, master = views
+        out = {"step": _tensor(steps.reshape(())), "exp_avg": _tensor(moment),
+               "exp_inf": _tensor(inf_norm)}
+        if self._engine_options["flavor"] == "paddle":
+            out["beta1_pow"] = _tensor(beta1_pow)
+        if master is not None:
+            out["master"] = _tensor(master)
+        return out
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self):
+        """torch's format: {"state": {index: {"step", "exp_avg", "exp_inf"}}, "param_groups"};
+        moments are live views (as torch hands out its live state), ``step`` float32."""
+        self._core.flush()
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
+        index, groups = {}, []
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+            packed["params"] = [index[id(p)] for p in g["params"]]
+            groups.append(packed)
+        state = {}
+        for p, s in self.state.items():
+            state[index[id(p)]] = {**s, "step": torch.tensor(float(s["step"]),
+                                                             dtype=torch.float32)}
+        out = {"state": state, "param_groups": groups}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, out)
+            if result is not None:
+                out = result
+        return out
+
+    def load_state_dict(self, state_dict):
+        """torch's load (hooks, group checks, casting), then the state checked whole and
+        written into the engine; nothing changes when a check fails."""
+        self._loading = True
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._loading = False
+
+    def __setstate__(self, state):
+        """torch.optim.Optimizer.load_state_dict ends here with the cast state: check it all,
+        then take it (in unpickling, just take it)."""
+        if self.__dict__.get("_core") is None or not self.__dict__.get("_loading"):
+            super().__setstate__(state)
+            return
+        loaded = state["state"]
+        _check_state(loaded, state["param_groups"])
+        super().__setstate__(state)
+        for g in self.param_groups:
+            for key, value in (("foreach", None), ("maximize", False),
+                               ("differentiable", False), ("capturable", False)):
+                g.setdefault(key, value)
+        self._synced = [None] * len(self.param_groups)
+        self._attach(loaded)
+
+    def _attach(self, loaded):
+        """Write ``loaded`` ({param: torch-format state}) into the core; every parameter not in
+        it starts afresh. Then ``state`` holds the live views again."""
+        loaded = dict(loaded)  # (it may be self.state itself, cleared next)
+        self.state.clear()
+        self._unstarted = []
+        b1 = {id(p): float(g["betas"][0]) for g in self.param_groups for p in g["params"]}
+        for g in self.param_groups:
+            for p in g["params"]:
+                s = loaded.get(p) or {}
+                if "exp_avg" not in s:
+                    self._core.load_parameter_state(p)
+                    self._unstarted.append(p)
+                    continue
+                steps = int(float(s["step"]))
+                pow_ = s.get("beta1_pow")
+                pow_ = b1[id(p)] ** steps if pow_ is None else float(pow_.reshape(-1)[0])
+                master = s.get("master")
+                self._core.load_parameter_state(
+                    p, _host(s["exp_avg"]), _host(s["exp_inf"]), pow_, steps,
+                    None if master is None else _host(master))
+                self.state[p] = self._views(self._core.parameter_state(p)[0])
+        self._started = self._core.stepped_parameters
+
+    @property
+    def engine(self):
+        """The engine core (``adamax_engine.Adamax``) this optimizer steps through."""
+        return self._core
+
+
+def _check_state(loaded, groups):
+    """Every loaded entry: a dict with exp_avg/exp_inf of the parameter's shape and a step
+    count that is a whole number >= 0 (ValueError naming the parameter's index otherwise)."""
+    position = {id(p): i for i, p in enumerate(p for g in groups for p in g["params"])}
+    for p, s in loaded.items():
+        where = f"state[{position.get(id(p), '?')}]"
+        if not isinstance(s, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(s).__name__}")
+        if not s:
+            continue
+        for key in ("step", "exp_avg", "exp_inf"):
+            if key not in s:
+                raise ValueError(f"{where}: missing {key!r}")
+        for key in ("exp_avg", "exp_inf"):
+            value = s[key]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(p.shape):
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else \
+                    type(value).__name__
+                raise ValueError(f"{where}['{key}']: expected a tensor of shape "
+                                 f"{tuple(p.shape)}, got {got}")
+        step = float(s["step"])
+        if not (step >= 0 and step == int(step)):
+            raise ValueError(f"{where}['step']: expected a whole number >= 0, got {step}")
+
+
+def _tensor(view):
+    """A torch tensor over an engine buffer (no copy): numpy on the host, CUDA arrays via
+    ``__cuda_array_interface__``."""
+    if isinstance(view, np.ndarray):
+        if view.dtype.kind == "V":  # ml_dtypes' bfloat16
+            return torch.from_numpy(view.view("int16")).view(torch.bfloat16)
+        return torch.from_numpy(view)
+    return torch.as_tensor(view, device="cuda")
+
+
+def _host(value):
+    """A loaded state tensor as a host numpy array (float32 for bfloat16 masters' dtype)."""
+    value = value.detach()
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    return value.cpu().numpy()
