@@ -80,6 +80,16 @@ def unpair(items, names):
     return out
 
 
+def _describe(param, position):
+    """A parameter as an error message names it: its name, else its position and shape."""
+    name = getattr(param, "name", None)
+    if isinstance(name, str) and name:
+        return repr(name)
+    shape = getattr(param, "shape", None)
+    return f"the parameter at position {position}" + \
+        (f" (shape {list(shape)})" if shape is not None else "")
+
+
 def parse_groups(parameters, defaults):
     """A list of params or of group dicts -> normalised group dicts (every key filled)."""
     if parameters and all(isinstance(p, dict) for p in parameters):
@@ -101,11 +111,11 @@ def parse_groups(parameters, defaults):
         if not isinstance(params, (list, tuple)):
             raise TypeError("optimizer parameters should be in ordered collections,but "
                             f"received {type(params).__name__}, please use list instead.")
-        for p in params:
+        for pi, p in enumerate(params):
             if id(p) in seen:
                 raise ValueError("some parameters appear in more than one parameter group"
                                  if len(raw) > 1 else
-                                 f"parameters: {getattr(p, 'name', p)!r} is given twice")
+                                 f"parameters: {_describe(p, pi)} is given twice")
             seen.add(id(p))
         b1 = hyper(group.get("beta1", defaults["beta1"]), f"parameters[{gi}]['beta1']")
         b2 = hyper(group.get("beta2", defaults["beta2"]), f"parameters[{gi}]['beta2']")
