@@ -1,0 +1,135 @@
+"""``adamax_engine.optax.adamax``: a real ``optax.GradientTransformation`` stepped by the engine.
+
+    tx = optax.chain(optax.clip_by_global_norm(1.0), adamax_engine.optax.adamax(1e-3))
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+``init``/``update`` are optax's pair; the state (``ScaleByAdamaxState``: ``count``, ``mu``,
+``nu``, pytrees shaped like the params) is what optax's tree utilities, ``inject_hyperparams``,
+``MultiSteps`` and ``apply_if_finite`` expect. ``update`` works inside ``jax.jit``: the step runs
+on the host through ``jax.pure_callback`` (the leaves packed into one flat buffer per dtype, one
+fused numba kernel call, the updates unpacked). The kernel steps a zero parameter, so the
+update it writes is exactly ``-lr_t * m / u``, optax.adamax's update (flavor "optax":
+u = max(b2*u, |g| + eps), lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are widened to
+float32 (exact), stepped there with float32 ``mu``/``nu``, and their updates rounded back.
+``learning_rate`` may be a float or an optax schedule (a callable of the step count).
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .kernels import cpu
+from .kernels import layout as L
+from .kernels.reference import paddle_hyper
+from .step.tables import begin_step
+
+__all__ = ["adamax", "ScaleByAdamaxState"]
+LOW = ("float16", "bfloat16")
+
+
+class ScaleByAdamaxState(NamedTuple):
+    """optax's own Adamax state layout: the step count (int32), first moment, infinity norm."""
+    count: jnp.ndarray
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def _state_dtype(dtype):
+    return jnp.float32 if jnp.dtype(dtype).name in LOW else jnp.dtype(dtype)
+
+
+def _check(learning_rate, b1, b2, eps):
+    """Range checks on concrete numbers (traced ones, e.g. under inject_hyperparams, pass)."""
+    def concrete(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+    if concrete(learning_rate) and not learning_rate >= 0:
+        raise ValueError(f"learning_rate: expected >= 0, got {learning_rate}")
+    for name, value in (("b1", b1), ("b2", b2)):
+        if concrete(value) and not 0 <= value < 1:
+            raise ValueError(f"{name}: expected a value in [0, 1), got {value}")
+    if concrete(eps) and not eps >= 0:
+        raise ValueError(f"eps: expected >= 0, got {eps}")
+
+
+def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, flavor="optax"):
+    """optax.adamax's signature and numbers (``flavor="optax"``; "paddle", "torch", "keras"
+    place eps as those frameworks do), stepped by the engine's fused kernel."""
+    _check(learning_rate, b1, b2, eps)
+    if flavor not in L.FLAVORS:
+        raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
+    code = L.FLAVORS[flavor]
+
+    def init_fn(params):
+        zeros = lambda p: jnp.zeros(jnp.shape(p), _state_dtype(p.dtype))  # noqa: E731
+        return ScaleByAdamaxState(count=jnp.zeros([], jnp.int32),
+                                  mu=jax.tree.map(zeros, params),
+                                  nu=jax.tree.map(zeros, params))
+
+    def update_fn(updates, state, params=None):
+        del params  # Adamax needs none (no weight decay here: chain optax.add_decayed_weights)
+        leaves, treedef = jax.tree.flatten(updates)
+        mu, nu = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        scalars = jnp.asarray([lr, b1, b2, eps], jnp.float64 if jax.config.jax_enable_x64
+                              else jnp.float32)
+        shapes = ([jax.ShapeDtypeStruct(jnp.shape(g), g.dtype) for g in leaves],
+                  [jax.ShapeDtypeStruct(jnp.shape(m), m.dtype) for m in mu],
+                  [jax.ShapeDtypeStruct(jnp.shape(v), v.dtype) for v in nu])
+        step = _HostStep(code)
+        new_updates, new_mu, new_nu = jax.pure_callback(
+            step, shapes, leaves, mu, nu, state.count, scalars, vmap_method="sequential")
+        count = optax.safe_int32_increment(state.count)
+        return (treedef.unflatten(new_updates),
+                ScaleByAdamaxState(count, treedef.unflatten(new_mu), treedef.unflatten(new_nu)))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class _HostStep:
+    """The host side of one update: pack per dtype, one kernel call per dtype, unpack."""
+
+    def __init__(self, flavor):
+        self.flavor = flavor
+
+    def __call__(self, grads, mu, nu, count, scalars):
+        lr, b1, b2, eps = (float(x) for x in np.asarray(scalars))
+        step = int(count)
+        out_g, out_m, out_u = [None] * len(grads), [None] * len(grads), [None] * len(grads)
+        by_dtype = {}
+        for i, m in enumerate(mu):
+            by_dtype.setdefault(np.asarray(m).dtype, []).append(i)
+        for dt, idx in by_dtype.items():
+            lengths = np.array([np.size(grads[i]) for i in idx], np.int64)
+            offsets, total = L.segment_offsets(lengths)
+            g, m, u = (np.zeros(total, dt) for _ in range(3))
+            for i, off, n in zip(idx, offsets, lengths):
+                g[off:off + n] = np.asarray(grads[i], dt).reshape(-1)
+                m[off:off + n] = np.asarray(mu[i]).reshape(-1)
+                u[off:off + n] = np.asarray(nu[i]).reshape(-1)
+            p = np.zeros(total, dt)  # a zero parameter: the kernel writes -lr_t * m / u
+            self._step(p, g, m, u, offsets, lengths, dt, lr, b1, b2, eps, step)
+            for i, off, n in zip(idx, offsets, lengths):
+                shape = np.shape(grads[i])
+                out_g[i] = p[off:off + n].reshape(shape).astype(np.asarray(grads[i]).dtype)
+                out_m[i] = m[off:off + n].reshape(shape)
+                out_u[i] = u[off:off + n].reshape(shape)
+        return out_g, out_m, out_u
+
+    def _step(self, p, g, m, u, offsets, lengths, dt, lr, b1, b2, eps, step):
+        n = len(lengths)
+        T = dt.type
+        hyper, flags = L.empty_tables(n, dt)
+        pb1, pb2, peps = paddle_hyper(dt, b1, b2, eps) if self.flavor == L.PADDLE else \
+            (T(b1), T(b2), T(eps))
+        hyper[:, [L.BETA1, L.ONE_MINUS_BETA1, L.BETA2, L.EPS]] = [pb1, T(1) - pb1, pb2, peps]
+        # paddle's beta1_pow after ``step`` steps is beta1**(step+1) (it starts at beta1)
+        beta1_pow = np.full(n, T(pb1) ** (step + 1) if self.flavor == L.PADDLE else 0, dt)
+        ones = np.ones(n, np.bool_)
+        begin_step(lr, self.flavor, ones, ones, beta1_pow, np.full(n, pb1, dt),
+                   np.full(n, b1), np.full(n, step, np.int64), np.ones(n, dt), hyper, flags)
+        cpu.fused_update(p, g, m, u, L.build_chunk_table(offsets, lengths), hyper, flags,
+                         self.flavor)
