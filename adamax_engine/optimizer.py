@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from .io.state import load_state, state_dict_of
 from .lr import is_scheduler
+from .paddle_protocol import PaddleOptimizerProtocol
 from .params import groups as G
 from .params.registry import Registry, make_entry
 from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve
@@ -40,7 +41,7 @@ class Settings(NamedTuple):
     multi_precision: bool
 
 
-class Adamax:
+class Adamax(PaddleOptimizerProtocol):
     """Adamax with paddle.optimizer.Adamax's signature, validation, order and state layout.
 
     ``parameters``: a list of ``Parameter`` or a list of group dicts with ``params`` and optional
@@ -122,6 +123,8 @@ class Adamax:
         self._options = StepOptions(backend, code, groups, skip_nonfinite, lazy_mode)
         self._stepper = make_stepper(self._registry, self._options, fence)
         self._registry.name_parameters()
+        self._scheduler_watch = [0, None]  # minimize() calls, the scheduler's first last_epoch
+        self._auxiliary_vars = {}  # paddle's: GradScaler's found_inf (paddle_protocol.py)
 
     # --- the step -------------------------------------------------------------------------------
     def step(self):
@@ -140,7 +143,10 @@ class Adamax:
                              "(paddle: list index out of range)")
         with self._stepper.fenced():
             self._registry.gather(only)
-            self._stepper.step(float(self.get_lr()))
+            if self._found_inf():  # paddle's GradScaler: found an inf, skip as paddle does
+                self._stepper.skip(float(self.get_lr()))
+            else:
+                self._stepper.step(float(self.get_lr()))
 
     def catch_up(self, param, rows):
         """Row-sparse parameter ``param`` (lazy_mode=False): bring ``rows`` up to date before a
@@ -174,6 +180,7 @@ class Adamax:
             raise ValueError("parameters: minimize() got a parameter this optimizer was not "
                              "constructed with")
         self._step(only)
+        self._watch_scheduler(self._scheduler_watch)
         return [], self._registry.grads_of(chosen)
 
     def clear_grad(self, set_to_zero=True):

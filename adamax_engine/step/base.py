@@ -44,6 +44,20 @@ class StepperBase:
         for e in densified:
             self.rows.dense_step_done(e)
 
+    def skip(self, lr):
+        """A step skipped from outside (paddle's GradScaler found an inf and says so through
+        ``found_inf``): no parameter or moment changes, while beta1_pow and the step counts of
+        the segments with a grad advance, as paddle's kernels do on a found_inf step."""
+        reg, flavor = self.registry, self.options.flavor
+        buckets = [b for b in reg.buckets if b.active.any()]
+        changed = {id(b): tables.begin(b, lr, flavor) for b in buckets}
+        self.advance_only(buckets, changed)
+        for b in buckets:
+            tables.end(b)
+
+    def advance_only(self, buckets, changed):
+        """The device side of ``skip`` (cuda.py: the end_step launches); nothing on the host."""
+
     def dense_step(self, buckets, changed, lr, sparse):
         """Norms, clip scales, the fused update and the row-sparse rows; True when the step
         is known (on the host) to have been skipped for a non-finite grad."""

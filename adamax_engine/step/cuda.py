@@ -175,6 +175,15 @@ class CudaStepper(StepperBase):
         if skip_nonfinite and buckets:
             K.kernels(buckets[0].dtype).count_skip[1, 1](self.skip)
 
+    def advance_only(self, buckets, changed):
+        for b in buckets:
+            t, k = self.tables[id(b)], K.kernels(b.dtype)
+            if changed[id(b)] or b.dirty:
+                t.upload(b)
+            n = len(b.entries)
+            k.end_step[K.grid_for((n + k.threads - 1) // k.threads), k.threads](
+                t.flags, t.beta1_pow, t.beta1_mult, t.steps)
+
     def update_launch(self, bucket):
         """The bare update launch of ``bucket`` with its current tables (benchmarks time it
         against a copy of the same bytes); a callable taking the lr."""

@@ -33,6 +33,7 @@ class Stepper(Protocol):
     """What the front calls. ``step`` runs one step over the registry's active segments."""
 
     def step(self, lr: float) -> None: ...
+    def skip(self, lr: float) -> None: ...   # a step skipped from outside (found_inf)
     def fenced(self): ...                    # context manager ordering work with the trainer
     def catch_up(self, entry, rows) -> None: ...
     def flush(self) -> None: ...             # row-sparse lag: every row up to date
