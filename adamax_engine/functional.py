@@ -142,8 +142,10 @@ class adamax:  # noqa: N801 - named like optax's transformations
         new_pow, new_m, new_u = [], [], []
         for k, (dt, idx, offsets, total, chunks, hyper, flags) in enumerate(lay.buckets):
             p, g = lay.pack(leaves, k), lay.pack(gleaves, k)
-            m, u, b1pow = state.moment[k].copy(), state.inf_norm[k].copy(), \
-                state.beta1_pow[k].copy()
+            # np.array: writeable host copies whatever holds the state (numpy, or JAX arrays
+            # after a tree_map, which are read-only buffers to numba)
+            m, u, b1pow = (np.array(state.moment[k]), np.array(state.inf_norm[k]),
+                           np.array(state.beta1_pow[k]))
             n = len(idx)
             begin_step(float(lr), self.flavor, np.ones(n, np.bool_), np.ones(n, np.bool_), b1pow,
                        np.full(n, dt.type(self.hyper[0]), dt), np.full(n, self.hyper[0]),

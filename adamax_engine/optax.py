@@ -15,6 +15,7 @@ u = max(b2*u, |g| + eps), lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are 
 float32 (exact), stepped there with float32 ``mu``/``nu``, and their updates rounded back.
 ``learning_rate`` may be a float or an optax schedule (a callable of the step count).
 """
+import functools
 from typing import NamedTuple
 
 import jax
@@ -62,6 +63,7 @@ def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, flavor="optax"):
     if flavor not in L.FLAVORS:
         raise ValueError(f"flavor: expected one of {sorted(L.FLAVORS)}, got {flavor!r}")
     code = L.FLAVORS[flavor]
+    host_step = _HostStep(code)  # one per transformation: its layouts are cached
 
     def init_fn(params):
         zeros = lambda p: jnp.zeros(jnp.shape(p), _state_dtype(p.dtype))  # noqa: E731
@@ -76,51 +78,56 @@ def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, flavor="optax"):
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         scalars = jnp.asarray([lr, b1, b2, eps], jnp.float64 if jax.config.jax_enable_x64
                               else jnp.float32)
-        shapes = ([jax.ShapeDtypeStruct(jnp.shape(g), g.dtype) for g in leaves],
-                  [jax.ShapeDtypeStruct(jnp.shape(m), m.dtype) for m in mu],
-                  [jax.ShapeDtypeStruct(jnp.shape(v), v.dtype) for v in nu])
-        step = _HostStep(code)
-        new_updates, new_mu, new_nu = jax.pure_callback(
-            step, shapes, leaves, mu, nu, state.count, scalars, vmap_method="sequential")
+        groups = {}  # state dtype -> leaf indices; packed and unpacked by XLA, not Python
+        for i, m in enumerate(mu):
+            groups.setdefault(jnp.dtype(m.dtype), []).append(i)
+        flats = [[jnp.concatenate([jnp.ravel(x[i]).astype(dt) for i in idx])
+                  for dt, idx in groups.items()] for x in (leaves, mu, nu)]
+        lengths = [tuple(int(np.size(leaves[i])) for i in idx) for idx in groups.values()]
+        shapes = [[jax.ShapeDtypeStruct(f.shape, f.dtype) for f in flats[0]]] * 3
+        new = jax.pure_callback(functools.partial(host_step, lengths=tuple(lengths)), shapes,
+                                *flats, state.count, scalars, vmap_method="sequential")
+        out = [[None] * len(leaves) for _ in range(3)]
+        for k, (dt, idx) in enumerate(groups.items()):
+            bounds = np.cumsum(lengths[k])[:-1].tolist()
+            for which in range(3):
+                parts = jnp.split(new[which][k], bounds)
+                for i, part in zip(idx, parts):
+                    like = leaves[i] if which == 0 else mu[i]
+                    out[which][i] = part.reshape(jnp.shape(like)).astype(like.dtype)
         count = optax.safe_int32_increment(state.count)
-        return (treedef.unflatten(new_updates),
-                ScaleByAdamaxState(count, treedef.unflatten(new_mu), treedef.unflatten(new_nu)))
+        return (treedef.unflatten(out[0]),
+                ScaleByAdamaxState(count, treedef.unflatten(out[1]), treedef.unflatten(out[2])))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 class _HostStep:
-    """The host side of one update: pack per dtype, one kernel call per dtype, unpack."""
+    """The host side of one update: one fused kernel call per dtype over the flat buffers that
+    XLA packed (chunk tables cached per layout)."""
 
     def __init__(self, flavor):
         self.flavor = flavor
+        self.chunk_tables = {}
 
-    def __call__(self, grads, mu, nu, count, scalars):
+    def __call__(self, grads, mu, nu, count, scalars, lengths):
         lr, b1, b2, eps = (float(x) for x in np.asarray(scalars))
-        step = int(count)
-        out_g, out_m, out_u = [None] * len(grads), [None] * len(grads), [None] * len(grads)
-        by_dtype = {}
-        for i, m in enumerate(mu):
-            by_dtype.setdefault(np.asarray(m).dtype, []).append(i)
-        for dt, idx in by_dtype.items():
-            lengths = np.array([np.size(grads[i]) for i in idx], np.int64)
-            offsets, total = L.segment_offsets(lengths)
-            g, m, u = (np.zeros(total, dt) for _ in range(3))
-            for i, off, n in zip(idx, offsets, lengths):
-                g[off:off + n] = np.asarray(grads[i], dt).reshape(-1)
-                m[off:off + n] = np.asarray(mu[i]).reshape(-1)
-                u[off:off + n] = np.asarray(nu[i]).reshape(-1)
-            p = np.zeros(total, dt)  # a zero parameter: the kernel writes -lr_t * m / u
-            self._step(p, g, m, u, offsets, lengths, dt, lr, b1, b2, eps, step)
-            for i, off, n in zip(idx, offsets, lengths):
-                shape = np.shape(grads[i])
-                out_g[i] = p[off:off + n].reshape(shape).astype(np.asarray(grads[i]).dtype)
-                out_m[i] = m[off:off + n].reshape(shape)
-                out_u[i] = u[off:off + n].reshape(shape)
-        return out_g, out_m, out_u
+        out = ([], [], [])
+        for g, m, u, lens in zip(grads, mu, nu, lengths):
+            g, m, u = np.asarray(g), np.array(m), np.array(u)  # state: fresh, writeable copies
+            chunks = self.chunk_tables.get(lens)
+            if chunks is None:
+                lens_arr = np.array(lens, np.int64)
+                offsets, _ = L.segment_offsets(lens_arr, align=1)
+                chunks = self.chunk_tables[lens] = L.build_chunk_table(offsets, lens_arr)
+            p = np.zeros(len(g), m.dtype)  # a zero parameter: the kernel writes -lr_t * m / u
+            self._step(p, g.astype(m.dtype, copy=False), m, u, chunks, len(lens), m.dtype, lr,
+                       b1, b2, eps, int(count))
+            for target, value in zip(out, (p, m, u)):
+                target.append(value)
+        return out
 
-    def _step(self, p, g, m, u, offsets, lengths, dt, lr, b1, b2, eps, step):
-        n = len(lengths)
+    def _step(self, p, g, m, u, chunks, n, dt, lr, b1, b2, eps, step):
         T = dt.type
         hyper, flags = L.empty_tables(n, dt)
         pb1, pb2, peps = paddle_hyper(dt, b1, b2, eps) if self.flavor == L.PADDLE else \
@@ -131,5 +138,4 @@ class _HostStep:
         ones = np.ones(n, np.bool_)
         begin_step(lr, self.flavor, ones, ones, beta1_pow, np.full(n, pb1, dt),
                    np.full(n, b1), np.full(n, step, np.int64), np.ones(n, dt), hyper, flags)
-        cpu.fused_update(p, g, m, u, L.build_chunk_table(offsets, lengths), hyper, flags,
-                         self.flavor)
+        cpu.fused_update(p, g, m, u, chunks, hyper, flags, self.flavor)

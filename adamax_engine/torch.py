@@ -43,6 +43,8 @@ def _number(value, what):
 
 def _check(lr, betas, eps, weight_decay, where=""):
     """torch.optim.Adamax's checks and messages."""
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
     if not 0.0 <= _number(lr, "learning rate"):
         raise ValueError(f"Invalid learning rate: {lr}{where}")
     if not 0.0 <= _number(eps, "epsilon value"):
@@ -273,6 +275,11 @@ class Adamax(torch.optim.Optimizer):
                     None if master is None else _host(master))
                 self.state[p] = self._views(self._core.parameter_state(p)[0])
         self._started = self._core.stepped_parameters
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("adamax_engine.torch.Adamax cannot be pickled or deep-copied (its state "
+                        "lives in the engine's buffers): save opt.state_dict() and load it into "
+                        "a new optimizer instead")
 
     @property
     def engine(self):

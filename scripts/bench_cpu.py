@@ -33,13 +33,16 @@ from adamax_engine.bench.timing import (machine_info, paired_ratio, summary,  # 
 
 OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling"]
 PEERS = ["engine", "ceiling", "torch", "torch_foreach", "paddle", "engine_on_torch",
-         "engine_on_paddle"]
+         "engine_on_paddle", "torch_front"]
+JAX = ["optax_jit", "optax_front_jit", "ceiling"]  # their own loop: XLA's thread pool
 LABELS = {"engine": "engine flat (adopt)", "ceiling": "same-traffic ceiling",
           "engine_borrow": "engine borrow", "engine_full": "engine clip+L2+sched+update",
           "read_ceiling": "read ceiling (grads once)",
           "torch": "torch.optim.Adamax default", "torch_foreach": "torch.optim.Adamax foreach",
           "paddle": "paddle.optimizer.Adamax", "engine_on_torch": "engine on torch params",
-          "engine_on_paddle": "engine on paddle params"}
+          "engine_on_paddle": "engine on paddle params",
+          "torch_front": "adamax_engine.torch.Adamax", "optax_jit": "optax.adamax under jit",
+          "optax_front_jit": "adamax_engine.optax under jit"}
 
 
 def _build(impls, shapes, rng):
@@ -100,6 +103,20 @@ def main(argv=None):
             if mine in res and theirs in res:
                 print(f"same model: {LABELS[mine]} {r(theirs, mine, rounds):.1f}x faster "
                       f"than {LABELS[theirs]}")
+        if "torch_front" in res:
+            for theirs in ("torch", "torch_foreach"):
+                print(f"torch front: {r(theirs, 'torch_front', rounds):.1f}x faster than "
+                      f"{LABELS[theirs]}")
+            print(f"torch front / engine on torch params: "
+                  f"{r('torch_front', 'engine_on_torch', rounds):.2f} (target <= 1.10)")
+        rounds = timeit_rounds(_build(JAX, shapes, rng), args.reps)
+        res = summary(rounds)
+        if "optax_jit" in res:
+            print("jax, in their own loop:")
+            for impl in JAX:
+                print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
+            print(f"optax front under jit: {r('optax_jit', 'optax_front_jit', rounds):.2f}x the "
+                  "speed of optax.adamax under jit (>1: faster)")
     print("\n" + describe(cold_start(warm_only=True)))
 
 

@@ -52,6 +52,7 @@ def test_jax_pytree_flavor_optax_matches_optax_adamax(rng):
         updates, tstate = tx.update(grads, tstate, theirs)
         theirs = optax.apply_updates(theirs, updates)
         new, state = fn.step(grads, state, params)
+        state = jax.tree_util.tree_map(jnp.asarray, state)  # state held as (read-only) jax arrays
         assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(new))
         params = new
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(theirs)):

@@ -343,7 +343,7 @@ def test_torch_compiled_model_trains():
     ({"betas": (1.0, 0.9)}, ValueError, "Invalid beta parameter at index 0: 1.0"),
     ({"lr": 1e-2, "betas": (0.0, 1.0)}, ValueError, "Invalid beta parameter at index 1: 1.0"),
     ({"weight_decay": -1}, ValueError, "Invalid weight_decay value: -1"),
-    ({"lr": torch.tensor([0.1, 0.2])}, ValueError, "Tensor learning rate must be 1-element"),
+    ({"lr": torch.tensor([0.1, 0.2])}, ValueError, "Tensor lr must be 1-element"),
     ({"capturable": True}, ValueError, "capturable=True .* not supported"),
     ({"differentiable": True}, ValueError, "differentiable=True is not supported"),
 ])
@@ -422,3 +422,10 @@ def test_paddle_flavor_in_the_torch_front_keeps_beta1_pow():
     _continue(m2, o2)
     for a, b in zip(m.parameters(), m2.parameters()):
         assert torch.equal(a, b)
+
+
+def test_pickling_says_to_use_the_state_dict():
+    import copy
+    opt = Adamax(model().parameters())
+    with pytest.raises(TypeError, match="save opt.state_dict"):
+        copy.deepcopy(opt)

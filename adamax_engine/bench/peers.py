@@ -149,7 +149,17 @@ def engine_on_paddle(shapes, rng):
     return Adamax(1e-3, parameters=paddle_params(shapes, rng)).step
 
 
-def optax_jit(shapes, rng):
+def torch_front(shapes, rng):
+    """adamax_engine.torch.Adamax (a torch.optim.Optimizer) on torch parameters."""
+    _torch()
+    from ..torch import Adamax as TorchFront
+    opt = TorchFront(torch_params(shapes, rng), lr=1e-3)
+    opt.step()
+    return opt.step
+
+
+def optax_jit(shapes, rng, front=False):
+    """optax.adamax (or, ``front``, adamax_engine.optax.adamax) under jax.jit."""
     try:
         import jax
         import optax
@@ -157,7 +167,11 @@ def optax_jit(shapes, rng):
         raise Skip("jax/optax are not installed") from None
     params = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
     grads = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
-    tx = optax.adamax(1e-3)
+    if front:
+        from ..optax import adamax as front_adamax
+        tx = front_adamax(1e-3)
+    else:
+        tx = optax.adamax(1e-3)
     box = {"p": params, "s": tx.init(params)}
 
     def step(p, s, g):
@@ -186,6 +200,8 @@ CPU_IMPLEMENTATIONS = {
     "torch_foreach": lambda s, r: torch_adamax(s, r, foreach=True),
     "paddle": paddle_adamax,
     "optax_jit": optax_jit,
+    "optax_front_jit": lambda s, r: optax_jit(s, r, front=True),
+    "torch_front": torch_front,
     "engine_on_torch": engine_on_torch,
     "engine_on_paddle": engine_on_paddle,
 }
