@@ -12,6 +12,11 @@ from adamax_engine.torch import Adamax  # noqa: E402
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
+def assert_same_params(m1, m2, **tol):
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, **(tol or TOL))
+
+
 def _data(n=64):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 6, generator=g)
@@ -54,8 +59,7 @@ def _fit(make_opt, root, steps, ckpt=None):
 def test_lightning_trains_like_torch_adamax_and_steps_the_scheduler(tmp_path):
     _, ours = _fit(lambda p: Adamax(p, lr=0.02), tmp_path / "a", 12)
     _, theirs = _fit(lambda p: torch.optim.Adamax(p, lr=0.02), tmp_path / "b", 12)
-    for a, b in zip(ours.parameters(), theirs.parameters()):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_same_params(ours, theirs)
     opt = ours.trainer.optimizers[0]
     assert isinstance(opt, Adamax) and opt.param_groups[0]["lr"] == pytest.approx(0.02 * 0.7 ** 4)
 
@@ -72,8 +76,7 @@ def test_lightning_resume_from_checkpoint_restores_the_optimizer(tmp_path):
         return _fit(make, tmp_path / f"{name}-resumed", 12, ckpt=ckpt)[1]
     ours = resumed(lambda p: Adamax(p, lr=0.02), "ours")
     theirs = resumed(lambda p: torch.optim.Adamax(p, lr=0.02), "theirs")
-    for a, b in zip(ours.parameters(), theirs.parameters()):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_same_params(ours, theirs)
     opt = ours.trainer.optimizers[0]
     assert [int(s["step"]) for s in opt.state.values()] == [12] * 4
     fresh = _fit(lambda p: Adamax(p, lr=0.02), tmp_path / "fresh", 4)[1]
@@ -104,6 +107,15 @@ class _Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Bit-identical runs (the resume tests): torch's threaded sums split by thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _hf_train(make_opt, out, steps, resume=None, save_steps=None):
     transformers, model = _hf_model()
     args = transformers.TrainingArguments(
@@ -121,8 +133,7 @@ def _hf_train(make_opt, out, steps, resume=None, save_steps=None):
 def test_hf_trainer_with_its_own_scheduler_trains_like_torch_adamax(tmp_path):
     trainer, ours = _hf_train(lambda p: Adamax(p, lr=0.01), tmp_path / "a", 8)
     _, theirs = _hf_train(lambda p: torch.optim.Adamax(p, lr=0.01), tmp_path / "b", 8)
-    for a, b in zip(ours.parameters(), theirs.parameters()):
-        torch.testing.assert_close(a, b, **TOL)
+    assert_same_params(ours, theirs)
     logged = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     assert logged[1] > logged[0] and logged[-1] < max(logged)  # warmup, then linear decay
 
@@ -135,8 +146,7 @@ def test_hf_trainer_resume_from_checkpoint(tmp_path):
     state = torch.load(ckpt / "optimizer.pt", weights_only=True)  # torch's safe loader
     assert int(state["state"][0]["step"]) == 4
     _, resumed = _hf_train(lambda p: Adamax(p, lr=0.01), tmp_path / "run", 8, resume=str(ckpt))
-    for a, b in zip(resumed.parameters(), full.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_same_params(resumed, full, rtol=0, atol=0)
 
 
 def test_accelerate_prepares_and_steps_it():

@@ -45,6 +45,7 @@ def train(out, resume=None, save_steps=None):
 
 if __name__ == "__main__":
     transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)  # bit-identical runs: torch's threaded sums split by thread count
     straight = train(tempfile.mkdtemp())
     folder = tempfile.mkdtemp()
     train(folder, save_steps=6)
