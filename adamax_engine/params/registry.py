@@ -343,8 +343,17 @@ class Registry:
             e.adapter.clear_grad(e.param)
 
 
+#: host flat buffers start on this boundary (bytes), as torch's allocator's do: numpy's own
+#: start is only 16-byte aligned, and BLAS kernels pick their code path (hence their rounding)
+#: by alignment, so adopted parameters would otherwise give run-to-run last-bit differences
+HOST_ALIGN = 64
+
+
 def _host_zeros(n, dtype):
-    return np.zeros(n, dtype)
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * dtype.itemsize + HOST_ALIGN, np.uint8)
+    start = -raw.ctypes.data % HOST_ALIGN
+    return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
 def _host_address(view):

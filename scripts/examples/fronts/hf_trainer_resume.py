@@ -1,6 +1,6 @@
 """The Hugging Face Trainer with adamax_engine.torch.Adamax (the Trainer makes its own linear
 schedule with warmup), saving at step 6, then resume_from_checkpoint: the resumed run ends
-exactly where an uninterrupted one does. A tiny BERT built from a config: nothing downloaded.
+where an uninterrupted one does (to the last bits). A tiny BERT built from a config: nothing downloaded.
 
     python scripts/examples/fronts/hf_trainer_resume.py
 """
@@ -45,12 +45,15 @@ def train(out, resume=None, save_steps=None):
 
 if __name__ == "__main__":
     transformers.logging.set_verbosity_error()
-    torch.set_num_threads(1)  # bit-identical runs: torch's threaded sums split by thread count
     straight = train(tempfile.mkdtemp())
     folder = tempfile.mkdtemp()
     train(folder, save_steps=6)
     resumed = train(folder, resume=f"{folder}/checkpoint-6")
-    same = all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
-    print(f"resumed from {folder}/checkpoint-6; equals the uninterrupted run: {same}")
-    assert same
+    diff = max((a - b).abs().max().item()
+               for a, b in zip(straight.parameters(), resumed.parameters()))
+    # (two uninterrupted runs in one process can already differ in the last bits, depending on
+    # torch's thread count; a resume that lost the optimizer state is off by ~1e-3)
+    print(f"resumed from {folder}/checkpoint-6; max difference from the uninterrupted run: "
+          f"{diff:.1e}")
+    assert diff < 1e-5, diff
     print("OK: the HF Trainer trains and resumes with adamax_engine.torch.Adamax")
