@@ -200,7 +200,7 @@ def choice(value, path, src, options):
 # --- the optimizer block ------------------------------------------------------------------------
 OPTIMIZER_KEYS = {"learning_rate", "beta1", "beta2", "epsilon", "flavor", "device", "mode",
                   "skip_nonfinite", "multi_precision", "weight_decay", "grad_clip", "lr_scheduler",
-                  "groups", "name"}
+                  "groups", "name", "state_dtype", "state_rounding"}
 GROUP_KEYS = {"match", "learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip"}
 SCHEDULERS = {name: getattr(lr_module, name) for name in lr_module.__all__
               if name not in ("LRScheduler", "is_scheduler")}
@@ -328,6 +328,12 @@ def optimizer_kwargs(block, src, path="optimizer"):
     kw["device"] = choice(block.get("device", "cpu"), f"{path}.device", src, ["cpu", "cuda"])
     if "mode" in block:
         kw["mode"] = choice(block["mode"], f"{path}.mode", src, ["adopt", "borrow"])
+    if "state_dtype" in block:
+        kw["state_dtype"] = choice(block["state_dtype"], f"{path}.state_dtype", src,
+                                   ["float32", "bfloat16"])
+    if "state_rounding" in block:
+        kw["state_rounding"] = choice(block["state_rounding"], f"{path}.state_rounding", src,
+                                      ["stochastic", "nearest"])
     for flag in ("skip_nonfinite", "multi_precision"):
         if flag in block:
             if not isinstance(block[flag], bool):

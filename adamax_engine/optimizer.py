@@ -20,6 +20,7 @@ from .io.state import load_state, state_dict_of
 from .lr import is_scheduler
 from .paddle_protocol import PaddleOptimizerProtocol
 from .params import groups as G
+from .params.dtypes import check_state_dtype
 from .params.registry import Registry, make_entry
 from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve
 from .transforms.clip import GradientClipBase
@@ -39,6 +40,8 @@ class Settings(NamedTuple):
     skip_nonfinite: bool
     lazy_mode: bool
     multi_precision: bool
+    state_dtype: str = "float32"          # how moment/inf_norm are held (kernels/lowbit*.py)
+    state_rounding: str = "stochastic"    # bfloat16 state: stochastic | nearest
 
 
 class Adamax(PaddleOptimizerProtocol):
@@ -71,7 +74,8 @@ class Adamax(PaddleOptimizerProtocol):
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-08, parameters=None,
                  weight_decay=None, grad_clip=None, name=None, *, flavor="paddle", mode=None,
                  backend=None, device="cpu", skip_nonfinite=False, multi_precision=False,
-                 lazy_mode=False, stream=None):
+                 lazy_mode=False, stream=None, state_dtype="float32",
+                 state_rounding="stochastic"):
         assert learning_rate is not None
         assert beta1 is not None
         assert beta2 is not None
@@ -113,12 +117,15 @@ class Adamax(PaddleOptimizerProtocol):
             raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
         if not isinstance(lazy_mode, bool):
             raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
+        check_state_dtype(state_dtype, state_rounding, device, mode, multi_precision, entries)
         self._fixed = dict(beta1=beta1, beta2=beta2, epsilon=epsilon, grad_clip=grad_clip,
                            name=name, groups=groups, skip_nonfinite=skip_nonfinite,
-                           lazy_mode=lazy_mode, multi_precision=multi_precision)
+                           lazy_mode=lazy_mode, multi_precision=multi_precision,
+                           state_dtype=state_dtype, state_rounding=state_rounding)
         backend = resolve(backend, device)
         fence = check_stream(stream, device)  # checked before anything is built
-        self._registry = Registry(entries, mode=mode, device=device)
+        self._registry = Registry(entries, mode=mode, device=device, state_dtype=state_dtype,
+                                  stochastic=state_rounding == "stochastic")
         self._registry.configure(groups, code)
         self._options = StepOptions(backend, code, groups, skip_nonfinite, lazy_mode)
         self._stepper = make_stepper(self._registry, self._options, fence)
@@ -330,6 +337,16 @@ class Adamax(PaddleOptimizerProtocol):
             b.set_group_hyper(index, new, self._options.flavor,
                               None if lr_mult is None else new["learning_rate"])
         self._stepper.hyper_changed()
+
+    @property
+    def state_nbytes(self):
+        """Bytes of optimizer state held: moments, inf-norms, beta1_pow (float32 master weights
+        of multi_precision are not state: ``master_nbytes``)."""
+        return sum(b.state_nbytes() for b in self._registry.buckets)
+
+    @property
+    def master_nbytes(self):
+        return sum(int(b.master.nbytes) for b in self._registry.buckets if b.master is not None)
 
     @property
     def stepped_parameters(self):

@@ -29,7 +29,8 @@ def _config(opt):
     return {"learning_rate": lr, "beta1": s.beta1, "beta2": s.beta2,
             "epsilon": s.epsilon, "weight_decay": encode(s.weight_decay),
             "grad_clip": encode(s.grad_clip), "name": s.name, "groups": groups,
-            "skip_nonfinite": s.skip_nonfinite, "lazy_mode": s.lazy_mode}
+            "skip_nonfinite": s.skip_nonfinite, "lazy_mode": s.lazy_mode,
+            "state_dtype": s.state_dtype, "state_rounding": s.state_rounding}
 
 
 def collect(opt):
@@ -41,9 +42,10 @@ def collect(opt):
         arrays[f"param/{e.name}"] = opt.registry.host_param(e)
         if b.master is not None:
             arrays[f"master/{e.name}"] = _host(b.segment(b.master, k)).copy()
-        if stepped:
-            arrays[f"moment/{e.name}"] = _host(b.segment(b.moment, k)).copy()
-            arrays[f"inf_norm/{e.name}"] = _host(b.segment(b.inf_norm, k)).copy()
+        if stepped:  # (bfloat16 state: its exact float32 values; any state dtype loads them)
+            moment, inf_norm = b.state_views(k)[:2]
+            arrays[f"moment/{e.name}"] = _host(moment).copy()
+            arrays[f"inf_norm/{e.name}"] = _host(inf_norm).copy()
             arrays[f"beta1_pow/{e.name}"] = b.beta1_pow[k:k + 1].copy()
             arrays[f"steps/{e.name}"] = b.steps[k:k + 1].copy()
         params.append({"name": e.name, "shape": list(e.shape), "dtype": str(e.dtype),
@@ -56,6 +58,7 @@ def collect(opt):
     sched = opt.settings.learning_rate
     meta = {"format": FORMAT, "version": VERSION, "flavor": opt.flavor,
             "multi_precision": opt.settings.multi_precision,
+            "state_dtype": opt.settings.state_dtype,
             "config": _config(opt), "parameters": params,
             "scheduler": encode(sched.state_dict()) if not isinstance(sched, float) else None,
             "skipped_steps": int(opt.skipped_steps)}
@@ -246,7 +249,9 @@ def _settings(path, meta, parameters, match, overrides):
               "epsilon": cfg["epsilon"], "weight_decay": decode(cfg["weight_decay"]),
               "grad_clip": decode(cfg["grad_clip"]), "name": cfg["name"],
               "flavor": meta["flavor"], "skip_nonfinite": cfg["skip_nonfinite"],
-              "lazy_mode": cfg.get("lazy_mode", False)}
+              "lazy_mode": cfg.get("lazy_mode", False),
+              "state_dtype": cfg.get("state_dtype", "float32"),
+              "state_rounding": cfg.get("state_rounding", "stochastic")}
     if meta["multi_precision"]:
         kwargs["multi_precision"] = True
     kwargs["device"] = identify(named[0][1])[1] if named else "cpu"

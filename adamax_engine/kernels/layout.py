@@ -96,3 +96,5 @@ class Operands(NamedTuple):
     hyper: np.ndarray
     flags: np.ndarray
     store: object           # the 16-bit dtype of params/grads (mixed precision), else None
+    steps: object = None    # per-segment step counts (low-bit state: the rounding's counter)
+    stochastic: bool = True  # low-bit state: stochastic rounding (else to nearest even)

@@ -189,6 +189,10 @@ class DistributedAdamax:
         self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         reg = optimizer.registry
+        if optimizer.settings.state_dtype != "float32":
+            raise ValueError("distributed: state_dtype="
+                             f"{optimizer.settings.state_dtype!r} is not supported with MPI yet "
+                             "(use state_dtype='float32')")
         if reg.mode != "adopt":
             raise ValueError("distributed: needs parameters in adopt mode (flat grad buffers), "
                              f"got mode={reg.mode!r}")

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels import layout as L
+from ..kernels.lowbit_reference import bf16_nearest, bf16_value
 from ..kernels.reference import paddle_hyper
 
 
@@ -73,6 +74,8 @@ class Bucket:
     dtype: np.dtype           # the compute dtype: moments, hyper table (float32 if ``store``)
     mode: str
     store: np.dtype = None    # float16/bfloat16 params and grads (mixed precision), else None
+    state_dtype: str = "float32"  # "bfloat16": moment/inf_norm held as bfloat16 bits (uint16)
+    stochastic: bool = True   # bfloat16 state: stochastic rounding, else to nearest even
     entries: list = field(default_factory=list)
     # --- buffers and tables, made by allocate() ------------------------------------------------
     lengths: np.ndarray = None
@@ -109,8 +112,9 @@ class Bucket:
         n = len(self.entries)
         self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
         self.offsets, total = L.segment_offsets(self.lengths)
-        self.moment = zeros(total, self.dtype)
-        self.inf_norm = zeros(total, self.dtype)
+        held = np.dtype(np.uint16) if self.low_bit else self.dtype
+        self.moment = zeros(total, held)
+        self.inf_norm = zeros(total, held)
         self.beta1_pow = np.zeros(n, self.dtype)
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
@@ -184,6 +188,14 @@ class Bucket:
         self.flags[rows, L.DECAY_MODE] = 0 if reg is None else reg.mode
         self.dirty = True
 
+    @property
+    def low_bit(self):
+        return self.state_dtype != "float32"
+
+    def state_nbytes(self):
+        """Bytes of optimizer state this bucket holds (moments, beta1_pow; masters apart)."""
+        return int(self.moment.nbytes + self.inf_norm.nbytes + self.beta1_pow.nbytes)
+
     def segment(self, flat, k):
         """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
         start = self.offsets[k]
@@ -217,18 +229,24 @@ class Bucket:
 
     # --- state ------------------------------------------------------------------------------------
     def state_views(self, k):
-        """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views."""
-        return (self.segment(self.moment, k), self.segment(self.inf_norm, k),
-                self.beta1_pow[k:k + 1], self.steps[k:k + 1])
+        """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views (with bfloat16
+        state: float32 copies of the moments, exactly their values)."""
+        m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
+        if self.low_bit:
+            m, u = bf16_value(m).reshape(m.shape), bf16_value(u).reshape(u.shape)
+        return m, u, self.beta1_pow[k:k + 1], self.steps[k:k + 1]
 
     def load_segment_state(self, k, has_state, moment=None, inf_norm=None, beta1_pow=0,
                            steps=0):
         """Write segment k's state from host values (zeros when ``has_state`` is False;
         ``steps=None`` keeps the count, which paddle's state dict does not hold)."""
-        m, u, _, _ = self.state_views(k)
+        m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
         if not has_state:
             moment, inf_norm = np.zeros(m.shape, self.dtype), np.zeros(u.shape, self.dtype)
             beta1_pow, steps = 0, 0
+        if self.low_bit:  # bfloat16 bits, rounded to nearest (exact for bfloat16 values)
+            moment = bf16_nearest(moment).reshape(m.shape)
+            inf_norm = bf16_nearest(inf_norm).reshape(u.shape)
         _write(m, moment)
         _write(u, inf_norm)
         self.beta1_pow[k], self.has_state[k] = beta1_pow, has_state

@@ -10,3 +10,28 @@ DTYPE_NAMES = "float32, float64, float16 or bfloat16"
 
 def supported(dtype):
     return dtype in SUPPORTED_DTYPES or getattr(dtype, "name", None) in LOW_PRECISION
+
+
+STATE_DTYPES = ("float32", "bfloat16")
+
+
+def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
+    """Low-bit state runs on the CPU, adopted float32 parameters, for now: anything else is
+    refused here, naming what to change."""
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}"
+                         + (" (int8 state is not built yet)" if state_dtype == "int8" else ""))
+    if rounding not in ("stochastic", "nearest"):
+        raise ValueError("state_rounding: expected 'stochastic' or 'nearest', got "
+                         f"{rounding!r}")
+    if state_dtype == "float32":
+        return
+    if device != "cpu" or mode not in (None, "adopt") or multi_precision:
+        raise ValueError(f"state_dtype={state_dtype!r} runs on device='cpu' with mode='adopt' "
+                         "and without multi_precision for now")
+    for e in entries:
+        if e.dtype.name != "float32" or e.adapter.default_mode != "adopt":
+            kind = type(e.param).__module__.split(".")[0]
+            raise ValueError(f"state_dtype={state_dtype!r}: {e.name!r} is a {e.dtype.name} "
+                             f"{kind} parameter; low-bit state takes adopted float32 "
+                             "parameters (numpy Parameters, torch tensors)")

@@ -39,7 +39,8 @@ DEVICES = ("cpu", "cuda")
 class Registry:
     """Owns every bucket; ``gather()`` decides, once per step, which segments are active."""
 
-    def __init__(self, entries, mode="adopt", device="cpu"):
+    def __init__(self, entries, mode="adopt", device="cpu", state_dtype="float32",
+                 stochastic=True):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         if device not in DEVICES:
@@ -64,7 +65,8 @@ class Registry:
             if key not in by_key:
                 low = e.dtype.name in LOW_PRECISION
                 by_key[key] = Bucket(device, np.dtype(np.float32) if low else e.dtype, mode,
-                                     store=e.dtype if low else None)
+                                     store=e.dtype if low else None, state_dtype=state_dtype,
+                                     stochastic=stochastic)
                 self.buckets.append(by_key[key])
             by_key[key].entries.append(e)
         if device == "cuda" and mode == "borrow" and any(b.store for b in self.buckets):
@@ -125,6 +127,10 @@ class Registry:
             if grad is None:
                 continue
             if isinstance(grad, RowSparseGrad):
+                if e.bucket.low_bit:
+                    raise TypeError(f"{e.name}.grad: row-sparse grads with state_dtype="
+                                    f"{e.bucket.state_dtype!r} are not supported yet (use "
+                                    "state_dtype='float32' for embeddings)")
                 if e.bucket.store is not None or (self.device == "cuda" and self.mode == "borrow"):
                     raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision, or "
                                     "borrowed on device='cuda', are not supported yet")
@@ -221,7 +227,7 @@ class Registry:
             grads = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
                      for i, e in enumerate(b.entries)]
         return Operands(params, grads, b.moment, b.inf_norm, b.master, b.offsets, b.chunks,
-                        b.hyper, b.flags, b.store)
+                        b.hyper, b.flags, b.store, b.steps, b.stochastic)
 
     def host_param(self, e):
         """A host copy of a parameter's current value (whatever framework or device holds it)."""

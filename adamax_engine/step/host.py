@@ -12,9 +12,11 @@ from .normclip import NormClips
 
 
 def variant(bucket):
-    """A bucket's kernel variant: flat|borrow, and mixed_ for 16-bit params with masters."""
+    """A bucket's kernel variant: flat|borrow, mixed_ for 16-bit params with masters, _bf16 for
+    bfloat16 optimizer state."""
     return ("mixed_" if bucket.store is not None else "") + \
-        ("flat" if bucket.mode == "adopt" else "borrow")
+        ("flat" if bucket.mode == "adopt" else "borrow") + \
+        ("_bf16" if bucket.state_dtype == "bfloat16" else "")
 
 
 #: (backend, variant) -> (kernel module, entry suffix). Every host kernel module names its entry
@@ -23,6 +25,8 @@ def variant(bucket):
 KERNELS = {("cpu", "flat"): ("cpu", "flat"), ("cpu", "borrow"): ("cpu", "borrow"),
            ("cpu", "mixed_flat"): ("mixed", "mixed_flat"),
            ("cpu", "mixed_borrow"): ("mixed", "mixed_borrow"),
+           ("cpu", "flat_bf16"): ("lowbit", "flat_bf16"),
+           ("reference", "flat_bf16"): ("lowbit_reference", "flat_bf16"),
            **{("reference", v): ("reference", v)
               for v in ("flat", "borrow", "mixed_flat", "mixed_borrow")}}
 
@@ -33,6 +37,10 @@ def module_for(name):
         from ..kernels import reference as k
     elif name == "mixed":
         from ..kernels import mixed as k
+    elif name == "lowbit":
+        from ..kernels import lowbit as k
+    elif name == "lowbit_reference":
+        from ..kernels import lowbit_reference as k
     else:
         from ..kernels import cpu as k
     return k
