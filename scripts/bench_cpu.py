@@ -31,13 +31,15 @@ from adamax_engine.bench.startup import cold_start, describe  # noqa: E402
 from adamax_engine.bench.timing import (machine_info, paired_ratio, summary,  # noqa: E402
                                         timeit_rounds)
 
-OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling"]
+OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling", "engine_bf16",
+       "ceiling_bf16"]
 PEERS = ["engine", "ceiling", "torch", "torch_foreach", "paddle", "engine_on_torch",
          "engine_on_paddle", "torch_front"]
 JAX = ["optax_jit", "optax_front_jit", "ceiling"]  # their own loop: XLA's thread pool
 LABELS = {"engine": "engine flat (adopt)", "ceiling": "same-traffic ceiling",
           "engine_borrow": "engine borrow", "engine_full": "engine clip+L2+sched+update",
           "read_ceiling": "read ceiling (grads once)",
+          "engine_bf16": "engine, bfloat16 state", "ceiling_bf16": "ceiling at 20 B/element",
           "torch": "torch.optim.Adamax default", "torch_foreach": "torch.optim.Adamax foreach",
           "paddle": "paddle.optimizer.Adamax", "engine_on_torch": "engine on torch params",
           "engine_on_paddle": "engine on paddle params",
@@ -89,6 +91,9 @@ def main(argv=None):
               f" of ceiling (target >= 0.9); borrow/flat = {r('engine_borrow', 'engine'):.2f}x "
               f"(target <= 1.3); clip+L2+sched/bare = {r('engine_full', 'engine'):.2f}x (target "
               f"<= 1.25; floor here {np.median(floor):.2f}x: the norm pass's read of the grads)")
+        print(f"bfloat16 state: {r('engine_bf16', 'engine'):.2f}x the float32 step's time "
+              f"(target <= 0.80), {r('ceiling_bf16', 'engine_bf16'):.2f} of its own ceiling "
+              f"(target >= 0.85)")
         rounds = timeit_rounds(_build(PEERS, shapes, rng), args.reps)
         res = summary(rounds)
         print("with the frameworks, in one loop:")

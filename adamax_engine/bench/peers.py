@@ -14,7 +14,7 @@ from numba import njit, prange
 from .. import Adamax, ClipGradByGlobalNorm, Parameter, lr
 
 BYTES = {"engine": 28, "engine_borrow": 28, "engine_full": 32, "ceiling": 28,
-         "read_ceiling": 4}
+         "read_ceiling": 4, "engine_bf16": 20, "ceiling_bf16": 20}
 
 
 class Skip(Exception):
@@ -28,6 +28,17 @@ def same_traffic(p, g, m, u):
         gi = g[i]
         m[i] = m[i] + gi
         u[i] = u[i] + gi
+        p[i] = p[i] + gi
+
+
+@njit(parallel=True, cache=True)
+def same_traffic_bf16(p, g, m, u):
+    """The bfloat16-state step's ceiling: 20 B per element (read p, g, 16-bit m, u; write p, m,
+    u) with trivial arithmetic."""
+    for i in prange(p.shape[0]):
+        gi = g[i]
+        m[i] = m[i] ^ np.uint16(1)
+        u[i] = u[i] ^ np.uint16(1)
         p[i] = p[i] + gi
 
 
@@ -89,6 +100,13 @@ def ceiling(shapes, rng):
     n = int(sum(np.prod(s) for s in shapes))
     arrays = [rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(4)]
     return lambda: same_traffic(*arrays)
+
+
+def ceiling_bf16(shapes, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    p, g = (rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(2))
+    m, u = (np.zeros(n, np.uint16) for _ in range(2))
+    return lambda: same_traffic_bf16(p, g, m, u)
 
 
 def read_ceiling(shapes, rng):
@@ -195,6 +213,8 @@ CPU_IMPLEMENTATIONS = {
     "engine_borrow": lambda s, r: engine(s, r, mode="borrow"),
     "engine_full": engine_full,
     "read_ceiling": read_ceiling,
+    "engine_bf16": lambda s, r: engine(s, r, state_dtype="bfloat16"),
+    "ceiling_bf16": ceiling_bf16,
     "numpy_reference": reference,
     "torch": lambda s, r: torch_adamax(s, r, foreach=False),
     "torch_foreach": lambda s, r: torch_adamax(s, r, foreach=True),

@@ -17,7 +17,9 @@ LOOK = {"ceiling": ("black", ":"), "read_ceiling": ("grey", ":"),
         "engine_full": ("tab:green", "-"), "engine_on_torch": ("tab:cyan", "-"),
         "engine_on_paddle": ("tab:olive", "-"), "numpy_reference": ("tab:brown", "--"),
         "torch": ("tab:red", "--"), "torch_foreach": ("tab:pink", "--"),
-        "paddle": ("tab:purple", "--"), "optax_jit": ("goldenrod", "--")}
+        "paddle": ("tab:purple", "--"), "optax_jit": ("goldenrod", "--"),
+        "engine_bf16": ("tab:blue", "-."), "ceiling_bf16": ("dimgrey", ":"),
+        "torch_front": ("tab:cyan", "-."), "optax_front_jit": ("goldenrod", "-.")}
 
 
 def _times(row):

@@ -25,7 +25,8 @@ ROTATE_BYTES = 64 << 20
 MEMORY_BUDGET = 6 << 30  # bytes all implementations of one workload may hold at once
 #: timed in their own round-robin loop: a framework's thread pool still spinning after its call
 #: (paddle's Intel OpenMP spins 200 ms by default) would slow whichever of them runs next
-OWN = ("ceiling", "read_ceiling", "engine", "engine_borrow", "engine_full")
+OWN = ("ceiling", "read_ceiling", "engine", "engine_borrow", "engine_full", "engine_bf16",
+       "ceiling_bf16")
 
 
 def workloads(sizes, tiny=False):
@@ -104,7 +105,8 @@ def markdown(results):
         mine = r.get("engine_with_peers_s") or t.get("engine")
         cells.append(f"{frac:.2f}" if frac else "-")
         cells.append(f"{t['engine_full'] / t['engine']:.2f}x ({clip_floor(t):.2f}x)"
-                     if all(k in t for k in OWN) else "-")
+                     if all(k in t for k in ("engine", "engine_full", "ceiling", "read_ceiling"))
+                     else "-")
         cells.append(f"{best / mine:.1f}x (ceiling {best / t['ceiling']:.1f}x)"
                      if best and mine and "ceiling" in t else "-")
         lines.append("| " + " | ".join(cells) + " |")

@@ -13,62 +13,103 @@ from numba import njit, prange
 from .cpu import adamax_element, prepared_grad, sumsq_flat
 from .halfbits import bf16_to_f32, f32_bits, f32_to_bf16
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
-                     EPS, GRAD_SCALE, LR_T, ONE_MINUS_BETA1, SCALE_GRAD)
+                     EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
+                     SCALE_GRAD, TORCH)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@njit(inline="always")
-def random16(seed, index):
-    """splitmix64(seed * golden ^ index) & 0xFFFF (lowbit_reference.random16)."""
-    z = (np.uint64(seed) * _GOLDEN) ^ np.uint64(index)
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z = z ^ (z >> np.uint64(31))
-    return np.uint32(z & np.uint64(0xFFFF))
+_MUL1, _MUL2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
+_S15, _S16 = np.uint32(15), np.uint32(16)
+_LOW16, _EXP = np.uint32(0xFFFF), np.uint32(0x7F800000)
 
 
 @njit(inline="always")
-def bf16_stochastic(x, r):
-    """float32 -> bfloat16 bits rounded up with probability equal to the remainder; inf/NaN
-    rounded to nearest (lowbit_reference.bf16_stochastic)."""
-    bits = f32_bits(x)
-    if (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000):
+def hash32(x):
+    """lowbias32 (lowbit_reference.hash32): 32-bit multiplies, which vectorise. (numba widens
+    integer arithmetic to 64 bits: every step is cut back to 32.)"""
+    x = np.uint32(x)
+    x = np.uint32(x ^ (x >> _S16))
+    x = np.uint32(x * _MUL1)
+    x = np.uint32(x ^ (x >> _S15))
+    x = np.uint32(x * _MUL2)
+    return np.uint32(x ^ (x >> _S16))
+
+
+@njit(inline="always")
+def bf16_round(x, key, i, stochastic):
+    """float32 -> bfloat16 bits: stochastic (random bits from the element index and ``key``)
+    or to nearest even; inf/NaN to nearest (lowbit_reference.bf16_stochastic)."""
+    if not stochastic:
         return f32_to_bf16(x)
-    return np.uint16((bits + r) >> np.uint32(16))
+    bits = f32_bits(x)
+    if (bits & _EXP) == _EXP:
+        return f32_to_bf16(x)
+    r = hash32(np.uint32(i) ^ key) & _LOW16
+    return np.uint16(np.uint32(bits + r) >> _S16)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+def _make_loop(flavor, stochastic, generic):
+    """One chunk's element loop, its own small compiled function (as kernels.cpu._make_loop:
+    a loop the flags are hoisted out of, which LLVM vectorises). ``base``: the chunk's first
+    index in the flat buffer (the random bits' counter)."""
+
+    @njit(error_model="numpy")
+    def loop(p, g, mq, uq, base, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
+             scale_grad, decay_mode, key_m, key_u):
+        l2 = decay_mode == L2_DECAY
+        for j in range(p.shape[0]):
+            if generic:
+                gj = prepared_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
+                                   decay_mode)
+            else:
+                gj = g[j] * scale
+                if l2:
+                    gj = gj + decay * p[j]
+            pj, m, u = adamax_element(p[j], gj, bf16_to_f32(mq[j]), bf16_to_f32(uq[j]), lr_t,
+                                      b1, omb1, b2, eps, flavor)
+            p[j] = pj
+            mq[j] = bf16_round(m, key_m, base + j, stochastic)
+            uq[j] = bf16_round(u, key_u, base + j, stochastic)
+    return loop
+
+
+def _make_kernel(flavor, stochastic):
+    """The fused bfloat16-state update for one flavor and rounding, compiled on first use.
+    Chunks without value clip or L1 decay take the fast loop (the norm scale always applied,
+    x * 1 == x; L2 as one select), the others the generic one: the same bits either way."""
+    fast, generic = _make_loop(flavor, stochastic, False), _make_loop(flavor, stochastic, True)
+
+    @njit(parallel=True, error_model="numpy")
+    def kernel(params, grads, mq, uq, chunks, hyper, flags, steps):
+        for c in prange(chunks.shape[0]):
+            seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            f = flags[seg]
+            if f[ACTIVE] == 0:
+                continue
+            h = hyper[seg]
+            clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
+                f[DECAY_MODE]
+            scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
+            seed = np.uint32((2 * steps[seg]) & 0xFFFFFFFF)
+            args = (start, h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN],
+                    h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode,
+                    hash32(seed), hash32(seed + np.uint32(1)))
+            sl = slice(start, end)
+            if clip_value or decay_mode == L1_DECAY:
+                generic(params[sl], grads[sl], mq[sl], uq[sl], *args)
+            else:
+                fast(params[sl], grads[sl], mq[sl], uq[sl], *args)
+    return kernel
+
+
+_KERNELS = {}
+
+
 def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic):
     """One step of every active segment of a float32 bucket whose state is bfloat16 bits."""
-    for c in prange(chunks.shape[0]):
-        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        f = flags[seg]
-        if f[ACTIVE] == 0:
-            continue
-        h = hyper[seg]
-        clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
-            f[DECAY_MODE]
-        scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-        lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
-        lo, hi, decay = h[CLIP_MIN], h[CLIP_MAX], h[DECAY]
-        seed = np.uint64(2) * np.uint64(steps[seg])
-        for i in range(start, end):
-            g = prepared_grad(grads[i], params[i], lo, hi, scale, decay, clip_value,
-                              scale_grad, decay_mode)
-            p, m, u = adamax_element(params[i], g, bf16_to_f32(mq[i]), bf16_to_f32(uq[i]),
-                                     lr_t, b1, omb1, b2, eps, flavor)
-            params[i] = p
-            if stochastic:
-                mq[i] = bf16_stochastic(m, random16(seed, i))
-                uq[i] = bf16_stochastic(u, random16(seed + np.uint64(1), i))
-            else:
-                mq[i] = f32_to_bf16(m)
-                uq[i] = f32_to_bf16(u)
-
-
+    key = (int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH, bool(stochastic))
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = _make_kernel(*key)
+    kernel(params, grads, mq, uq, chunks, hyper, flags, steps)
 # --- the host stepper's entry points (step/host.py KERNELS), one signature per operation ------
 def update_flat_bf16(ops, flavor):
     bf16_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,

@@ -9,8 +9,8 @@ step in float32 exactly as the float32 path does (``reference.prepare_grad`` and
   rounding is unbiased. Without it, ``u <- max(b2*u + eps, |g|)`` with b2 = 0.999 moves u by
   0.1% a step, less than half a bfloat16 step (0.4%): round-to-nearest gives u back unchanged
   and the inf-norm never decays. inf and NaN are rounded to nearest (NaN stays NaN).
-* r is counter-based: splitmix64 of (2 * the segment's step count + role, the element's
-  index in the flat buffer), role 0 for the moment and 1 for the inf-norm. The same step and
+* r is counter-based: a 32-bit hash of the element's index in the flat buffer and of
+  2 * the segment's step count + role, role 0 for the moment and 1 for the inf-norm. The same step and
   element get the same r whatever thread runs them, so results are reproducible and
   independent of the thread count.
 * ``rounding="nearest"``: round to nearest even (ml_dtypes' ``astype(bfloat16)``).
@@ -20,19 +20,27 @@ import numpy as np
 from . import layout as L
 from .reference import adamax_update, prepare_grad
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+_MUL1, _MUL2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
+
+
+def hash32(x):
+    """A 32-bit integer hash (C. Wellons' "lowbias32"), elementwise; uint32 in and out."""
+    x = np.asarray(x, np.uint32)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint32(16))
+        x = x * _MUL1
+        x = x ^ (x >> np.uint32(15))
+        x = x * _MUL2
+        return x ^ (x >> np.uint32(16))
 
 
 def random16(seed, index):
-    """splitmix64(seed * golden ^ index) & 0xFFFF, elementwise over ``index`` (uint32)."""
-    with np.errstate(over="ignore"):
-        z = (np.uint64(seed) * _GOLDEN) ^ np.asarray(index, np.uint64)
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        z = z ^ (z >> np.uint64(31))
-    return (z & np.uint64(0xFFFF)).astype(np.uint32)
+    """The rounding's 16 random bits: hash32(index ^ hash32(seed)) & 0xFFFF (uint32), with
+    ``seed`` = 2 x step count + role and ``index`` the element's place in the flat buffer
+    (taken modulo 2^32)."""
+    key = hash32(np.uint32(seed % (1 << 32)))
+    index = (np.asarray(index, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return hash32(index ^ key) & np.uint32(0xFFFF)
 
 
 def bf16_value(bits):
