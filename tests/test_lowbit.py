@@ -100,8 +100,8 @@ def test_stochastic_rounding_is_unbiased_and_nearest_is_numpys():
     np.testing.assert_array_equal(R.bf16_nearest(x).view(ml_dtypes.bfloat16),
                                   x.astype(ml_dtypes.bfloat16))
     value = np.float32(1.0 + 2.0 ** -10)  # a quarter of the way from 1 to the next bfloat16
-    draws = R.bf16_value(R.bf16_stochastic(np.full(200_000, value),
-                                           R.random16(7, np.arange(200_000))))
+    r = R.random_bits(7, np.arange(200_000)) & np.uint32(0xFFFF)
+    draws = R.bf16_value(R.bf16_stochastic(np.full(200_000, value), r))
     assert set(np.unique(draws)) == {np.float32(1.0), np.float32(1.0 + 2.0 ** -7)}
     assert abs(draws.astype(np.float64).mean() - float(value)) < 2e-5  # unbiased
     assert abs((draws > 1).mean() - 0.125) < 0.005  # up with probability 2^-10 / 2^-7

@@ -34,15 +34,14 @@ def hash32(x):
 
 
 @njit(inline="always")
-def bf16_round(x, key, i, stochastic):
-    """float32 -> bfloat16 bits: stochastic (random bits from the element index and ``key``)
-    or to nearest even; inf/NaN to nearest (lowbit_reference.bf16_stochastic)."""
+def bf16_round(x, r, stochastic):
+    """float32 -> bfloat16 bits: stochastic with the 16 random bits ``r``, or to nearest even;
+    inf/NaN to nearest (lowbit_reference.bf16_stochastic)."""
     if not stochastic:
         return f32_to_bf16(x)
     bits = f32_bits(x)
     if (bits & _EXP) == _EXP:
         return f32_to_bf16(x)
-    r = hash32(np.uint32(i) ^ key) & _LOW16
     return np.uint16(np.uint32(bits + r) >> _S16)
 
 
@@ -53,7 +52,7 @@ def _make_loop(flavor, stochastic, generic):
 
     @njit(error_model="numpy")
     def loop(p, g, mq, uq, base, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
-             scale_grad, decay_mode, key_m, key_u):
+             scale_grad, decay_mode, key):
         l2 = decay_mode == L2_DECAY
         for j in range(p.shape[0]):
             if generic:
@@ -66,8 +65,9 @@ def _make_loop(flavor, stochastic, generic):
             pj, m, u = adamax_element(p[j], gj, bf16_to_f32(mq[j]), bf16_to_f32(uq[j]), lr_t,
                                       b1, omb1, b2, eps, flavor)
             p[j] = pj
-            mq[j] = bf16_round(m, key_m, base + j, stochastic)
-            uq[j] = bf16_round(u, key_u, base + j, stochastic)
+            h = hash32(np.uint32(base + j) ^ key) if stochastic else np.uint32(0)
+            mq[j] = bf16_round(m, h & _LOW16, stochastic)
+            uq[j] = bf16_round(u, h >> _S16, stochastic)
     return loop
 
 
@@ -88,10 +88,9 @@ def _make_kernel(flavor, stochastic):
             clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-            seed = np.uint32((2 * steps[seg]) & 0xFFFFFFFF)
             args = (start, h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN],
                     h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode,
-                    hash32(seed), hash32(seed + np.uint32(1)))
+                    hash32(np.uint32(steps[seg] & 0xFFFFFFFF)))
             sl = slice(start, end)
             if clip_value or decay_mode == L1_DECAY:
                 generic(params[sl], grads[sl], mq[sl], uq[sl], *args)

@@ -9,8 +9,9 @@ step in float32 exactly as the float32 path does (``reference.prepare_grad`` and
   rounding is unbiased. Without it, ``u <- max(b2*u + eps, |g|)`` with b2 = 0.999 moves u by
   0.1% a step, less than half a bfloat16 step (0.4%): round-to-nearest gives u back unchanged
   and the inf-norm never decays. inf and NaN are rounded to nearest (NaN stays NaN).
-* r is counter-based: a 32-bit hash of the element's index in the flat buffer and of
-  2 * the segment's step count + role, role 0 for the moment and 1 for the inf-norm. The same step and
+* r is counter-based: one 32-bit hash of the element's index in the flat buffer and of the
+  segment's step count per element and step; its low half rounds the moment, its high half
+  the inf-norm. The same step and
   element get the same r whatever thread runs them, so results are reproducible and
   independent of the thread count.
 * ``rounding="nearest"``: round to nearest even (ml_dtypes' ``astype(bfloat16)``).
@@ -34,13 +35,13 @@ def hash32(x):
         return x ^ (x >> np.uint32(16))
 
 
-def random16(seed, index):
-    """The rounding's 16 random bits: hash32(index ^ hash32(seed)) & 0xFFFF (uint32), with
-    ``seed`` = 2 x step count + role and ``index`` the element's place in the flat buffer
-    (taken modulo 2^32)."""
-    key = hash32(np.uint32(seed % (1 << 32)))
+def random_bits(step, index):
+    """The rounding's random bits for one step: h = hash32(index ^ hash32(step)) (uint32),
+    ``step`` the segment's step count and ``index`` the element's place in the flat buffer
+    (modulo 2^32); its low 16 bits round the moment, its high 16 bits the inf-norm."""
+    key = hash32(np.uint32(int(step) % (1 << 32)))
     index = (np.asarray(index, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return hash32(index ^ key) & np.uint32(0xFFFF)
+    return hash32(index ^ key)
 
 
 def bf16_value(bits):
@@ -80,10 +81,9 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stoc
         adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1], beta2=h[L.BETA2],
                       epsilon=h[L.EPS], flavor=flavor)
         if stochastic:
-            index = np.arange(start, end, dtype=np.uint64)
-            seed = 2 * int(steps[seg])
-            mq[sl] = bf16_stochastic(m, random16(seed, index))
-            uq[sl] = bf16_stochastic(u, random16(seed + 1, index))
+            h = random_bits(steps[seg], np.arange(start, end, dtype=np.uint64))
+            mq[sl] = bf16_stochastic(m, h & np.uint32(0xFFFF))
+            uq[sl] = bf16_stochastic(u, h >> np.uint32(16))
         else:
             mq[sl], uq[sl] = bf16_nearest(m), bf16_nearest(u)
 
