@@ -31,7 +31,7 @@ def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entr
                          "and without multi_precision for now")
     for e in entries:
         if e.dtype.name != "float32" or e.adapter.default_mode != "adopt":
-            kind = type(e.param).__module__.split(".")[0]
+            kind = type(e.param).__module__.split(".")[0].replace("adamax_engine", "numpy")
             raise ValueError(f"state_dtype={state_dtype!r}: {e.name!r} is a {e.dtype.name} "
                              f"{kind} parameter; low-bit state takes adopted float32 "
                              "parameters (numpy Parameters, torch tensors)")
