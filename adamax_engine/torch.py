@@ -101,7 +101,13 @@ class Adamax(torch.optim.Optimizer):
         super().add_param_group(param_group)
         if self._core is not None:
             saved = {p: {k: v.clone() for k, v in s.items()} for p, s in self.state.items()}
-            self._build()
+            core = self._core
+            try:
+                self._build()
+            except Exception:  # the group is refused: the optimizer stays as it was
+                self.param_groups.pop()
+                self._core = core
+                raise
             self._attach(saved)
 
     def _build(self):

@@ -429,3 +429,18 @@ def test_pickling_says_to_use_the_state_dict():
     opt = Adamax(model().parameters())
     with pytest.raises(TypeError, match="save opt.state_dict"):
         copy.deepcopy(opt)
+
+
+def test_a_refused_param_group_leaves_the_optimizer_as_it_was():
+    m = model()
+    opt = Adamax(m[0].parameters(), lr=0.01)
+    x, y = data()
+    torch.nn.functional.mse_loss(m(x), y).backward()
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[m[0].weight].items()}
+    with pytest.raises(TypeError, match="complex parameters"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.cfloat))]})
+    assert len(opt.param_groups) == 1
+    opt.step()  # still steps, with its state
+    assert int(opt.state[m[0].weight]["step"]) == 2 and not torch.equal(
+        before["exp_avg"], opt.state[m[0].weight]["exp_avg"])
