@@ -330,7 +330,7 @@ def optimizer_kwargs(block, src, path="optimizer"):
         kw["mode"] = choice(block["mode"], f"{path}.mode", src, ["adopt", "borrow"])
     if "state_dtype" in block:
         kw["state_dtype"] = choice(block["state_dtype"], f"{path}.state_dtype", src,
-                                   ["float32", "bfloat16"])
+                                   ["float32", "bfloat16", "int8"])
     if "state_rounding" in block:
         kw["state_rounding"] = choice(block["state_rounding"], f"{path}.state_rounding", src,
                                       ["stochastic", "nearest"])

@@ -98,3 +98,4 @@ class Operands(NamedTuple):
     store: object           # the 16-bit dtype of params/grads (mixed precision), else None
     steps: object = None    # per-segment step counts (low-bit state: the rounding's counter)
     stochastic: bool = True  # low-bit state: stochastic rounding (else to nearest even)
+    scales: object = None   # int8 state: (moment scales, inf-norm scales), one per block

@@ -117,3 +117,93 @@ def update_flat_bf16(ops, flavor):
 
 def sumsq_flat_bf16(ops, flags):
     return sumsq_flat(ops, flags)  # the norm pass reads the grads only: the float32 one
+
+
+# --- int8 block-quantized state (lowbit_reference.int8_update documents it) -------------------
+BLOCK = 256
+_UNIT = np.float32(2.0 ** -16)
+_HALF = np.float32(0.5)
+_NAN = np.float32(np.nan)
+
+
+def _make_int8_kernel(flavor, stochastic):
+    """Per block of BLOCK elements, one pass: dequantize, step in float32 (the float32 path's
+    element code), keep the block's new moments in two small buffers with their maxima, then
+    requantize with fresh scales. Same bits as the oracle (max is exact in any order)."""
+
+    @njit(parallel=True, error_model="numpy")
+    def kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps):
+        for c in prange(chunks.shape[0]):
+            seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            f = flags[seg]
+            if f[ACTIVE] == 0:
+                continue
+            h = hyper[seg]
+            clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
+                f[DECAY_MODE]
+            scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
+            lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
+            lo, hi, decay = h[CLIP_MIN], h[CLIP_MAX], h[DECAY]
+            key = hash32(np.uint32(steps[seg] & 0xFFFFFFFF))
+            mbuf = np.empty(BLOCK, np.float32)
+            ubuf = np.empty(BLOCK, np.float32)
+            for b0 in range(start, end, BLOCK):
+                n = min(BLOCK, end - b0)
+                blk = b0 // BLOCK
+                sm_old = m_scale[blk] / np.float32(127)
+                su_old = u_scale[blk]
+                sm, su = np.float32(0), np.float32(0)
+                for j in range(n):
+                    i = b0 + j
+                    g = prepared_grad(grads[i], params[i], lo, hi, scale, decay, clip_value,
+                                      scale_grad, decay_mode)
+                    q = np.float32(uq[i]) / np.float32(255)
+                    p, m, u = adamax_element(params[i], g, np.float32(mq[i]) * sm_old,
+                                             su_old * ((q * q) * (q * q)), lr_t, b1, omb1, b2,
+                                             eps, flavor)
+                    params[i] = p
+                    mbuf[j], ubuf[j] = m, u
+                    am = abs(m)
+                    sm = am if (am > sm or am != am) else sm
+                    su = u if (u > su or u != u) else su
+                sm = _NAN if sm != sm else sm  # one NaN (lowbit_reference.int8_quantize)
+                su = _NAN if su != su else su
+                tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+                for j in range(n):
+                    i = b0 + j
+                    if stochastic:
+                        r = hash32(np.uint32(i) ^ key)
+                        um = np.float32(r & _LOW16) * _UNIT
+                        uu = np.float32(r >> _S16) * _UNIT
+                    else:
+                        um, uu = _HALF, _HALF
+                    xm = mbuf[j] * tm + um if sm > 0 else um
+                    xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if su > 0 else uu
+                    cm = np.floor(xm) if xm == xm else np.float32(0)
+                    cu = np.floor(xu) if xu == xu else np.float32(0)
+                    mq[i] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
+                    uq[i] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
+                m_scale[blk], u_scale[blk] = sm, su
+    return kernel
+
+
+_INT8_KERNELS = {}
+
+
+def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
+                stochastic):
+    """One step of every active segment of a float32 bucket with int8 block-quantized state."""
+    key = (int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH, bool(stochastic))
+    kernel = _INT8_KERNELS.get(key)
+    if kernel is None:
+        kernel = _INT8_KERNELS[key] = _make_int8_kernel(*key)
+    kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps)
+
+
+def update_flat_int8(ops, flavor):
+    int8_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.scales[0], ops.scales[1],
+                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic)
+
+
+def sumsq_flat_int8(ops, flags):
+    return sumsq_flat(ops, flags)

@@ -97,3 +97,102 @@ def update_flat_bf16(ops, flavor):
 def sumsq_flat_bf16(ops, flags):
     from .reference import sumsq_flat
     return sumsq_flat(ops, flags)
+
+
+# --- int8 block-quantized state -----------------------------------------------------------------
+#: elements per quantization block; segments of an int8-state bucket start on block boundaries,
+#: so a block never holds two parameters (and a chunk of layout.CHUNK starts on one)
+BLOCK = 256
+_UNIT = np.float32(2.0 ** -16)
+_NAN = np.float32(np.nan)
+
+
+def int8_moment_value(codes, scale):
+    """int8 codes of one block -> float32: code * (scale / 127)."""
+    return np.asarray(codes, np.float32) * (np.float32(scale) / np.float32(127))
+
+
+def int8_inf_norm_value(codes, scale):
+    """uint8 codes of one block -> float32: scale * (code / 255) ** 4 (a power map: relative
+    resolution where the inf-norms are small, which linear codes lack)."""
+    q = np.asarray(codes, np.float32) / np.float32(255)
+    return np.float32(scale) * ((q * q) * (q * q))
+
+
+def int8_quantize(m, u, rand, stochastic):
+    """One block's fresh (moment codes, moment scale, inf-norm codes, inf-norm scale).
+
+    moment: scale = max |m|, code = round(m * (127 / scale)) in [-127, 127]; inf-norm: scale =
+    max u, code = round(sqrt(sqrt(u / scale)) * 255) in [0, 255]. Rounding adds U = r * 2^-16
+    (r: the low / high 16 random bits) and floors (stochastic), or adds 0.5 (nearest). A zero
+    scale gives zero codes; a non-finite value makes its block's scale non-finite."""
+    m, u = np.asarray(m, np.float32), np.asarray(u, np.float32)
+    sm, su = np.float32(np.max(np.abs(m))), np.float32(np.max(u))
+    sm = _NAN if sm != sm else sm  # one NaN for a block holding any (its sign and payload
+    su = _NAN if su != su else su  # would depend on which element came first)
+    if stochastic:
+        um = (rand & np.uint32(0xFFFF)).astype(np.float32) * _UNIT
+        uu = (rand >> np.uint32(16)).astype(np.float32) * _UNIT
+    else:
+        um = uu = np.full(m.shape, np.float32(0.5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = m * (np.float32(127) / sm) if sm > 0 else np.zeros_like(m)
+        xu = np.sqrt(np.sqrt(u / su)) * np.float32(255) if su > 0 else np.zeros_like(u)
+    cm = np.clip(np.floor(np.nan_to_num(xm + um, nan=0.0)), -127, 127).astype(np.int8)
+    cu = np.clip(np.floor(np.nan_to_num(xu + uu, nan=0.0)), 0, 255).astype(np.uint8)
+    return cm, sm, cu, su
+
+
+def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
+                stochastic=True):
+    """One step of every active segment of a float32 bucket with int8 block-quantized state:
+    per block, dequantize, step in float32, requantize with fresh scales (kernels/lowbit.py)."""
+    for seg, start, end in chunks:
+        if flags[seg, L.ACTIVE] == 0:
+            continue
+        h = hyper[seg]
+        for b0 in range(start, end, BLOCK):
+            b1 = min(b0 + BLOCK, end)
+            blk, sl = b0 // BLOCK, slice(b0, b1)
+            g = prepare_grad(grads[sl], params[sl], h, flags[seg])
+            m = int8_moment_value(mq[sl], m_scale[blk])
+            u = int8_inf_norm_value(uq[sl], u_scale[blk])
+            adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1],
+                          beta2=h[L.BETA2], epsilon=h[L.EPS], flavor=flavor)
+            rand = random_bits(steps[seg], np.arange(b0, b1, dtype=np.uint64))
+            mq[sl], m_scale[blk], uq[sl], u_scale[blk] = int8_quantize(m, u, rand, stochastic)
+
+
+def update_flat_int8(ops, flavor):
+    int8_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.scales[0], ops.scales[1],
+                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic)
+
+
+def sumsq_flat_int8(ops, flags):
+    from .reference import sumsq_flat
+    return sumsq_flat(ops, flags)
+
+
+def int8_decode(codes, scales, offset, kind):
+    """A segment's float32 values from its codes (the segment starts at ``offset``, a block
+    boundary) and the bucket's per-block scales; ``kind``: "moment" or "inf_norm"."""
+    codes = np.asarray(codes).reshape(-1)
+    out = np.empty(codes.shape[0], np.float32)
+    for b0 in range(0, codes.shape[0], BLOCK):
+        sl, blk = slice(b0, b0 + BLOCK), (offset + b0) // BLOCK
+        value = int8_moment_value if kind == "moment" else int8_inf_norm_value
+        out[sl] = value(codes[sl], scales[blk])
+    return out
+
+
+def int8_encode(moment, inf_norm):
+    """A segment's float32 state -> (moment codes, moment scales, inf-norm codes, inf-norm
+    scales) per block, rounded to nearest (loading a state dict or checkpoint)."""
+    m, u = np.asarray(moment, np.float32).reshape(-1), np.asarray(inf_norm, np.float32).reshape(-1)
+    parts = [int8_quantize(m[b0:b0 + BLOCK], u[b0:b0 + BLOCK], None, False)
+             for b0 in range(0, m.shape[0], BLOCK)]
+    if not parts:
+        empty = np.zeros(0, np.float32)
+        return np.zeros(0, np.int8), empty, np.zeros(0, np.uint8), empty
+    return (np.concatenate([p[0] for p in parts]), np.array([p[1] for p in parts], np.float32),
+            np.concatenate([p[2] for p in parts]), np.array([p[3] for p in parts], np.float32))

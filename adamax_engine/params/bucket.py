@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels import layout as L
-from ..kernels.lowbit_reference import bf16_nearest, bf16_value
+from ..kernels.lowbit_reference import (BLOCK, bf16_nearest, bf16_value, int8_decode,
+                                        int8_encode)
 from ..kernels.reference import paddle_hyper
 
 
@@ -74,7 +75,8 @@ class Bucket:
     dtype: np.dtype           # the compute dtype: moments, hyper table (float32 if ``store``)
     mode: str
     store: np.dtype = None    # float16/bfloat16 params and grads (mixed precision), else None
-    state_dtype: str = "float32"  # "bfloat16": moment/inf_norm held as bfloat16 bits (uint16)
+    state_dtype: str = "float32"  # "bfloat16": moment/inf_norm held as bfloat16 bits (uint16);
+    #                               "int8": int8 / uint8 codes with a float32 scale per block
     stochastic: bool = True   # bfloat16 state: stochastic rounding, else to nearest even
     entries: list = field(default_factory=list)
     # --- buffers and tables, made by allocate() ------------------------------------------------
@@ -105,16 +107,23 @@ class Bucket:
     alive: list = None
     shard: Shard = None             # ZeRO-1 (take_shard)
     dirty: bool = True              # a device copy of the tables must be refreshed
+    scales: tuple = None            # int8 state: (moment scales, inf-norm scales) per block
 
     def allocate(self, zeros, address_of):
         """Buffers for the entries; ``zeros(n, dtype)`` makes a buffer where the bucket lives,
         ``address_of(view)`` gives a view's address (adopt mode compares grads by it)."""
         n = len(self.entries)
         self.lengths = np.array([e.size for e in self.entries], dtype=np.int64)
-        self.offsets, total = L.segment_offsets(self.lengths)
-        held = np.dtype(np.uint16) if self.low_bit else self.dtype
-        self.moment = zeros(total, held)
-        self.inf_norm = zeros(total, held)
+        int8 = self.state_dtype == "int8"
+        self.offsets, total = L.segment_offsets(self.lengths, align=BLOCK) if int8 else \
+            L.segment_offsets(self.lengths)
+        held = {"bfloat16": (np.uint16, np.uint16), "int8": (np.int8, np.uint8)}.get(
+            self.state_dtype, (self.dtype, self.dtype))
+        self.moment = zeros(total, np.dtype(held[0]))
+        self.inf_norm = zeros(total, np.dtype(held[1]))
+        if int8:
+            blocks = (total + BLOCK - 1) // BLOCK
+            self.scales = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32))
         self.beta1_pow = np.zeros(n, self.dtype)
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
@@ -194,7 +203,8 @@ class Bucket:
 
     def state_nbytes(self):
         """Bytes of optimizer state this bucket holds (moments, beta1_pow; masters apart)."""
-        return int(self.moment.nbytes + self.inf_norm.nbytes + self.beta1_pow.nbytes)
+        scales = sum(int(x.nbytes) for x in self.scales) if self.scales is not None else 0
+        return int(self.moment.nbytes + self.inf_norm.nbytes + self.beta1_pow.nbytes) + scales
 
     def segment(self, flat, k):
         """Segment k of a flat buffer, shaped like its parameter (a view, never a copy)."""
@@ -232,8 +242,12 @@ class Bucket:
         """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views (with bfloat16
         state: float32 copies of the moments, exactly their values)."""
         m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
-        if self.low_bit:
+        if self.state_dtype == "bfloat16":
             m, u = bf16_value(m).reshape(m.shape), bf16_value(u).reshape(u.shape)
+        elif self.state_dtype == "int8":
+            off = int(self.offsets[k])
+            m = int8_decode(m, self.scales[0], off, "moment").reshape(m.shape)
+            u = int8_decode(u, self.scales[1], off, "inf_norm").reshape(u.shape)
         return m, u, self.beta1_pow[k:k + 1], self.steps[k:k + 1]
 
     def load_segment_state(self, k, has_state, moment=None, inf_norm=None, beta1_pow=0,
@@ -244,9 +258,15 @@ class Bucket:
         if not has_state:
             moment, inf_norm = np.zeros(m.shape, self.dtype), np.zeros(u.shape, self.dtype)
             beta1_pow, steps = 0, 0
-        if self.low_bit:  # bfloat16 bits, rounded to nearest (exact for bfloat16 values)
+        if self.state_dtype == "bfloat16":  # rounded to nearest (exact for bfloat16 values)
             moment = bf16_nearest(moment).reshape(m.shape)
             inf_norm = bf16_nearest(inf_norm).reshape(u.shape)
+        elif self.state_dtype == "int8":  # the segment's blocks, requantized to nearest
+            moment, sm, inf_norm, su = int8_encode(moment, inf_norm)
+            moment, inf_norm = moment.reshape(m.shape), inf_norm.reshape(u.shape)
+            first = int(self.offsets[k]) // BLOCK
+            self.scales[0][first:first + len(sm)] = sm
+            self.scales[1][first:first + len(su)] = su
         _write(m, moment)
         _write(u, inf_norm)
         self.beta1_pow[k], self.has_state[k] = beta1_pow, has_state

@@ -12,15 +12,14 @@ def supported(dtype):
     return dtype in SUPPORTED_DTYPES or getattr(dtype, "name", None) in LOW_PRECISION
 
 
-STATE_DTYPES = ("float32", "bfloat16")
+STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
     """Low-bit state runs on the CPU, adopted float32 parameters, for now: anything else is
     refused here, naming what to change."""
     if state_dtype not in STATE_DTYPES:
-        raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}"
-                         + (" (int8 state is not built yet)" if state_dtype == "int8" else ""))
+        raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}")
     if rounding not in ("stochastic", "nearest"):
         raise ValueError("state_rounding: expected 'stochastic' or 'nearest', got "
                          f"{rounding!r}")

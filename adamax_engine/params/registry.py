@@ -227,7 +227,7 @@ class Registry:
             grads = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
                      for i, e in enumerate(b.entries)]
         return Operands(params, grads, b.moment, b.inf_norm, b.master, b.offsets, b.chunks,
-                        b.hyper, b.flags, b.store, b.steps, b.stochastic)
+                        b.hyper, b.flags, b.store, b.steps, b.stochastic, b.scales)
 
     def host_param(self, e):
         """A host copy of a parameter's current value (whatever framework or device holds it)."""

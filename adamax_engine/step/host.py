@@ -16,7 +16,7 @@ def variant(bucket):
     bfloat16 optimizer state."""
     return ("mixed_" if bucket.store is not None else "") + \
         ("flat" if bucket.mode == "adopt" else "borrow") + \
-        ("_bf16" if bucket.state_dtype == "bfloat16" else "")
+        {"bfloat16": "_bf16", "int8": "_int8"}.get(bucket.state_dtype, "")
 
 
 #: (backend, variant) -> (kernel module, entry suffix). Every host kernel module names its entry
@@ -27,6 +27,8 @@ KERNELS = {("cpu", "flat"): ("cpu", "flat"), ("cpu", "borrow"): ("cpu", "borrow"
            ("cpu", "mixed_borrow"): ("mixed", "mixed_borrow"),
            ("cpu", "flat_bf16"): ("lowbit", "flat_bf16"),
            ("reference", "flat_bf16"): ("lowbit_reference", "flat_bf16"),
+           ("cpu", "flat_int8"): ("lowbit", "flat_int8"),
+           ("reference", "flat_int8"): ("lowbit_reference", "flat_int8"),
            **{("reference", v): ("reference", v)
               for v in ("flat", "borrow", "mixed_flat", "mixed_borrow")}}
 
