@@ -214,6 +214,7 @@ CPU_IMPLEMENTATIONS = {
     "engine_full": engine_full,
     "read_ceiling": read_ceiling,
     "engine_bf16": lambda s, r: engine(s, r, state_dtype="bfloat16"),
+    "engine_int8": lambda s, r: engine(s, r, state_dtype="int8"),
     "ceiling_bf16": ceiling_bf16,
     "numpy_reference": reference,
     "torch": lambda s, r: torch_adamax(s, r, foreach=False),

@@ -126,10 +126,71 @@ _HALF = np.float32(0.5)
 _NAN = np.float32(np.nan)
 
 
+def _make_int8_step(flavor, generic):
+    """Pass 1 over one block: dequantize, step in float32 (the float32 element code), keep
+    the new moments in ``mbuf``/``ubuf``. Its own small function with the flags hoisted, as
+    the float32 loops, so that LLVM vectorises it."""
+
+    @njit(error_model="numpy")
+    def step(p, g, mq, uq, mbuf, ubuf, m_unit, u_scale, lr_t, b1, omb1, b2, eps, lo, hi, scale,
+             decay, clip_value, scale_grad, decay_mode):
+        l2 = decay_mode == L2_DECAY
+        for j in range(p.shape[0]):
+            if generic:
+                gj = prepared_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
+                                   decay_mode)
+            else:
+                gj = g[j] * scale
+                if l2:
+                    gj = gj + decay * p[j]
+            q = np.float32(uq[j]) / np.float32(255)
+            pj, m, u = adamax_element(p[j], gj, np.float32(mq[j]) * m_unit,
+                                      u_scale * ((q * q) * (q * q)), lr_t, b1, omb1, b2, eps,
+                                      flavor)
+            p[j] = pj
+            mbuf[j] = m
+            ubuf[j] = u
+    return step
+
+
+def _make_int8_quantize(stochastic):
+    """Pass 2 over one block: the new codes from the block's fresh scales."""
+
+    @njit(error_model="numpy")
+    def quantize(mq, uq, mbuf, ubuf, sm, su, key, base):
+        tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+        has_m, has_u = sm > 0, su > 0
+        for j in range(mq.shape[0]):
+            if stochastic:
+                r = hash32(np.uint32(base + j) ^ key)
+                um = np.float32(r & _LOW16) * _UNIT
+                uu = np.float32(r >> _S16) * _UNIT
+            else:
+                um, uu = _HALF, _HALF
+            xm = mbuf[j] * tm + um if has_m else um
+            xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if has_u else uu
+            cm = np.floor(xm) if xm == xm else np.float32(0)
+            cu = np.floor(xu) if xu == xu else np.float32(0)
+            mq[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
+            uq[j] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
+    return quantize
+
+
+@njit(inline="always")
+def _block_max(x, n, absolute):
+    """max over x[:n] (of |x| when ``absolute``); NaN if any is NaN: then the one NaN."""
+    out = np.float32(0)
+    for j in range(n):
+        v = abs(x[j]) if absolute else x[j]
+        out = v if (v > out or v != v) else out
+    return _NAN if out != out else out
+
+
 def _make_int8_kernel(flavor, stochastic):
-    """Per block of BLOCK elements, one pass: dequantize, step in float32 (the float32 path's
-    element code), keep the block's new moments in two small buffers with their maxima, then
-    requantize with fresh scales. Same bits as the oracle (max is exact in any order)."""
+    """Per block of BLOCK elements: pass 1 (dequantize, step, keep the new moments), the
+    block's maxima, pass 2 (requantize with those fresh scales). Same bits as the oracle."""
+    fast, generic = _make_int8_step(flavor, False), _make_int8_step(flavor, True)
+    quantize = _make_int8_quantize(stochastic)
 
     @njit(parallel=True, error_model="numpy")
     def kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps):
@@ -142,47 +203,23 @@ def _make_int8_kernel(flavor, stochastic):
             clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-            lr_t, b1, omb1, b2, eps = h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS]
-            lo, hi, decay = h[CLIP_MIN], h[CLIP_MAX], h[DECAY]
             key = hash32(np.uint32(steps[seg] & 0xFFFFFFFF))
+            is_generic = clip_value or decay_mode == L1_DECAY
             mbuf = np.empty(BLOCK, np.float32)
             ubuf = np.empty(BLOCK, np.float32)
             for b0 in range(start, end, BLOCK):
-                n = min(BLOCK, end - b0)
+                b1 = min(b0 + BLOCK, end)
+                n = b1 - b0
                 blk = b0 // BLOCK
-                sm_old = m_scale[blk] / np.float32(127)
-                su_old = u_scale[blk]
-                sm, su = np.float32(0), np.float32(0)
-                for j in range(n):
-                    i = b0 + j
-                    g = prepared_grad(grads[i], params[i], lo, hi, scale, decay, clip_value,
-                                      scale_grad, decay_mode)
-                    q = np.float32(uq[i]) / np.float32(255)
-                    p, m, u = adamax_element(params[i], g, np.float32(mq[i]) * sm_old,
-                                             su_old * ((q * q) * (q * q)), lr_t, b1, omb1, b2,
-                                             eps, flavor)
-                    params[i] = p
-                    mbuf[j], ubuf[j] = m, u
-                    am = abs(m)
-                    sm = am if (am > sm or am != am) else sm
-                    su = u if (u > su or u != u) else su
-                sm = _NAN if sm != sm else sm  # one NaN (lowbit_reference.int8_quantize)
-                su = _NAN if su != su else su
-                tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-                for j in range(n):
-                    i = b0 + j
-                    if stochastic:
-                        r = hash32(np.uint32(i) ^ key)
-                        um = np.float32(r & _LOW16) * _UNIT
-                        uu = np.float32(r >> _S16) * _UNIT
-                    else:
-                        um, uu = _HALF, _HALF
-                    xm = mbuf[j] * tm + um if sm > 0 else um
-                    xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if su > 0 else uu
-                    cm = np.floor(xm) if xm == xm else np.float32(0)
-                    cu = np.floor(xu) if xu == xu else np.float32(0)
-                    mq[i] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
-                    uq[i] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
+                args = (mbuf[:n], ubuf[:n], m_scale[blk] / np.float32(127), u_scale[blk],
+                        h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN],
+                        h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode)
+                if is_generic:
+                    generic(params[b0:b1], grads[b0:b1], mq[b0:b1], uq[b0:b1], *args)
+                else:
+                    fast(params[b0:b1], grads[b0:b1], mq[b0:b1], uq[b0:b1], *args)
+                sm, su = _block_max(mbuf, n, True), _block_max(ubuf, n, False)
+                quantize(mq[b0:b1], uq[b0:b1], mbuf[:n], ubuf[:n], sm, su, key, b0)
                 m_scale[blk], u_scale[blk] = sm, su
     return kernel
 
