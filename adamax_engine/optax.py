@@ -8,8 +8,9 @@
 ``init``/``update`` are optax's pair; the state (``ScaleByAdamaxState``: ``count``, ``mu``,
 ``nu``, pytrees shaped like the params) is what optax's tree utilities, ``inject_hyperparams``,
 ``MultiSteps`` and ``apply_if_finite`` expect. ``update`` works inside ``jax.jit``: the step runs
-on the host through ``jax.pure_callback`` (the leaves packed into one flat buffer per dtype, one
-fused numba kernel call, the updates unpacked). The kernel steps a zero parameter, so the
+on the host through ``jax.pure_callback``: XLA packs the leaves into one flat buffer per dtype
+and unpacks the results, the callback makes one fused numba kernel call per dtype (the
+callback's copies make it slower than optax.adamax under jit: docs/performance.md). The kernel steps a zero parameter, so the
 update it writes is exactly ``-lr_t * m / u``, optax.adamax's update (flavor "optax":
 u = max(b2*u, |g| + eps), lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are widened to
 float32 (exact), stepped there with float32 ``mu``/``nu``, and their updates rounded back.

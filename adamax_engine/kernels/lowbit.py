@@ -45,6 +45,19 @@ def bf16_round(x, r, stochastic):
     return np.uint16(np.uint32(bits + r) >> _S16)
 
 
+@njit(inline="always")
+def loop_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode, generic):
+    """The prepared grad in a hoisted-flag loop: the generic rules, or (no value clip, no L1)
+    the norm scale always (x * 1 == x) and L2 as one select: the same bits either way
+    (kernels.cpu._make_loop). ``generic`` is a constant of the loop it is inlined into."""
+    if generic:
+        return prepared_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode)
+    out = g * scale
+    if decay_mode == L2_DECAY:
+        out = out + decay * p
+    return out
+
+
 def _make_loop(flavor, stochastic, generic):
     """One chunk's element loop, its own small compiled function (as kernels.cpu._make_loop:
     a loop the flags are hoisted out of, which LLVM vectorises). ``base``: the chunk's first
@@ -53,15 +66,9 @@ def _make_loop(flavor, stochastic, generic):
     @njit(error_model="numpy")
     def loop(p, g, mq, uq, base, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
              scale_grad, decay_mode, key):
-        l2 = decay_mode == L2_DECAY
         for j in range(p.shape[0]):
-            if generic:
-                gj = prepared_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
-                                   decay_mode)
-            else:
-                gj = g[j] * scale
-                if l2:
-                    gj = gj + decay * p[j]
+            gj = loop_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
+                           decay_mode, generic)
             pj, m, u = adamax_element(p[j], gj, bf16_to_f32(mq[j]), bf16_to_f32(uq[j]), lr_t,
                                       b1, omb1, b2, eps, flavor)
             p[j] = pj
@@ -134,15 +141,9 @@ def _make_int8_step(flavor, generic):
     @njit(error_model="numpy")
     def step(p, g, mq, uq, mbuf, ubuf, m_unit, u_scale, lr_t, b1, omb1, b2, eps, lo, hi, scale,
              decay, clip_value, scale_grad, decay_mode):
-        l2 = decay_mode == L2_DECAY
         for j in range(p.shape[0]):
-            if generic:
-                gj = prepared_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
-                                   decay_mode)
-            else:
-                gj = g[j] * scale
-                if l2:
-                    gj = gj + decay * p[j]
+            gj = loop_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
+                           decay_mode, generic)
             q = np.float32(uq[j]) / np.float32(255)
             pj, m, u = adamax_element(p[j], gj, np.float32(mq[j]) * m_unit,
                                       u_scale * ((q * q) * (q * q)), lr_t, b1, omb1, b2, eps,
