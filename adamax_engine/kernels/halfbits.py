@@ -53,12 +53,24 @@ def bf16_to_f32(h):
 
 
 @njit(inline="always")
+def bf16_quiet(u):
+    """The bfloat16 bits of the float32 NaN with bits ``u``: its top half, made quiet."""
+    return np.uint32(np.uint32(u >> np.uint32(16)) | np.uint32(0x40))
+
+
+@njit(inline="always")
+def f32_is_nan(u):
+    return np.uint32(u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+
+
+@njit(inline="always")
 def f32_to_bf16(x):
+    """Round to nearest even. Every intermediate is cut back to 32 bits: numba widens integer
+    arithmetic to 64, which would halve the vector width."""
     u = f32_bits(x)
-    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    quiet = (u >> np.uint32(16)) | np.uint32(0x40)  # NaN: keep it a (quiet) NaN
-    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    return np.uint16(quiet if nan else rounded)  # a select, not a branch: vectorises
+    odd = np.uint32(np.uint32(u >> np.uint32(16)) & np.uint32(1))
+    rounded = np.uint32(np.uint32(np.uint32(u + np.uint32(0x7FFF)) + odd) >> np.uint32(16))
+    return np.uint16(bf16_quiet(u) if f32_is_nan(u) else rounded)  # a select: vectorises
 
 
 @njit(inline="always")

@@ -11,14 +11,14 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import adamax_element, prepared_grad, sumsq_flat
-from .halfbits import bf16_to_f32, f32_bits, f32_to_bf16
+from .halfbits import bf16_quiet, bf16_to_f32, f32_bits, f32_is_nan, f32_to_bf16
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
 
 _MUL1, _MUL2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 _S15, _S16 = np.uint32(15), np.uint32(16)
-_LOW16, _EXP = np.uint32(0xFFFF), np.uint32(0x7F800000)
+_LOW16 = np.uint32(0xFFFF)
 
 
 @njit(inline="always")
@@ -36,13 +36,13 @@ def hash32(x):
 @njit(inline="always")
 def bf16_round(x, r, stochastic):
     """float32 -> bfloat16 bits: stochastic with the 16 random bits ``r``, or to nearest even;
-    inf/NaN to nearest (lowbit_reference.bf16_stochastic)."""
+    inf/NaN as to nearest (lowbit_reference.bf16_stochastic). Adding r < 2^16 leaves an inf's
+    top half as it is, so only NaN needs its own select; all in 32-bit lanes."""
     if not stochastic:
         return f32_to_bf16(x)
     bits = f32_bits(x)
-    if (bits & _EXP) == _EXP:
-        return f32_to_bf16(x)
-    return np.uint16(np.uint32(bits + r) >> _S16)
+    up = np.uint32(np.uint32(bits + np.uint32(r)) >> _S16)
+    return np.uint16(bf16_quiet(bits) if f32_is_nan(bits) else up)
 
 
 @njit(inline="always")
