@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu import adamax_element, prepared_grad, sumsq_flat
-from .halfbits import bf16_quiet, bf16_to_f32, f32_bits, f32_is_nan, f32_to_bf16
+from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
+                       f32_to_bf16)
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
@@ -133,65 +134,81 @@ _HALF = np.float32(0.5)
 _NAN = np.float32(np.nan)
 
 
-def _make_int8_step(flavor, generic):
-    """Pass 1 over one block: dequantize, step in float32 (the float32 element code), keep
-    the new moments in ``mbuf``/``ubuf``. Its own small function with the flags hoisted, as
-    the float32 loops, so that LLVM vectorises it."""
-
-    @njit(error_model="numpy")
-    def step(p, g, mq, uq, mbuf, ubuf, m_unit, u_scale, lr_t, b1, omb1, b2, eps, lo, hi, scale,
-             decay, clip_value, scale_grad, decay_mode):
-        for j in range(p.shape[0]):
-            gj = loop_grad(g[j], p[j], lo, hi, scale, decay, clip_value, scale_grad,
-                           decay_mode, generic)
-            q = np.float32(uq[j]) / np.float32(255)
-            pj, m, u = adamax_element(p[j], gj, np.float32(mq[j]) * m_unit,
-                                      u_scale * ((q * q) * (q * q)), lr_t, b1, omb1, b2, eps,
-                                      flavor)
-            p[j] = pj
-            mbuf[j] = m
-            ubuf[j] = u
-    return step
-
-
-def _make_int8_quantize(stochastic):
-    """Pass 2 over one block: the new codes from the block's fresh scales."""
-
-    @njit(error_model="numpy")
-    def quantize(mq, uq, mbuf, ubuf, sm, su, key, base):
-        tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-        has_m, has_u = sm > 0, su > 0
-        for j in range(mq.shape[0]):
-            if stochastic:
-                r = hash32(np.uint32(base + j) ^ key)
-                um = np.float32(r & _LOW16) * _UNIT
-                uu = np.float32(r >> _S16) * _UNIT
-            else:
-                um, uu = _HALF, _HALF
-            xm = mbuf[j] * tm + um if has_m else um
-            xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if has_u else uu
-            cm = np.floor(xm) if xm == xm else np.float32(0)
-            cu = np.floor(xu) if xu == xu else np.float32(0)
-            mq[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
-            uq[j] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
-    return quantize
+_ABS, _INF_BITS = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
 
 
 @njit(inline="always")
-def _block_max(x, n, absolute):
-    """max over x[:n] (of |x| when ``absolute``); NaN if any is NaN: then the one NaN."""
-    out = np.float32(0)
-    for j in range(n):
-        v = abs(x[j]) if absolute else x[j]
-        out = v if (v > out or v != v) else out
-    return _NAN if out != out else out
+def abs_bits(x):
+    """|x|'s bits as uint32: for |x| (or NaN) the integer order is the float order, with every
+    NaN above inf. An integer max reduction vectorises without fastmath; a float one does not
+    (and a scalar compare-select chain over 256 elements cost more than the whole step)."""
+    return np.uint32(f32_bits(x) & _ABS)
+
+
+@njit(inline="always")
+def scale_from_bits(bits):
+    """A block's scale from its max |x| bits: that value, or the one NaN if any was NaN."""
+    return _NAN if bits > _INF_BITS else f32_from_bits(bits)
+
+
+def _make_int8_chunk(flavor, stochastic, generic):
+    """One chunk, block by block, as its own compiled function with the flags hoisted (as the
+    float32 loops): pass 1 dequantizes, steps in float32 with the float32 element code and keeps
+    the new moments in two block buffers (in L1) while reducing their max |.|; pass 2 writes
+    the codes from those fresh scales. p, g and the codes are read and written once."""
+
+    @njit(error_model="numpy")
+    def chunk(p, g, mq, uq, m_scale, u_scale, start, end, key, lr_t, b1, omb1, b2, eps, lo, hi,
+              scale, decay, clip_value, scale_grad, decay_mode):
+        mbuf = np.empty(BLOCK, np.float32)
+        ubuf = np.empty(BLOCK, np.float32)
+        for b0 in range(start, end, BLOCK):
+            n = min(BLOCK, end - b0)
+            blk = b0 // BLOCK
+            m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
+            mmax, umax = np.uint32(0), np.uint32(0)
+            # block views: indices known >= 0 (an offset index would need numba's negative-
+            # index wrap, which stops vectorisation)
+            pb, gb, mb, ub = p[b0:b0 + n], g[b0:b0 + n], mq[b0:b0 + n], uq[b0:b0 + n]
+            for j in range(n):
+                gj = loop_grad(gb[j], pb[j], lo, hi, scale, decay, clip_value, scale_grad,
+                               decay_mode, generic)
+                q = np.float32(ub[j]) / np.float32(255)
+                pj, m, u = adamax_element(pb[j], gj, np.float32(mb[j]) * m_unit,
+                                          us * ((q * q) * (q * q)), lr_t, b1, omb1, b2, eps,
+                                          flavor)
+                pb[j] = pj
+                mbuf[j] = m
+                ubuf[j] = u
+            for j in range(n):
+                am, au = abs_bits(mbuf[j]), abs_bits(ubuf[j])
+                mmax = am if am > mmax else mmax
+                umax = au if au > umax else umax
+            sm, su = scale_from_bits(mmax), scale_from_bits(umax)
+            tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+            has_m, has_u = sm > 0, su > 0
+            for j in range(n):
+                if stochastic:
+                    r = hash32(np.uint32(np.uint32(b0) + np.uint32(j)) ^ key)
+                    um = np.float32(np.int32(r & _LOW16)) * _UNIT  # 32-bit lanes, as above
+                    uu = np.float32(np.int32(r >> _S16)) * _UNIT
+                else:
+                    um, uu = _HALF, _HALF
+                xm = mbuf[j] * tm + um if has_m else um
+                xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if has_u else uu
+                cm = np.floor(xm) if xm == xm else np.float32(0)
+                cu = np.floor(xu) if xu == xu else np.float32(0)
+                mb[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
+                ub[j] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
+            m_scale[blk], u_scale[blk] = sm, su
+    return chunk
 
 
 def _make_int8_kernel(flavor, stochastic):
-    """Per block of BLOCK elements: pass 1 (dequantize, step, keep the new moments), the
-    block's maxima, pass 2 (requantize with those fresh scales). Same bits as the oracle."""
-    fast, generic = _make_int8_step(flavor, False), _make_int8_step(flavor, True)
-    quantize = _make_int8_quantize(stochastic)
+    """Every active chunk of the bucket in parallel; the generic loop only for chunks with value
+    clip or L1 decay (the fast one applies the norm scale always, x * 1 == x: the same bits)."""
+    fast = _make_int8_chunk(flavor, stochastic, False)
+    generic = _make_int8_chunk(flavor, stochastic, True)
 
     @njit(parallel=True, error_model="numpy")
     def kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps):
@@ -204,24 +221,13 @@ def _make_int8_kernel(flavor, stochastic):
             clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-            key = hash32(np.uint32(steps[seg] & 0xFFFFFFFF))
-            is_generic = clip_value or decay_mode == L1_DECAY
-            mbuf = np.empty(BLOCK, np.float32)
-            ubuf = np.empty(BLOCK, np.float32)
-            for b0 in range(start, end, BLOCK):
-                b1 = min(b0 + BLOCK, end)
-                n = b1 - b0
-                blk = b0 // BLOCK
-                args = (mbuf[:n], ubuf[:n], m_scale[blk] / np.float32(127), u_scale[blk],
-                        h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN],
-                        h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode)
-                if is_generic:
-                    generic(params[b0:b1], grads[b0:b1], mq[b0:b1], uq[b0:b1], *args)
-                else:
-                    fast(params[b0:b1], grads[b0:b1], mq[b0:b1], uq[b0:b1], *args)
-                sm, su = _block_max(mbuf, n, True), _block_max(ubuf, n, False)
-                quantize(mq[b0:b1], uq[b0:b1], mbuf[:n], ubuf[:n], sm, su, key, b0)
-                m_scale[blk], u_scale[blk] = sm, su
+            args = (start, end, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)), h[LR_T], h[BETA1],
+                    h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX], scale,
+                    h[DECAY], clip_value, scale_grad, decay_mode)
+            if clip_value or decay_mode == L1_DECAY:
+                generic(params, grads, mq, uq, m_scale, u_scale, *args)
+            else:
+                fast(params, grads, mq, uq, m_scale, u_scale, *args)
     return kernel
 
 

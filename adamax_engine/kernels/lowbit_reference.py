@@ -123,11 +123,12 @@ def int8_quantize(m, u, rand, stochastic):
     """One block's fresh (moment codes, moment scale, inf-norm codes, inf-norm scale).
 
     moment: scale = max |m|, code = round(m * (127 / scale)) in [-127, 127]; inf-norm: scale =
-    max u, code = round(sqrt(sqrt(u / scale)) * 255) in [0, 255]. Rounding adds U = r * 2^-16
+    max |u| (u >= +0 by construction; |.| lets the kernels reduce float bits as integers),
+    code = round(sqrt(sqrt(u / scale)) * 255) in [0, 255]. Rounding adds U = r * 2^-16
     (r: the low / high 16 random bits) and floors (stochastic), or adds 0.5 (nearest). A zero
     scale gives zero codes; a non-finite value makes its block's scale non-finite."""
     m, u = np.asarray(m, np.float32), np.asarray(u, np.float32)
-    sm, su = np.float32(np.max(np.abs(m))), np.float32(np.max(u))
+    sm, su = np.float32(np.max(np.abs(m))), np.float32(np.max(np.abs(u)))
     sm = _NAN if sm != sm else sm  # one NaN for a block holding any (its sign and payload
     su = _NAN if su != su else su  # would depend on which element came first)
     if stochastic:
