@@ -113,6 +113,29 @@ def test_stochastic_rounding_is_unbiased_and_nearest_is_numpys():
     assert np.isinf(R.bf16_value(special[:2])).all() and np.isnan(R.bf16_value(special[2]))
 
 
+def test_the_inf_norm_log_map():
+    codes = np.arange(256, dtype=np.uint8)
+    values = R.int8_inf_norm_value(codes, np.float32(3.0)).astype(np.float64)
+    assert values[0] == 0 and values[255] == 3.0 and np.all(np.diff(values) > 0)
+    ratios = values[2:] / values[1:-1]  # 16 linear codes an octave: steps of 1/31 to 1/16
+    assert ratios.max() <= 1.0625 + 1e-9 and ratios.min() >= 1 + 1 / 31 - 1e-9
+    assert values[1] == pytest.approx(3 * 1.125 / 2**16)
+    # nearest round-trips every code, and lands next to any value in range
+    x = values / 3.0
+    np.testing.assert_array_equal(R.log_code(x.astype(np.float32), None, False), codes)
+    rng = np.random.default_rng(1)
+    y = np.exp(rng.uniform(np.log(2.0 ** -15), 0, 20_000)).astype(np.float32)
+    back = R.int8_inf_norm_value(R.log_code(y, None, False), np.float32(1)) / y
+    assert np.abs(back - 1).max() <= 1 / 32 + 1e-6
+    # stochastic: unbiased above and below the smallest code
+    for value in (np.float32(0.3), np.float32(R.LOG_MIN * 0.3)):
+        r = R.random_bits(5, np.arange(200_000)) >> np.uint32(16)
+        draws = R.int8_inf_norm_value(R.log_code(np.full(200_000, value), r, True), 1)
+        assert len(np.unique(draws)) == 2
+        assert abs(draws.astype(np.float64).mean() / float(value) - 1) < 3e-3
+    assert R.log_code(np.array([np.nan], np.float32), None, False)[0] == 0
+
+
 def _decay_run(state_dtype, rounding, steps=10_000):
     """A grad that drops to zero after 50 steps: u must decay by b2 each step from then on."""
     rng = np.random.default_rng(3)

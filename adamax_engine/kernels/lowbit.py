@@ -151,6 +151,33 @@ def scale_from_bits(bits):
     return _NAN if bits > _INF_BITS else f32_from_bits(bits)
 
 
+_LOG_SHIFT, _LOG_BIAS = np.uint32(19), np.uint32((0x3F800000 >> 19) - 255)
+_LOG_MIN = f32_from_bits(np.uint32((1 + int(_LOG_BIAS)) << 19))
+_LOG_MIN_INV = np.float32(1) / _LOG_MIN
+_LOG_HALF = np.uint32(1 << 18)
+
+
+@njit(inline="always")
+def log_value(c):
+    """F(code) of the inf-norm's log map (lowbit_reference.int8_inf_norm_value): integer work."""
+    f = f32_from_bits(np.uint32(np.uint32(np.uint32(c) + _LOG_BIAS) << _LOG_SHIFT))
+    return f if c != 0 else np.float32(0)
+
+
+@njit(inline="always")
+def log_code(x, ru, stochastic):
+    """x = u / scale -> its log-map code (lowbit_reference.log_code), all in 32-bit lanes."""
+    x = abs(x)
+    if stochastic:
+        add, unit = np.uint32(ru << np.uint32(3)), np.float32(np.int32(ru)) * _UNIT
+    else:
+        add, unit = _LOG_HALF, _HALF
+    big = np.int32(np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _LOG_SHIFT) - _LOG_BIAS))
+    small = min(np.floor(x * _LOG_MIN_INV + unit), np.float32(1))
+    code = big if x >= _LOG_MIN else np.int32(small)
+    return np.uint8(code if x == x else 0)
+
+
 def _make_int8_chunk(flavor, stochastic, generic):
     """One chunk, block by block, as its own compiled function with the flags hoisted (as the
     float32 loops): pass 1 dequantizes, steps in float32 with the float32 element code and keeps
@@ -173,9 +200,8 @@ def _make_int8_chunk(flavor, stochastic, generic):
             for j in range(n):
                 gj = loop_grad(gb[j], pb[j], lo, hi, scale, decay, clip_value, scale_grad,
                                decay_mode, generic)
-                q = np.float32(ub[j]) / np.float32(255)
                 pj, m, u = adamax_element(pb[j], gj, np.float32(mb[j]) * m_unit,
-                                          us * ((q * q) * (q * q)), lr_t, b1, omb1, b2, eps,
+                                          us * log_value(ub[j]), lr_t, b1, omb1, b2, eps,
                                           flavor)
                 pb[j] = pj
                 mbuf[j] = m
@@ -191,15 +217,13 @@ def _make_int8_chunk(flavor, stochastic, generic):
                 if stochastic:
                     r = hash32(np.uint32(np.uint32(b0) + np.uint32(j)) ^ key)
                     um = np.float32(np.int32(r & _LOW16)) * _UNIT  # 32-bit lanes, as above
-                    uu = np.float32(np.int32(r >> _S16)) * _UNIT
+                    ru = np.uint32(r >> _S16)
                 else:
-                    um, uu = _HALF, _HALF
+                    um, ru = _HALF, np.uint32(0)
                 xm = mbuf[j] * tm + um if has_m else um
-                xu = np.sqrt(np.sqrt(ubuf[j] / su)) * np.float32(255) + uu if has_u else uu
                 cm = np.floor(xm) if xm == xm else np.float32(0)
-                cu = np.floor(xu) if xu == xu else np.float32(0)
                 mb[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
-                ub[j] = np.uint8(min(max(cu, np.float32(0)), np.float32(255)))
+                ub[j] = log_code(ubuf[j] / su, ru, stochastic) if has_u else np.uint8(0)
             m_scale[blk], u_scale[blk] = sm, su
     return chunk
 
