@@ -32,7 +32,7 @@ from adamax_engine.bench.timing import (machine_info, paired_ratio, summary,  # 
                                         timeit_rounds)
 
 OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling", "engine_bf16",
-       "ceiling_bf16"]
+       "ceiling_bf16", "engine_int8", "ceiling_int8"]
 PEERS = ["engine", "ceiling", "torch", "torch_foreach", "paddle", "engine_on_torch",
          "engine_on_paddle", "torch_front"]
 JAX = ["optax_jit", "optax_front_jit", "ceiling"]  # their own loop: XLA's thread pool
@@ -40,6 +40,7 @@ LABELS = {"engine": "engine flat (adopt)", "ceiling": "same-traffic ceiling",
           "engine_borrow": "engine borrow", "engine_full": "engine clip+L2+sched+update",
           "read_ceiling": "read ceiling (grads once)",
           "engine_bf16": "engine, bfloat16 state", "ceiling_bf16": "ceiling at 20 B/element",
+          "engine_int8": "engine, int8 state", "ceiling_int8": "ceiling at 16 B/element",
           "torch": "torch.optim.Adamax default", "torch_foreach": "torch.optim.Adamax foreach",
           "paddle": "paddle.optimizer.Adamax", "engine_on_torch": "engine on torch params",
           "engine_on_paddle": "engine on paddle params",
@@ -93,6 +94,9 @@ def main(argv=None):
               f"<= 1.25; floor here {np.median(floor):.2f}x: the norm pass's read of the grads)")
         print(f"bfloat16 state: {r('engine_bf16', 'engine'):.2f}x the float32 step's time "
               f"(target <= 0.80), {r('ceiling_bf16', 'engine_bf16'):.2f} of its own ceiling "
+              f"(target >= 0.85)")
+        print(f"int8 state: {r('engine_int8', 'engine'):.2f}x the float32 step's time "
+              f"(target <= 0.70), {r('ceiling_int8', 'engine_int8'):.2f} of its own ceiling "
               f"(target >= 0.85)")
         rounds = timeit_rounds(_build(PEERS, shapes, rng), args.reps)
         res = summary(rounds)

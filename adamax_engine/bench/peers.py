@@ -14,7 +14,8 @@ from numba import njit, prange
 from .. import Adamax, ClipGradByGlobalNorm, Parameter, lr
 
 BYTES = {"engine": 28, "engine_borrow": 28, "engine_full": 32, "ceiling": 28,
-         "read_ceiling": 4, "engine_bf16": 20, "ceiling_bf16": 20}
+         "read_ceiling": 4, "engine_bf16": 20, "ceiling_bf16": 20, "engine_int8": 16.03,
+         "ceiling_int8": 16.03}
 
 
 class Skip(Exception):
@@ -40,6 +41,22 @@ def same_traffic_bf16(p, g, m, u):
         m[i] = m[i] ^ np.uint16(1)
         u[i] = u[i] ^ np.uint16(1)
         p[i] = p[i] + gi
+
+
+@njit(parallel=True, cache=True)
+def same_traffic_int8(p, g, mq, uq, ms, us):
+    """The int8-state step's ceiling: 16 B per element and 16 per 256-element block (read p,
+    g, the int8 and uint8 codes and two float32 scales; write them all) with trivial
+    arithmetic, block by block as the kernel goes."""
+    for b in prange(ms.shape[0]):
+        lo, hi = b * 256, min(p.shape[0], (b + 1) * 256)
+        pb, gb, mb, ub = p[lo:hi], g[lo:hi], mq[lo:hi], uq[lo:hi]  # indices >= 0: vectorises
+        for i in range(hi - lo):
+            mb[i] = np.int8(mb[i] ^ np.int8(1))
+            ub[i] = np.uint8(ub[i] ^ np.uint8(1))
+            pb[i] = pb[i] + gb[i]
+        ms[b] = ms[b] + np.float32(1)
+        us[b] = us[b] + np.float32(1)
 
 
 @njit(parallel=True, cache=True)
@@ -107,6 +124,15 @@ def ceiling_bf16(shapes, rng):
     p, g = (rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(2))
     m, u = (np.zeros(n, np.uint16) for _ in range(2))
     return lambda: same_traffic_bf16(p, g, m, u)
+
+
+def ceiling_int8(shapes, rng):
+    n = int(sum(np.prod(s) for s in shapes))
+    p, g = (rng.standard_normal(n).astype(np.float32) * 1e-3 for _ in range(2))
+    blocks = (n + 255) // 256
+    mq, uq = np.zeros(n, np.int8), np.zeros(n, np.uint8)
+    ms, us = np.ones(blocks, np.float32), np.ones(blocks, np.float32)
+    return lambda: same_traffic_int8(p, g, mq, uq, ms, us)
 
 
 def read_ceiling(shapes, rng):
@@ -216,6 +242,7 @@ CPU_IMPLEMENTATIONS = {
     "engine_bf16": lambda s, r: engine(s, r, state_dtype="bfloat16"),
     "engine_int8": lambda s, r: engine(s, r, state_dtype="int8"),
     "ceiling_bf16": ceiling_bf16,
+    "ceiling_int8": ceiling_int8,
     "numpy_reference": reference,
     "torch": lambda s, r: torch_adamax(s, r, foreach=False),
     "torch_foreach": lambda s, r: torch_adamax(s, r, foreach=True),

@@ -19,7 +19,8 @@ LOOK = {"ceiling": ("black", ":"), "read_ceiling": ("grey", ":"),
         "torch": ("tab:red", "--"), "torch_foreach": ("tab:pink", "--"),
         "paddle": ("tab:purple", "--"), "optax_jit": ("goldenrod", "--"),
         "engine_bf16": ("tab:blue", "-."), "ceiling_bf16": ("dimgrey", ":"),
-        "torch_front": ("tab:cyan", "-."), "optax_front_jit": ("goldenrod", "-.")}
+        "torch_front": ("tab:cyan", "-."), "optax_front_jit": ("goldenrod", "-."),
+        "engine_int8": ("tab:gray", "-."), "ceiling_int8": ("silver", ":")}
 
 
 def _times(row):

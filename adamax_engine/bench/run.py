@@ -26,7 +26,7 @@ MEMORY_BUDGET = 6 << 30  # bytes all implementations of one workload may hold at
 #: timed in their own round-robin loop: a framework's thread pool still spinning after its call
 #: (paddle's Intel OpenMP spins 200 ms by default) would slow whichever of them runs next
 OWN = ("ceiling", "read_ceiling", "engine", "engine_borrow", "engine_full", "engine_bf16",
-       "ceiling_bf16")
+       "ceiling_bf16", "engine_int8", "ceiling_int8")
 
 
 def workloads(sizes, tiny=False):

@@ -211,19 +211,23 @@ def _make_int8_chunk(flavor, stochastic, generic):
                 mmax = am if am > mmax else mmax
                 umax = au if au > umax else umax
             sm, su = scale_from_bits(mmax), scale_from_bits(umax)
+            # no per-element test of the scales: with sm not > 0, tm = 0 gives every code 0 as
+            # the oracle's zero codes (finite * 0 + U floors to 0, NaN/inf * 0 is NaN -> 0);
+            # with su 0 or NaN, u / su is NaN or 0 (u <= su): code 0 too
             tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-            has_m, has_u = sm > 0, su > 0
+            counter = np.uint32(b0)
             for j in range(n):
                 if stochastic:
-                    r = hash32(np.uint32(np.uint32(b0) + np.uint32(j)) ^ key)
+                    r = hash32(counter ^ key)
                     um = np.float32(np.int32(r & _LOW16)) * _UNIT  # 32-bit lanes, as above
                     ru = np.uint32(r >> _S16)
                 else:
                     um, ru = _HALF, np.uint32(0)
-                xm = mbuf[j] * tm + um if has_m else um
+                counter = np.uint32(counter + np.uint32(1))
+                xm = mbuf[j] * tm + um
                 cm = np.floor(xm) if xm == xm else np.float32(0)
                 mb[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
-                ub[j] = log_code(ubuf[j] / su, ru, stochastic) if has_u else np.uint8(0)
+                ub[j] = log_code(ubuf[j] / su, ru, stochastic)
             m_scale[blk], u_scale[blk] = sm, su
     return chunk
 
