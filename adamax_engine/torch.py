@@ -25,6 +25,7 @@ import numbers
 import numpy as np
 import torch
 
+from .kernels.lowbit_reference import BLOCK, int8_decode
 from .optimizer import Adamax as EngineAdamax
 from .params.groups import KEEP
 
@@ -64,14 +65,23 @@ class Adamax(torch.optim.Optimizer):
     Extras (keyword-only): ``flavor`` ("torch" default: torch's numbers; "paddle", "optax",
     "keras"), ``grad_clip`` (an ``adamax_engine`` clipper, applied inside the step),
     ``skip_nonfinite`` (a step with an inf/nan grad changes nothing), ``multi_precision``
-    (float16/bfloat16 parameters on float32 masters), ``mode`` ("adopt" | "borrow") and
-    ``device`` (None: where the parameters are).
+    (float16/bfloat16 parameters on float32 masters), ``mode`` ("adopt" | "borrow"),
+    ``device`` (None: where the parameters are) and ``state_dtype`` ("float32" | "bfloat16" |
+    "int8", with ``state_rounding``: low-bit state, docs/numerics.md).
+
+    With low-bit state, ``state[p]`` holds the state as the engine holds it: ``exp_avg`` and
+    ``exp_inf`` as torch.bfloat16 tensors, or (int8) as int8 / uint8 codes with
+    ``exp_avg_scale`` / ``exp_inf_scale``, one float32 scale per 256-element block
+    (``adamax_engine.kernels.lowbit_reference.int8_decode`` gives the values). Its state dict
+    loads back exactly; a float32 state dict (torch.optim.Adamax's) loads into it quantized,
+    and an int8 one into a float32-state optimizer dequantized.
     """
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, capturable=False, differentiable=False,
                  flavor="torch", grad_clip=None, skip_nonfinite=False, multi_precision=False,
-                 mode="adopt", device=None):
+                 mode="adopt", device=None, state_dtype="float32",
+                 state_rounding="stochastic"):
         _check(lr, betas, eps, weight_decay)
         if capturable:
             raise ValueError("capturable=True (CUDA graph capture) is not supported by "
@@ -85,7 +95,8 @@ class Adamax(torch.optim.Optimizer):
                     "differentiable": False}
         self._engine_options = {"flavor": flavor, "grad_clip": grad_clip, "mode": mode,
                                 "skip_nonfinite": skip_nonfinite,
-                                "multi_precision": multi_precision, "device": device}
+                                "multi_precision": multi_precision, "device": device,
+                                "state_dtype": state_dtype, "state_rounding": state_rounding}
         self._core = None
         self._synced = []       # per group: the (lr multiplier, b1, b2, eps, wd) the core holds
         self._unstarted = []    # parameters without state yet (not stepped)
@@ -191,17 +202,26 @@ class Adamax(torch.optim.Optimizer):
             return
         self._started, waiting = started, []
         for p in self._unstarted:
-            views, has = self._core.parameter_state(p)
-            if has:
-                self.state[p] = self._views(views)
+            if self._core.parameter_state(p)[1]:
+                self.state[p] = self._views(p)
             else:
                 waiting.append(p)
         self._unstarted = waiting
 
-    def _views(self, views):
-        moment, inf_norm, beta1_pow, steps, master = views
-        out = {"step": _tensor(steps.reshape(())), "exp_avg": _tensor(moment),
-               "exp_inf": _tensor(inf_norm)}
+    def _views(self, p):
+        """``state[p]``: live tensors over the engine's buffers (see the class docstring)."""
+        (moment, inf_norm, beta1_pow, steps, master), _ = self._core.parameter_state(p)
+        out = {"step": _tensor(steps.reshape(()))}
+        state_dtype = self._core.state_dtype
+        if state_dtype == "float32":
+            out["exp_avg"], out["exp_inf"] = _tensor(moment), _tensor(inf_norm)
+        else:
+            codes = self._core.parameter_codes(p)
+            if state_dtype == "bfloat16":
+                out["exp_avg"], out["exp_inf"] = (_bfloat16(c) for c in codes[:2])
+            else:
+                out["exp_avg"], out["exp_inf"], out["exp_avg_scale"], out["exp_inf_scale"] = \
+                    (_tensor(c) for c in codes)
         if self._engine_options["flavor"] == "paddle":
             out["beta1_pow"] = _tensor(beta1_pow)
         if master is not None:
@@ -276,10 +296,20 @@ class Adamax(torch.optim.Optimizer):
                 pow_ = s.get("beta1_pow")
                 pow_ = b1[id(p)] ** steps if pow_ is None else float(pow_.reshape(-1)[0])
                 master = s.get("master")
+                moment, inf_norm = _host(s["exp_avg"]), _host(s["exp_inf"])
+                if "exp_avg_scale" in s:  # int8 codes (cast to float by torch's load)
+                    scales = _host(s["exp_avg_scale"]), _host(s["exp_inf_scale"])
+                    if self._core.state_dtype == "int8":
+                        self._core.load_parameter_codes(
+                            p, moment.astype(np.int8), inf_norm.astype(np.uint8), *scales,
+                            beta1_pow=pow_, steps=steps)
+                        self.state[p] = self._views(p)
+                        continue
+                    moment = int8_decode(moment, scales[0], 0, "moment").reshape(p.shape)
+                    inf_norm = int8_decode(inf_norm, scales[1], 0, "inf_norm").reshape(p.shape)
                 self._core.load_parameter_state(
-                    p, _host(s["exp_avg"]), _host(s["exp_inf"]), pow_, steps,
-                    None if master is None else _host(master))
-                self.state[p] = self._views(self._core.parameter_state(p)[0])
+                    p, moment, inf_norm, pow_, steps, None if master is None else _host(master))
+                self.state[p] = self._views(p)
         self._started = self._core.stepped_parameters
 
     def __reduce_ex__(self, protocol):
@@ -316,6 +346,26 @@ def _check_state(loaded, groups):
         step = float(s["step"])
         if not (step >= 0 and step == int(step)):
             raise ValueError(f"{where}['step']: expected a whole number >= 0, got {step}")
+        if "exp_avg_scale" in s or "exp_inf_scale" in s:
+            _check_codes(s, p, where)
+
+
+def _check_codes(s, p, where):
+    """An int8-state entry: integral codes in range and one finite scale >= 0 per block."""
+    blocks = (p.numel() + BLOCK - 1) // BLOCK
+    for key in ("exp_avg_scale", "exp_inf_scale"):
+        value = s.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (blocks,):
+            raise ValueError(f"{where}['{key}']: expected a tensor of shape ({blocks},) (one "
+                             f"scale per {BLOCK} elements)")
+        if not (bool(torch.isfinite(value).all()) and bool((value >= 0).all())):
+            raise ValueError(f"{where}['{key}']: expected finite scales >= 0")
+    for key, lo, hi in (("exp_avg", -127, 127), ("exp_inf", 0, 255)):
+        codes = s[key].double()
+        if not (bool((codes == codes.round()).all()) and bool((codes >= lo).all())
+                and bool((codes <= hi).all())):
+            raise ValueError(f"{where}['{key}']: int8-state codes must be whole numbers in "
+                             f"[{lo}, {hi}]")
 
 
 def _tensor(view):
@@ -326,6 +376,11 @@ def _tensor(view):
             return torch.from_numpy(view.view("int16")).view(torch.bfloat16)
         return torch.from_numpy(view)
     return torch.as_tensor(view, device="cuda")
+
+
+def _bfloat16(bits):
+    """A torch.bfloat16 tensor over bfloat16 bits held as uint16 (no copy)."""
+    return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
 
 
 def _host(value):

@@ -250,6 +250,33 @@ class Bucket:
             u = int8_decode(u, self.scales[1], off, "inf_norm").reshape(u.shape)
         return m, u, self.beta1_pow[k:k + 1], self.steps[k:k + 1]
 
+    def block_range(self, k):
+        """int8 state: segment k's slice of the per-block scale arrays."""
+        first = int(self.offsets[k]) // BLOCK
+        return slice(first, first + (int(self.lengths[k]) + BLOCK - 1) // BLOCK)
+
+    def code_views(self, k):
+        """Segment k's state as held: (moment, inf_norm) in their stored dtype (float32,
+        bfloat16 bits as uint16, int8/uint8 codes), shaped like the parameter, and the int8
+        scales' (moment, inf_norm) views for its blocks (None otherwise). Live views."""
+        m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
+        if self.state_dtype != "int8":
+            return m, u, None, None
+        blocks = self.block_range(k)
+        return m, u, self.scales[0][blocks], self.scales[1][blocks]
+
+    def load_segment_codes(self, k, moment, inf_norm, moment_scale, inf_norm_scale, beta1_pow,
+                           steps):
+        """Write segment k's state as held (this bucket's codes and scales, checked by the
+        caller): an int8 state dict loads into an int8 optimizer exactly, not requantized."""
+        m, u, sm, su = self.code_views(k)
+        _write(m, np.asarray(moment).reshape(m.shape))
+        _write(u, np.asarray(inf_norm).reshape(u.shape))
+        if sm is not None:
+            sm[...], su[...] = moment_scale, inf_norm_scale
+        self.beta1_pow[k], self.has_state[k], self.steps[k] = beta1_pow, True, steps
+        self.dirty = True
+
     def load_segment_state(self, k, has_state, moment=None, inf_norm=None, beta1_pow=0,
                            steps=0):
         """Write segment k's state from host values (zeros when ``has_state`` is False;
@@ -264,9 +291,8 @@ class Bucket:
         elif self.state_dtype == "int8":  # the segment's blocks, requantized to nearest
             moment, sm, inf_norm, su = int8_encode(moment, inf_norm)
             moment, inf_norm = moment.reshape(m.shape), inf_norm.reshape(u.shape)
-            first = int(self.offsets[k]) // BLOCK
-            self.scales[0][first:first + len(sm)] = sm
-            self.scales[1][first:first + len(su)] = su
+            blocks = self.block_range(k)
+            self.scales[0][blocks], self.scales[1][blocks] = sm, su
         _write(m, moment)
         _write(u, inf_norm)
         self.beta1_pow[k], self.has_state[k] = beta1_pow, has_state
