@@ -9,6 +9,7 @@ import pytest
 
 import adamax_engine as ae
 from adamax_engine import cli
+from adamax_engine.io import archive
 from adamax_engine.kernels import lowbit_reference as R
 
 SIZES = (1, 7, 33, 1000, 16385, 40001)
@@ -184,6 +185,8 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
     fp32.set_state_dict(sd)  # a float32-state optimizer takes the (exact) values
     np.testing.assert_array_equal(fp32.state_dict()[key], sd[key])
     opt.save(tmp_path / "ckpt.npz")
+    meta, arrays = archive.read(tmp_path / "ckpt.npz")  # the bfloat16 bits themselves
+    assert meta["state_scheme"] == "bfloat16 bits" and arrays["moment_codes/p3"].dtype == np.uint16
     run(params, opt, 2)
     fresh = [ae.Parameter(np.zeros(n, np.float32), name=f"p{i}") for i, n in enumerate(SIZES)]
     loaded = ae.Adamax.load(tmp_path / "ckpt.npz", fresh)
@@ -244,10 +247,35 @@ def test_int8_state_dict_and_checkpoint(tmp_path):
     np.testing.assert_array_equal(b.moment, codes)
     np.testing.assert_allclose(b.scales[0], scales[0], rtol=1e-6)
     opt.save(tmp_path / "ckpt.npz")
+    meta, arrays = archive.read(tmp_path / "ckpt.npz")  # stored quantized, the scheme named
+    assert meta["state_scheme"] == R.SCHEMES["int8"] and "moment/p3" not in arrays
+    assert arrays["moment_codes/p3"].dtype == np.int8 and arrays["inf_norm_scale/p3"].shape \
+        == ((SIZES[3] + 255) // 256,)
+    saved_codes = b.moment.copy()
     run(params, opt, 2)
     fresh = [ae.Parameter(np.zeros(n, np.float32), name=f"p{i}") for i, n in enumerate(SIZES)]
     loaded = ae.Adamax.load(tmp_path / "ckpt.npz", fresh)
     assert loaded.settings.state_dtype == "int8"
+    np.testing.assert_array_equal(loaded.registry.buckets[0].moment, saved_codes)
     run(fresh, loaded, 2)
-    for a, c in zip(params, fresh):  # the scales are recomputed on load: to the last bits
-        np.testing.assert_allclose(a.data, c.data, rtol=1e-5, atol=1e-6)
+    for a, c in zip(params, fresh):  # codes and scales loaded as saved: resumed bit for bit
+        np.testing.assert_array_equal(a.data, c.data)
+    # into a float32-state optimizer: the codes' values; a float32 checkpoint into int8: quantized
+    as_fp32 = ae.Adamax.load(tmp_path / "ckpt.npz", fresh, state_dtype="float32")
+    values = R.decode_codes("int8", *(arrays[f"{k}/p3"] for k in (
+        "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")))
+    np.testing.assert_array_equal(as_fp32.state_dict()["p3_moment_0"], values[0])
+    as_fp32.save(tmp_path / "fp32.npz")
+    back = ae.Adamax.load(tmp_path / "fp32.npz", fresh, state_dtype="int8")
+    np.testing.assert_array_equal(back.registry.buckets[0].moment, saved_codes)
+    # codes written under another scheme are refused, naming it
+    meta["state_scheme"] = "int8 v1: power map"
+    archive.write(meta, arrays, tmp_path / "old.npz")
+    with pytest.raises(archive.CheckpointError, match="int8 v1: power map.*this version reads"):
+        ae.Adamax.load(tmp_path / "old.npz", fresh)
+    meta["state_scheme"] = R.SCHEMES["int8"]
+    arrays["moment_codes/p3"] = arrays["moment_codes/p3"].copy()
+    arrays["moment_codes/p3"][0] = -128
+    archive.write(meta, arrays, tmp_path / "bad.npz")
+    with pytest.raises(archive.CheckpointError, match=r"'p3': moment codes: expected values in"):
+        ae.Adamax.load(tmp_path / "bad.npz", fresh)

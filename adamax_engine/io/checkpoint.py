@@ -9,7 +9,12 @@ import numpy as np
 
 from .archive import (FORMAT, VERSION, CheckpointError, Unencodable, decode,  # noqa: F401
                       encode, read, write)
+from ..kernels.lowbit_reference import (BLOCK, CODE_DTYPES, SCHEMES, check_codes,
+                                        decode_codes)
 from .state import check_values
+
+#: array kinds of low-bit state in a checkpoint, as ``Bucket.code_views`` gives them
+CODE_KINDS = ("moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -42,10 +47,15 @@ def collect(opt):
         arrays[f"param/{e.name}"] = opt.registry.host_param(e)
         if b.master is not None:
             arrays[f"master/{e.name}"] = _host(b.segment(b.master, k)).copy()
-        if stepped:  # (bfloat16 state: its exact float32 values; any state dtype loads them)
+        if stepped and b.low_bit:  # the state as held: bfloat16 bits, int8 codes + scales
+            for kind, value in zip(CODE_KINDS, b.code_views(k)):
+                if value is not None:
+                    arrays[f"{kind}/{e.name}"] = value.copy()
+        elif stepped:
             moment, inf_norm = b.state_views(k)[:2]
             arrays[f"moment/{e.name}"] = _host(moment).copy()
             arrays[f"inf_norm/{e.name}"] = _host(inf_norm).copy()
+        if stepped:
             arrays[f"beta1_pow/{e.name}"] = b.beta1_pow[k:k + 1].copy()
             arrays[f"steps/{e.name}"] = b.steps[k:k + 1].copy()
         params.append({"name": e.name, "shape": list(e.shape), "dtype": str(e.dtype),
@@ -59,6 +69,7 @@ def collect(opt):
     meta = {"format": FORMAT, "version": VERSION, "flavor": opt.flavor,
             "multi_precision": opt.settings.multi_precision,
             "state_dtype": opt.settings.state_dtype,
+            "state_scheme": SCHEMES.get(opt.settings.state_dtype),
             "config": _config(opt), "parameters": params,
             "scheduler": encode(sched.state_dict()) if not isinstance(sched, float) else None,
             "skipped_steps": int(opt.skipped_steps)}
@@ -115,6 +126,11 @@ def restore(opt, path, match="name", params=True, check_values=True):
     if meta["multi_precision"] != opt.settings.multi_precision:
         raise CheckpointError(f"{where}: multi_precision={meta['multi_precision']}, the "
                               "optimizer's differs")
+    held = meta.get("state_dtype", "float32")
+    if held in SCHEMES and meta.get("state_scheme") != SCHEMES[held]:
+        raise CheckpointError(f"{where}: its {held} state codes follow the scheme "
+                              f"{meta.get('state_scheme')!r}; this version reads "
+                              f"{SCHEMES[held]!r}")
     entries, records = opt.registry.entries, meta["parameters"]
     index = _pair([e.name for e in entries], records, match, where)
     plan = []
@@ -123,7 +139,7 @@ def restore(opt, path, match="name", params=True, check_values=True):
         if tuple(r["shape"]) != tuple(e.shape) or r["dtype"] != str(e.dtype):
             raise CheckpointError(f"{where}: parameter {r['name']!r} is {r['dtype']}{r['shape']}, "
                                   f"the optimizer's {e.name!r} is {e.dtype}{list(e.shape)}")
-        plan.append((e, r, _arrays_of(e, r, arrays, params, where, check_values)))
+        plan.append((e, r, _arrays_of(e, r, arrays, params, where, check_values, held)))
     sched, saved = opt.settings.learning_rate, meta["scheduler"]
     if (saved is None) != isinstance(sched, float):
         raise CheckpointError(f"{where}: saved with a {'float' if saved is None else 'scheduler'}"
@@ -149,7 +165,9 @@ def restore(opt, path, match="name", params=True, check_values=True):
             opt.registry.write_param(e, got["param"])
         if b.master is not None:
             b.load_master(k, got["master"])
-        if r["has_state"]:
+        if r["has_state"] and "codes" in got and b.state_dtype == held:  # exactly as saved
+            b.load_segment_codes(k, *got["codes"], got["beta1_pow"][0], got["steps"][0])
+        elif r["has_state"]:
             b.load_segment_state(k, True, got["moment"], got["inf_norm"], got["beta1_pow"][0],
                                  got["steps"][0])
         else:
@@ -162,9 +180,11 @@ def restore(opt, path, match="name", params=True, check_values=True):
     return extra
 
 
-def _arrays_of(e, r, arrays, params, where, check):
+def _arrays_of(e, r, arrays, params, where, check, held="float32"):
     """The arrays entry ``e`` takes from record ``r``: each present, of exactly the dtype and
-    shape the optimizer holds (never cast), the state's values possible; else CheckpointError."""
+    shape the optimizer holds (never cast), the state's values possible; else CheckpointError.
+    Low-bit state (``held``: the checkpoint's state dtype) comes as codes: ``got["codes"]``
+    holds them, ``got["moment"]``/``["inf_norm"]`` their float32 values."""
     b, name = e.bucket, r["name"]
     wanted = {}
     if params:
@@ -172,8 +192,17 @@ def _arrays_of(e, r, arrays, params, where, check):
     if b.master is not None:
         wanted["master"] = (b.dtype, tuple(e.shape))
     if r["has_state"]:
-        wanted.update(moment=(b.dtype, tuple(e.shape)), inf_norm=(b.dtype, tuple(e.shape)),
-                      beta1_pow=(b.dtype, (1,)), steps=(np.dtype(np.int64), (1,)))
+        shape = tuple(e.shape)
+        if held in CODE_DTYPES:
+            wanted.update(moment_codes=(np.dtype(CODE_DTYPES[held][0]), shape),
+                          inf_norm_codes=(np.dtype(CODE_DTYPES[held][1]), shape))
+            if held == "int8":
+                blocks = (int(np.prod(shape, dtype=np.int64)) + BLOCK - 1) // BLOCK
+                wanted.update(moment_scale=(np.dtype(np.float32), (blocks,)),
+                              inf_norm_scale=(np.dtype(np.float32), (blocks,)))
+        else:
+            wanted.update(moment=(b.dtype, shape), inf_norm=(b.dtype, shape))
+        wanted.update(beta1_pow=(b.dtype, (1,)), steps=(np.dtype(np.int64), (1,)))
     got = {}
     for kind, (dtype, shape) in wanted.items():
         key = f"{kind}/{name}"
@@ -184,6 +213,13 @@ def _arrays_of(e, r, arrays, params, where, check):
             raise CheckpointError(f"{where}: array {key!r} is {value.dtype}{list(value.shape)}, "
                                   f"expected {dtype}{list(shape)}")
         got[kind] = value
+    if r["has_state"] and held in CODE_DTYPES:
+        got["codes"] = tuple(got.get(kind) for kind in CODE_KINDS)
+        try:
+            check_codes(*got["codes"][:2]) if held == "int8" else None
+        except ValueError as exc:
+            raise CheckpointError(f"{where}: {name!r}: {exc}") from None
+        got["moment"], got["inf_norm"] = decode_codes(held, *got["codes"])
     if check and r["has_state"]:
         try:
             check_values(lambda acc: f"{where}: {acc} of {name!r}", got["moment"],

@@ -214,6 +214,30 @@ def int8_decode(codes, scales, offset, kind):
     return out
 
 
+#: the name a checkpoint records for how its low-bit state codes are to be read; a reader
+#: refuses codes written under another scheme (values can always be loaded)
+SCHEMES = {"bfloat16": "bfloat16 bits",
+           "int8": "int8 v2: blocks of 256; moment int8 * max|m|/127; inf_norm uint8 log map "
+                   "(16 codes an octave, 16 octaves)"}
+#: the dtypes a state dtype's (moment, inf_norm) codes are held in
+CODE_DTYPES = {"bfloat16": (np.uint16, np.uint16), "int8": (np.int8, np.uint8)}
+
+
+def decode_codes(state_dtype, moment, inf_norm, moment_scale=None, inf_norm_scale=None):
+    """One parameter's held state -> its float32 (moment, inf_norm) values, exactly."""
+    if state_dtype == "bfloat16":
+        return bf16_value(moment).reshape(np.shape(moment)), \
+            bf16_value(inf_norm).reshape(np.shape(inf_norm))
+    return (int8_decode(moment, moment_scale, 0, "moment").reshape(np.shape(moment)),
+            int8_decode(inf_norm, inf_norm_scale, 0, "inf_norm").reshape(np.shape(inf_norm)))
+
+
+def check_codes(moment, inf_norm):
+    """int8 codes as this scheme writes them: the moment never -128 (ValueError otherwise)."""
+    if np.asarray(moment).size and int(np.min(moment)) < -127:
+        raise ValueError("moment codes: expected values in [-127, 127], got -128")
+
+
 def int8_encode(moment, inf_norm):
     """A segment's float32 state -> (moment codes, moment scales, inf-norm codes, inf-norm
     scales) per block, rounded to nearest (loading a state dict or checkpoint)."""
