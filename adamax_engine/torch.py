@@ -379,8 +379,8 @@ def _tensor(view):
 
 
 def _bfloat16(bits):
-    """A torch.bfloat16 tensor over bfloat16 bits held as uint16 (no copy)."""
-    return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+    """A torch.bfloat16 tensor over bfloat16 bits held as uint16 (no copy; host or device)."""
+    return _tensor(bits.view(np.int16)).view(torch.bfloat16)
 
 
 def _host(value):

@@ -6,7 +6,7 @@
 The simulator runs the kernels as Python, so it never meets NVVM or ptxas. This script does:
 1. record: in a child process under NUMBA_ENABLE_CUDASIM=1, tiny optimizer runs that reach
    every kernel (fp32, fp64, fp16 mixed precision, norm clips, skip_nonfinite, row-sparse
-   grads, clear_grad) log each launch's kernel and argument types (borrow mode's address-table
+   grads, clear_grad, bfloat16 and int8 state) log each launch's kernel and argument types (borrow mode's address-table
    kernels, which the simulator cannot run, take the plain kernels' signatures, adapted);
 2. compile: in a child process with the real numba.cuda (no GPU needed, only the CUDA
    toolkit's libNVVM), each recorded (kernel, signature) goes through ``cuda.compile_ptx`` for
@@ -29,7 +29,8 @@ UNAVAILABLE = 3
 FACTORIES = {"cuda": ("adamax_engine.kernels.cuda.dense", True),
              "cuda_sparse": ("adamax_engine.kernels.cuda.rows", True),
              "cuda_mixed": ("adamax_engine.kernels.cuda.mixed", False),
-             "cuda_borrow": ("adamax_engine.kernels.cuda.borrow", True)}
+             "cuda_borrow": ("adamax_engine.kernels.cuda.borrow", True),
+             "cuda_lowbit": ("adamax_engine.kernels.cuda.lowbit", False)}
 ADDRESSES = ["array", "int64", 1, "C"]
 
 
@@ -131,6 +132,15 @@ def record():
             opt.catch_up(emb, np.array([5, 7]))
             opt.flush()
         K.divide(cuda.to_device(np.ones(5, dt)), 2.0)
+    for state_dtype in ("bfloat16", "int8"):  # low-bit state: float32 parameters
+        for rounding in ("stochastic", "nearest"):
+            ps = [ae.Parameter(cuda.to_device(rng.standard_normal(n).astype(np.float32)))
+                  for n in (7, 300)]
+            opt = ae.Adamax(0.1, parameters=ps, device="cuda", state_dtype=state_dtype,
+                            state_rounding=rounding, grad_clip=ae.ClipGradByGlobalNorm(1.0))
+            for p in ps:
+                p.grad = cuda.to_device(rng.standard_normal(p.shape).astype(np.float32))
+            opt.step()
     print(json.dumps(sorted(json.loads(k) for k in seen)))
 
 
@@ -255,7 +265,9 @@ def main(argv=None):
     print("| kernel | dtype | args | ok | registers | spill bytes | smem bytes |")
     print("|---|---|---|---|---|---|---|")
     for r in report["results"]:
-        print(f"| {r['kernel']} | {r['dtype'] or 'fp16/bf16'} | {r['args']} | "
+        dtype = r["dtype"] or ("float32" if r["kernel"].startswith("cuda_lowbit") else
+                               "fp16/bf16")
+        print(f"| {r['kernel']} | {dtype} | {r['args']} | "
               f"{'yes' if r['ok'] else 'NO'} | {r.get('registers', '-')} | "
               f"{r.get('spill_bytes', '-')} | {r.get('smem_bytes', '-')} |")
     failed = [r for r in report["results"] if not r["ok"]]

@@ -50,7 +50,7 @@ def collect(opt):
         if stepped and b.low_bit:  # the state as held: bfloat16 bits, int8 codes + scales
             for kind, value in zip(CODE_KINDS, b.code_views(k)):
                 if value is not None:
-                    arrays[f"{kind}/{e.name}"] = value.copy()
+                    arrays[f"{kind}/{e.name}"] = _host(value).copy()
         elif stepped:
             moment, inf_norm = b.state_views(k)[:2]
             arrays[f"moment/{e.name}"] = _host(moment).copy()

@@ -17,8 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels import layout as L
-from ..kernels.lowbit_reference import (BLOCK, bf16_nearest, bf16_value, int8_decode,
-                                        int8_encode)
+from ..kernels.lowbit_reference import BLOCK, bf16_nearest, decode_codes, int8_encode
 from ..kernels.reference import paddle_hyper
 
 
@@ -123,7 +122,8 @@ class Bucket:
         self.inf_norm = zeros(total, np.dtype(held[1]))
         if int8:
             blocks = (total + BLOCK - 1) // BLOCK
-            self.scales = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32))
+            self.scales = (zeros(blocks, np.dtype(np.float32)),
+                           zeros(blocks, np.dtype(np.float32)))
         self.beta1_pow = np.zeros(n, self.dtype)
         self.steps = np.zeros(n, np.int64)
         self.has_state = np.zeros(n, np.bool_)
@@ -242,12 +242,9 @@ class Bucket:
         """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views (with bfloat16
         state: float32 copies of the moments, exactly their values)."""
         m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
-        if self.state_dtype == "bfloat16":
-            m, u = bf16_value(m).reshape(m.shape), bf16_value(u).reshape(u.shape)
-        elif self.state_dtype == "int8":
-            off = int(self.offsets[k])
-            m = int8_decode(m, self.scales[0], off, "moment").reshape(m.shape)
-            u = int8_decode(u, self.scales[1], off, "inf_norm").reshape(u.shape)
+        if self.low_bit:  # decoded on the host (device codes copied down first)
+            m, u, sm, su = (None if a is None else _host(a) for a in self.code_views(k))
+            m, u = decode_codes(self.state_dtype, m, u, sm, su)
         return m, u, self.beta1_pow[k:k + 1], self.steps[k:k + 1]
 
     def block_range(self, k):
@@ -273,7 +270,8 @@ class Bucket:
         _write(m, np.asarray(moment).reshape(m.shape))
         _write(u, np.asarray(inf_norm).reshape(u.shape))
         if sm is not None:
-            sm[...], su[...] = moment_scale, inf_norm_scale
+            _write(sm, np.asarray(moment_scale, np.float32))
+            _write(su, np.asarray(inf_norm_scale, np.float32))
         self.beta1_pow[k], self.has_state[k], self.steps[k] = beta1_pow, True, steps
         self.dirty = True
 
@@ -292,7 +290,8 @@ class Bucket:
             moment, sm, inf_norm, su = int8_encode(moment, inf_norm)
             moment, inf_norm = moment.reshape(m.shape), inf_norm.reshape(u.shape)
             blocks = self.block_range(k)
-            self.scales[0][blocks], self.scales[1][blocks] = sm, su
+            _write(self.scales[0][blocks], sm)
+            _write(self.scales[1][blocks], su)
         _write(m, moment)
         _write(u, inf_norm)
         self.beta1_pow[k], self.has_state[k] = beta1_pow, has_state
@@ -314,6 +313,10 @@ class Bucket:
         """ZeRO-1: from now on this rank holds only ``shard``'s slice of the state."""
         self.shard = shard
         self.swap_state(moment, inf_norm)
+
+
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.copy_to_host()
 
 
 def _write(target, value):

@@ -157,7 +157,9 @@ class CudaStepper(StepperBase):
             t, k = self.tables[id(b)], K.kernels(b.dtype)
             params, grads, moment, inf_norm, chunks, n_chunks = self._views(b, t)
             kernels, where = access(b, t)
-            if n_chunks and b.store is not None:
+            if n_chunks and b.low_bit:
+                low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, self.skip, lr)
+            elif n_chunks and b.store is not None:
                 params, grads, store = _bits(b, params, grads)
                 KM.kernels().update[K.grid_for(n_chunks), k.threads](
                     b.master, grads, moment, inf_norm, chunks, t.hyper, t.flags,
@@ -189,6 +191,10 @@ class CudaStepper(StepperBase):
         against a copy of the same bytes); a callable taking the lr."""
         t, k = self.tables[id(bucket)], K.kernels(bucket.dtype)
         params, grads, moment, inf_norm, chunks, n_chunks = self._views(bucket, t)
+        if bucket.low_bit:
+            return lambda lr: low_bit_update(bucket, t, params, grads, chunks,
+                                             max(n_chunks, 1), self.options.flavor, self.skip,
+                                             lr)
         kernels, where = access(bucket, t)
         launch = kernels.update[K.grid_for(max(n_chunks, 1)), k.threads]
         flavor = self.options.flavor
@@ -276,6 +282,19 @@ class CudaStepper(StepperBase):
                 bucket.segment(grads, k).copy_to_device(as_device_array(grad))
             else:
                 data.copy_to_device(bucket.segment(params, k))
+
+
+def low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, skip, lr):
+    """The update launch of a bucket with bfloat16 or int8 state (kernels/cuda/lowbit.py)."""
+    from ..kernels.cuda import lowbit as KL
+    k = KL.kernels()
+    args = (chunks, t.hyper, t.flags, flavor, skip, float(lr), t.lr_mult, t.beta1_pow,
+            t.beta1_f64, t.steps, bool(b.stochastic))
+    if b.state_dtype == "bfloat16":
+        k.bf16_update[K.grid_for(n_chunks), k.threads](params, grads, b.moment, b.inf_norm, *args)
+    else:
+        k.int8_update[K.grid_for(n_chunks), k.threads](params, grads, b.moment, b.inf_norm,
+                                                       *b.scales, *args)
 
 
 # --- borrow mode: the caller's params and grads, wherever they are ------------------------------

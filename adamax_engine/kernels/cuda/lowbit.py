@@ -1,0 +1,228 @@
+"""numba.cuda kernels for low-bit optimizer state: bfloat16 moments and int8 block codes.
+
+The same scheme as the CPU kernels (kernels/lowbit.py; kernels/lowbit_reference.py is the
+oracle and documents it), arranged for a GPU:
+
+* ``bf16_update``: dense.py's layout (a block per chunk, grid-stride over the chunk table, its
+  threads striding over the chunk), each element widened from its bfloat16 bits, stepped by
+  dense.py's ``element`` and rounded back with the counter-based random bits.
+* ``int8_update``: a thread block walks its chunk one 256-element quantization block at a
+  time: pass 1 dequantizes and steps, keeping the new moments in shared memory and each
+  thread's max |.| bits; a shared-memory tree turns those into the block's maxima (an integer
+  max: exact in any order); pass 2 writes the codes from those fresh scales.
+
+Float bits: on a GPU through an LLVM bitcast (kernels/halfbits.py's intrinsic, which NVVM
+compiles); in numba's simulator, which runs device functions as Python, through numpy views.
+Every integer step is masked to 32 bits, so Python ints (the simulator) and 64-bit machine
+ints (a GPU) give the same bits. In the simulator the kernels equal the oracle bit for bit; on
+a GPU NVVM contracts a*b+c into FMAs, as for dense.py, so a code can differ where a value sits
+within an ulp of a rounding boundary.
+"""
+import math
+from types import SimpleNamespace
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ..layout import ACTIVE
+from ..lowbit_reference import BLOCK, LOG_BIAS, LOG_MIN, LOG_SHIFT
+from . import dense as K
+from .runtime import NTHREADS, simulated
+
+_LOG_MIN_INV = np.float32(1) / LOG_MIN
+_UNIT = np.float32(2.0 ** -16)
+_MASK = 0xFFFFFFFF
+
+if simulated():
+    def _bits_of(x):
+        return int(np.float32(x).view(np.uint32))
+
+    def _from_bits(u):
+        return np.uint32(int(u) & _MASK).view(np.float32)
+else:
+    from ..halfbits import _bitcast
+
+    def _bits_of(x):
+        return _bitcast(np.float32(x), np.uint32)
+
+    def _from_bits(u):
+        return _bitcast(np.uint32(u), np.float32)
+
+f32_bits = cuda.jit(device=True, inline=True)(_bits_of)
+f32_from_bits = cuda.jit(device=True, inline=True)(_from_bits)
+
+
+@cuda.jit(device=True, inline=True)
+def hash32(x):
+    """lowbias32 (lowbit_reference.hash32), every product cut back to 32 bits."""
+    x = int(x) & _MASK
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+@cuda.jit(device=True, inline=True)
+def bf16_value(h):
+    return f32_from_bits((int(h) & 0xFFFF) << 16)
+
+
+@cuda.jit(device=True, inline=True)
+def bf16_round(x, r, stochastic):
+    """float32 -> bfloat16 bits: + r (16 random bits) then truncate, or to nearest even; NaN
+    to its quiet top half (lowbit_reference.bf16_stochastic / bf16_nearest)."""
+    u = int(f32_bits(x))
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return (u >> 16) | 0x40
+    if stochastic:
+        return ((u + r) & _MASK) >> 16
+    return ((u + 0x7FFF + ((u >> 16) & 1)) & _MASK) >> 16
+
+
+@cuda.jit(device=True, inline=True)
+def abs_bits(x):
+    return int(f32_bits(x)) & 0x7FFFFFFF
+
+
+@cuda.jit(device=True, inline=True)
+def scale_from_bits(bits):
+    """A block's scale from its max |x| bits: that value, or NaN if any was NaN."""
+    if bits > 0x7F800000:
+        return np.float32(math.nan)
+    return f32_from_bits(bits)
+
+
+@cuda.jit(device=True, inline=True)
+def log_value(c):
+    """F(code) of the inf-norm's log map (lowbit_reference.int8_inf_norm_value)."""
+    c = int(c)
+    if c == 0:
+        return np.float32(0)
+    return f32_from_bits((c + LOG_BIAS) << LOG_SHIFT)
+
+
+@cuda.jit(device=True, inline=True)
+def moment_code(x, r, stochastic):
+    """x = m * 127 / scale -> its int8 code: floor(x + U) (U = r * 2^-16, or 0.5), NaN -> 0."""
+    if x != x:
+        return 0
+    x = x + (np.float32(r) * _UNIT if stochastic else np.float32(0.5))
+    lo, hi = np.float32(-127), np.float32(127)
+    x = lo if x < lo else (hi if x > hi else x)
+    return int(math.floor(x))
+
+
+@cuda.jit(device=True, inline=True)
+def log_code(x, r, stochastic):
+    """x = u / scale -> its uint8 log-map code (lowbit_reference.log_code)."""
+    if x != x:
+        return 0
+    x = -x if x < 0 else x
+    if x >= LOG_MIN:
+        add = (int(r) << 3) if stochastic else (1 << (LOG_SHIFT - 1))
+        code = (((int(f32_bits(x)) + add) & _MASK) >> LOG_SHIFT) - LOG_BIAS
+        return 255 if code > 255 else code
+    unit = np.float32(r) * _UNIT if stochastic else np.float32(0.5)
+    code = int(math.floor(x * _LOG_MIN_INV + unit))
+    return 1 if code > 1 else code
+
+
+@cuda.jit
+def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, lr_mult,
+                beta1_pow, beta1_f64, steps, stochastic):
+    """One step over every active chunk of a float32 bucket whose state is bfloat16 bits
+    (uint16 ``mq``/``uq``); dense.update's other arguments."""
+    if skip[0] != 0:
+        return
+    c = cuda.blockIdx.x
+    while c < chunks.shape[0]:
+        seg = chunks[c, 0]
+        if flags[seg, ACTIVE] == 1:
+            s = K.segment_scalars(K.step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
+                                            steps), hyper, flags, seg, flavor)
+            key = hash32(steps[seg])
+            i = chunks[c, 1] + cuda.threadIdx.x
+            end = chunks[c, 2]
+            while i < end:
+                p, m, u = K.element(params[i], grads[i], bf16_value(mq[i]), bf16_value(uq[i]),
+                                    s)
+                params[i] = p
+                h = hash32((int(i) & _MASK) ^ key) if stochastic else 0
+                mq[i] = bf16_round(m, h & 0xFFFF, stochastic)
+                uq[i] = bf16_round(u, h >> 16, stochastic)
+                i += cuda.blockDim.x
+        c += cuda.gridDim.x
+
+
+@cuda.jit
+def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, skip,
+                lr, lr_mult, beta1_pow, beta1_f64, steps, stochastic):
+    """One step over every active chunk of a float32 bucket with int8 block codes (int8
+    ``mq``, uint8 ``uq``, float32 scales per block); chunks start on block boundaries."""
+    mbuf = cuda.shared.array(BLOCK, numba.float32)
+    ubuf = cuda.shared.array(BLOCK, numba.float32)
+    top = cuda.shared.array((2, NTHREADS), numba.uint32)
+    if skip[0] != 0:
+        return
+    t, nt = cuda.threadIdx.x, cuda.blockDim.x
+    c = cuda.blockIdx.x
+    while c < chunks.shape[0]:
+        seg = chunks[c, 0]
+        if flags[seg, ACTIVE] == 1:
+            s = K.segment_scalars(K.step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
+                                            steps), hyper, flags, seg, flavor)
+            key = hash32(steps[seg])
+            b0, end = chunks[c, 1], chunks[c, 2]
+            while b0 < end:
+                n = end - b0 if end - b0 < BLOCK else BLOCK
+                blk = b0 // BLOCK
+                m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
+                mmax, umax = 0, 0
+                j = t
+                while j < n:
+                    i = b0 + j
+                    p, m, u = K.element(params[i], grads[i], np.float32(mq[i]) * m_unit,
+                                        us * log_value(uq[i]), s)
+                    params[i] = p
+                    mbuf[j], ubuf[j] = m, u
+                    am, au = abs_bits(m), abs_bits(u)
+                    mmax = am if am > mmax else mmax  # (no min/max builtins: numba.cuda
+                    umax = au if au > umax else umax  # fails to type some of their calls)
+                    j += nt
+                top[0, t], top[1, t] = mmax, umax
+                cuda.syncthreads()
+                half = nt // 2
+                while half > 0:
+                    if t < half:
+                        if top[0, t + half] > top[0, t]:
+                            top[0, t] = top[0, t + half]
+                        if top[1, t + half] > top[1, t]:
+                            top[1, t] = top[1, t + half]
+                    cuda.syncthreads()
+                    half //= 2
+                sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
+                tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+                tu = su  # (u / su below: the oracle's division)
+                j = t
+                while j < n:
+                    i = b0 + j
+                    r = hash32((int(i) & _MASK) ^ key) if stochastic else 0
+                    mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
+                    uq[i] = log_code(ubuf[j] / tu, r >> 16, stochastic) if su > 0 else 0
+                    j += nt
+                cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
+                if t == 0:
+                    m_scale[blk], u_scale[blk] = sm, su
+                b0 += BLOCK
+        c += cuda.gridDim.x
+
+
+_KERNELS = SimpleNamespace(bf16_update=bf16_update, int8_update=int8_update,
+                           threads=NTHREADS)
+
+
+def kernels():
+    """The low-bit state kernels, by name (float32 buckets only)."""
+    return _KERNELS
