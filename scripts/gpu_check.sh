@@ -8,5 +8,5 @@ PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)"
 "$PY" -c "import numba_cuda; print('numba-cuda', numba_cuda.__version__)" 2>/dev/null || true
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_mixed.py tests/test_cuda_sparse.py tests/test_cuda_streams.py tests/test_cuda_frameworks.py "$@" 2>&1 | tee "$OUT/pytest_cuda.log" | tail -25
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_mixed.py tests/test_cuda_sparse.py tests/test_cuda_streams.py tests/test_cuda_frameworks.py tests/test_cuda_lowbit.py "$@" 2>&1 | tee "$OUT/pytest_cuda.log" | tail -25
 timeout 280 "$PY" scripts/bench_cuda.py --reps 20 2>&1 | tee "$OUT/bench_cuda.log"
