@@ -25,6 +25,7 @@ def test_bench_cuda_tiny_runs_in_the_simulator():
     assert out.returncode == 0, out.stderr
     assert "numba CUDA simulator" in out.stdout
     for line in ("engine (adopt, fused)", "its update launch alone", "device-to-device copy",
-                 "engine global-norm clip + L2", "host time per step"):
+                 "engine global-norm clip + L2", "host time per step", "engine, bfloat16 state",
+                 "engine, int8 state"):
         assert line in out.stdout, line
     assert out.stdout.count("ms (±") >= 8  # every engine row timed, in both workloads

@@ -63,10 +63,11 @@ def engine(shapes, rng, **kw):
     return opt.step, opt
 
 
-def copy_ceiling(n):
-    """A device-to-device copy of 14 B/element each way: the same 28 B/element as a step."""
+def copy_ceiling(n, nbytes=28):
+    """A device-to-device copy of nbytes/2 per element each way: the same bytes as a step
+    (28 with float32 state; 20 with bfloat16, ~16 with int8)."""
     from numba import cuda
-    src = cuda.to_device(np.ones(14 * n // 4, np.float32))
+    src = cuda.to_device(np.ones(max(1, int(nbytes * n) // 8), np.float32))
     dst = cuda.device_array_like(src)
     return lambda: dst.copy_to_device(src), (src, dst)
 
@@ -174,6 +175,10 @@ def main(argv=None):
                                 grad_clip=ae.ClipGradByGlobalNorm(1.0))
         fns["engine clip+L2"] = full
         fns["copy"], k1 = copy_ceiling(n)
+        low = {}
+        for sd, nbytes in (("bfloat16", 20), ("int8", 16.03)):
+            fns[f"engine {sd}"], low[sd] = engine(shapes, rng, state_dtype=sd)
+            fns[f"copy {sd}"], low[f"copy {sd}"] = copy_ceiling(n, nbytes)
         run, k2 = torch_foreach(shapes, torch)
         if run is not None:
             fns["torch foreach"] = run
@@ -182,7 +187,7 @@ def main(argv=None):
             if run is not None:
                 fns["optax jit"] = run
                 keep.append(k3)
-        keep += [opt, opt_full, k1, k2]
+        keep += [opt, opt_full, k1, k2, low]
         reps = max(5, args.reps // 2) if n > 500_000_000 else args.reps
         res = timeit_all(fns, reps)
         eng, roof = res["engine"], res["copy"]
@@ -196,6 +201,11 @@ def main(argv=None):
         print(f"ratios: engine/copy = {roof[0] / eng[0]:.2f} of the copy bandwidth (target >= 0.85 "
               f"at >= 100M), kernel alone {roof[0] / kern[0]:.2f}; "
               f"clip+L2/bare = {res['engine clip+L2'][0] / eng[0]:.2f}x")
+        for sd in ("bfloat16", "int8"):
+            t, c = res[f"engine {sd}"], res[f"copy {sd}"]
+            print(f"engine, {sd} state{' ' * (12 - len(sd))}{fmt(t)}: {t[0] / eng[0]:.2f}x the "
+                  f"float32 step (target <= {0.8 if sd == 'bfloat16' else 0.7}), "
+                  f"{c[0] / t[0]:.2f} of its own copy ceiling (target >= 0.85)")
         for peer in ("torch foreach", "optax jit"):
             if peer in res:
                 print(f"speed-up vs {peer}: {res[peer][0] / eng[0]:.1f}x (target >= 3x vs torch)")
