@@ -24,7 +24,7 @@ FEATURES = {
 
 
 def build(backend, state_dtype="bfloat16", flavor="paddle", feature="plain", rounding="stochastic",
-          seed=0):
+          seed=0, mode="adopt"):
     rng = np.random.default_rng(seed)
     params = [ae.Parameter(rng.standard_normal(n).astype(np.float32), name=f"p{i}")
               for i, n in enumerate(SIZES)]
@@ -34,7 +34,7 @@ def build(backend, state_dtype="bfloat16", flavor="paddle", feature="plain", rou
                       {"params": params[3:], "beta2": 0.99, "epsilon": 1e-4}]
     else:
         params_arg = params
-    opt = ae.Adamax(0.01, parameters=params_arg, flavor=flavor, backend=backend,
+    opt = ae.Adamax(0.01, parameters=params_arg, flavor=flavor, backend=backend, mode=mode,
                     state_dtype=state_dtype, state_rounding=rounding, **kw)
     return params, opt
 
@@ -79,6 +79,25 @@ def test_kernel_equals_the_oracle_bit_for_bit(state_dtype, feature, flavor, roun
         for x, y in zip(state_a, state_b):  # codes (and int8 scales), every bit
             np.testing.assert_array_equal(np.asarray(x).view(np.uint8),
                                           np.asarray(y).view(np.uint8))
+
+
+@pytest.mark.parametrize("feature", ["plain", "value clip", "global norm"])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_borrow_mode_equals_the_oracle_and_adopt_mode(state_dtype, feature):
+    """Borrowed params and grads (the caller's arrays, by address): the same bits as the
+    oracle's borrow path and as adopt mode."""
+    runs = [build(backend, state_dtype, feature=feature, mode=mode)
+            for backend, mode in ((None, "borrow"), ("reference", "borrow"), (None, "adopt"))]
+    for params, opt in runs:
+        run(params, opt, 4, special=feature == "plain")
+    (pa, sa), (pb, sb), (pc, sc) = (bits(*r) for r in runs)
+    for a, b, c in zip(pa, pb, pc):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+        np.testing.assert_array_equal(a.view(np.uint32), c.view(np.uint32))
+    for x, y, z in zip(sa[0], sb[0], sc[0]):
+        np.testing.assert_array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+        np.testing.assert_array_equal(np.asarray(x).view(np.uint8), np.asarray(z).view(np.uint8))
+    assert runs[0][1].registry.buckets[0].mode == "borrow"
 
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
@@ -200,7 +219,8 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
     ({"state_dtype": "int4"}, "state_dtype: expected one of"),
     ({"state_dtype": "int8", "multi_precision": True}, "without multi_precision"),
     ({"state_dtype": "float16"}, "state_dtype: expected one of"),
-    ({"state_dtype": "bfloat16", "mode": "borrow"}, "runs with mode='adopt'"),
+    ({"state_dtype": "bfloat16", "mode": "borrow", "device": "cuda"},
+     "on device='cuda' runs with mode='adopt'"),
     ({"state_dtype": "bfloat16", "state_rounding": "up"}, "state_rounding: expected"),
 ])
 def test_what_is_not_supported_yet_is_refused(kwargs, match):
@@ -210,7 +230,7 @@ def test_what_is_not_supported_yet_is_refused(kwargs, match):
 
 
 def test_float64_parameters_and_row_sparse_grads_are_refused():
-    with pytest.raises(ValueError, match="'w' is a float64 .* adopted float32 parameters"):
+    with pytest.raises(ValueError, match="'w' is a float64 .* low-bit state takes float32 "):
         ae.Adamax(0.1, parameters=[ae.Parameter(np.ones(4), name="w")], state_dtype="bfloat16")
     emb = ae.Parameter(np.ones((10, 4), np.float32), name="emb")
     opt = ae.Adamax(0.1, parameters=[emb], state_dtype="bfloat16")

@@ -31,10 +31,12 @@ def run(params, opt, steps, first=0, scheduler=None):
             scheduler.step()
 
 
-@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("mode,rounding", [("adopt", "stochastic"), ("adopt", "nearest"),
+                                           ("borrow", "stochastic")])
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
-def test_front_equals_the_engine_core_bit_for_bit(state_dtype, rounding):
-    params, opt = make(state_dtype, state_rounding=rounding, weight_decay=0.01)
+def test_front_equals_the_engine_core_bit_for_bit(state_dtype, mode, rounding):
+    params, opt = make(state_dtype, state_rounding=rounding, weight_decay=0.01, mode=mode)
+    assert opt.engine.registry.buckets[0].mode == mode
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     mine = [ae.Parameter(p.detach().numpy().copy(), name=f"p{i}") for i, p in enumerate(params)]
     core = ae.Adamax(0.01, parameters=mine, flavor="torch", weight_decay=0.01,

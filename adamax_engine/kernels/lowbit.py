@@ -10,7 +10,7 @@ count (the random bits depend on the step and the element only).
 import numpy as np
 from numba import njit, prange
 
-from .cpu import adamax_element, prepared_grad, sumsq_flat
+from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, sumsq_flat
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
                        f32_to_bf16)
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
@@ -59,6 +59,20 @@ def loop_grad(g, p, lo, hi, scale, decay, clip_value, scale_grad, decay_mode, ge
     return out
 
 
+@njit(inline="always")
+def flat_chunk(params, grads, offsets, seg, start, end, like):
+    """A chunk's params and grads in adopted flat buffers."""
+    return params[start:end], grads[start:end]
+
+
+@njit(inline="always")
+def borrowed_chunk(params, grads, offsets, seg, start, end, like):
+    """A chunk's params and grads in caller-owned arrays, given by address (borrow mode);
+    ``like``: an array of the bucket's dtype (float32)."""
+    return (borrowed_view(params, offsets, seg, start, end, like),
+            borrowed_view(grads, offsets, seg, start, end, like))
+
+
 def _make_loop(flavor, stochastic, generic):
     """One chunk's element loop, its own small compiled function (as kernels.cpu._make_loop:
     a loop the flags are hoisted out of, which LLVM vectorises). ``base``: the chunk's first
@@ -79,14 +93,15 @@ def _make_loop(flavor, stochastic, generic):
     return loop
 
 
-def _make_kernel(flavor, stochastic):
-    """The fused bfloat16-state update for one flavor and rounding, compiled on first use.
-    Chunks without value clip or L1 decay take the fast loop (the norm scale always applied,
-    x * 1 == x; L2 as one select), the others the generic one: the same bits either way."""
+def _make_kernel(flavor, stochastic, chunk_views):
+    """The fused bfloat16-state update for one flavor and rounding, compiled on first use;
+    ``chunk_views``: flat_chunk or borrowed_chunk. Chunks without value clip or L1 decay take
+    the fast loop (the norm scale always applied, x * 1 == x; L2 as one select), the others the
+    generic one: the same bits either way."""
     fast, generic = _make_loop(flavor, stochastic, False), _make_loop(flavor, stochastic, True)
 
     @njit(parallel=True, error_model="numpy")
-    def kernel(params, grads, mq, uq, chunks, hyper, flags, steps):
+    def kernel(params, grads, mq, uq, offsets, chunks, hyper, flags, steps):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             f = flags[seg]
@@ -100,27 +115,45 @@ def _make_kernel(flavor, stochastic):
                     h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode,
                     hash32(np.uint32(steps[seg] & 0xFFFFFFFF)))
             sl = slice(start, end)
+            p, g = chunk_views(params, grads, offsets, seg, start, end, hyper)
             if clip_value or decay_mode == L1_DECAY:
-                generic(params[sl], grads[sl], mq[sl], uq[sl], *args)
+                generic(p, g, mq[sl], uq[sl], *args)
             else:
-                fast(params[sl], grads[sl], mq[sl], uq[sl], *args)
+                fast(p, g, mq[sl], uq[sl], *args)
     return kernel
 
 
 _KERNELS = {}
 
 
-def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic):
-    """One step of every active segment of a float32 bucket whose state is bfloat16 bits."""
-    key = (int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH, bool(stochastic))
+def _flavor(flavor):
+    return int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH
+
+
+def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic,
+                offsets=None):
+    """One step of every active segment of a float32 bucket whose state is bfloat16 bits;
+    with ``offsets``, params and grads are borrow mode's address tables."""
+    key = (_flavor(flavor), bool(stochastic), offsets is not None)
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = _KERNELS[key] = _make_kernel(*key)
-    kernel(params, grads, mq, uq, chunks, hyper, flags, steps)
+        kernel = _KERNELS[key] = _make_kernel(*key[:2], borrowed_chunk if key[2] else flat_chunk)
+    kernel(params, grads, mq, uq, offsets if offsets is not None else chunks[:0, 0], chunks,
+           hyper, flags, steps)
 # --- the host stepper's entry points (step/host.py KERNELS), one signature per operation ------
 def update_flat_bf16(ops, flavor):
     bf16_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
                 ops.flags, flavor, ops.steps, ops.stochastic)
+
+
+def update_borrow_bf16(ops, flavor):
+    bf16_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
+                ops.flags, flavor, ops.steps, ops.stochastic, ops.offsets)
+
+
+def sumsq_borrow_bf16(ops, flags):
+    """The norm pass over borrowed grads (float32: the hyper table gives the dtype)."""
+    return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags, ops.hyper)
 
 
 def sumsq_flat_bf16(ops, flags):
@@ -185,8 +218,8 @@ def _make_int8_chunk(flavor, stochastic, generic):
     the codes from those fresh scales. p, g and the codes are read and written once."""
 
     @njit(error_model="numpy")
-    def chunk(p, g, mq, uq, m_scale, u_scale, start, end, key, lr_t, b1, omb1, b2, eps, lo, hi,
-              scale, decay, clip_value, scale_grad, decay_mode):
+    def chunk(pc, gc, mq, uq, m_scale, u_scale, start, end, key, lr_t, b1, omb1, b2, eps, lo,
+              hi, scale, decay, clip_value, scale_grad, decay_mode):
         mbuf = np.empty(BLOCK, np.float32)
         ubuf = np.empty(BLOCK, np.float32)
         for b0 in range(start, end, BLOCK):
@@ -196,7 +229,9 @@ def _make_int8_chunk(flavor, stochastic, generic):
             mmax, umax = np.uint32(0), np.uint32(0)
             # block views: indices known >= 0 (an offset index would need numba's negative-
             # index wrap, which stops vectorisation)
-            pb, gb, mb, ub = p[b0:b0 + n], g[b0:b0 + n], mq[b0:b0 + n], uq[b0:b0 + n]
+            # (pc, gc: the chunk's params and grads, from its first element)
+            pb, gb = pc[b0 - start:b0 - start + n], gc[b0 - start:b0 - start + n]
+            mb, ub = mq[b0:b0 + n], uq[b0:b0 + n]
             for j in range(n):
                 gj = loop_grad(gb[j], pb[j], lo, hi, scale, decay, clip_value, scale_grad,
                                decay_mode, generic)
@@ -232,14 +267,14 @@ def _make_int8_chunk(flavor, stochastic, generic):
     return chunk
 
 
-def _make_int8_kernel(flavor, stochastic):
+def _make_int8_kernel(flavor, stochastic, chunk_views):
     """Every active chunk of the bucket in parallel; the generic loop only for chunks with value
     clip or L1 decay (the fast one applies the norm scale always, x * 1 == x: the same bits)."""
     fast = _make_int8_chunk(flavor, stochastic, False)
     generic = _make_int8_chunk(flavor, stochastic, True)
 
     @njit(parallel=True, error_model="numpy")
-    def kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps):
+    def kernel(params, grads, mq, uq, m_scale, u_scale, offsets, chunks, hyper, flags, steps):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             f = flags[seg]
@@ -252,10 +287,11 @@ def _make_int8_kernel(flavor, stochastic):
             args = (start, end, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)), h[LR_T], h[BETA1],
                     h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX], scale,
                     h[DECAY], clip_value, scale_grad, decay_mode)
+            p, g = chunk_views(params, grads, offsets, seg, start, end, hyper)
             if clip_value or decay_mode == L1_DECAY:
-                generic(params, grads, mq, uq, m_scale, u_scale, *args)
+                generic(p, g, mq, uq, m_scale, u_scale, *args)
             else:
-                fast(params, grads, mq, uq, m_scale, u_scale, *args)
+                fast(p, g, mq, uq, m_scale, u_scale, *args)
     return kernel
 
 
@@ -263,13 +299,16 @@ _INT8_KERNELS = {}
 
 
 def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
-                stochastic):
-    """One step of every active segment of a float32 bucket with int8 block-quantized state."""
-    key = (int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH, bool(stochastic))
+                stochastic, offsets=None):
+    """One step of every active segment of a float32 bucket with int8 block-quantized state;
+    with ``offsets``, params and grads are borrow mode's address tables."""
+    key = (_flavor(flavor), bool(stochastic), offsets is not None)
     kernel = _INT8_KERNELS.get(key)
     if kernel is None:
-        kernel = _INT8_KERNELS[key] = _make_int8_kernel(*key)
-    kernel(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, steps)
+        kernel = _INT8_KERNELS[key] = _make_int8_kernel(
+            *key[:2], borrowed_chunk if key[2] else flat_chunk)
+    kernel(params, grads, mq, uq, m_scale, u_scale,
+           offsets if offsets is not None else chunks[:0, 0], chunks, hyper, flags, steps)
 
 
 def update_flat_int8(ops, flavor):
@@ -277,5 +316,13 @@ def update_flat_int8(ops, flavor):
                 ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic)
 
 
+def update_borrow_int8(ops, flavor):
+    int8_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.scales[0], ops.scales[1],
+                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic, ops.offsets)
+
+
 def sumsq_flat_int8(ops, flags):
     return sumsq_flat(ops, flags)
+
+
+sumsq_borrow_int8 = sumsq_borrow_bf16

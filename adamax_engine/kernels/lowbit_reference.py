@@ -249,3 +249,38 @@ def int8_encode(moment, inf_norm):
         return np.zeros(0, np.int8), empty, np.zeros(0, np.uint8), empty
     return (np.concatenate([p[0] for p in parts]), np.array([p[1] for p in parts], np.float32),
             np.concatenate([p[2] for p in parts]), np.array([p[3] for p in parts], np.float32))
+
+
+# --- borrow mode: params and grads in the caller's arrays (host views, one per segment) --------
+def _gathered(ops):
+    """Flat float32 params and grads assembled from borrow mode's per-segment arrays."""
+    params = np.zeros(ops.moment.shape[0], np.float32)
+    grads = np.zeros(ops.moment.shape[0], np.float32)
+    for k, (p, g) in enumerate(zip(ops.params, ops.grads)):
+        off = int(ops.offsets[k])
+        params[off:off + p.size], grads[off:off + g.size] = p.reshape(-1), g.reshape(-1)
+    return params, grads
+
+
+def _borrowed(update):
+    """The flat oracle ``update`` on gathered copies, the new params written back."""
+    def run(ops, flavor):
+        params, grads = _gathered(ops)
+        update(ops._replace(params=params, grads=grads), flavor)
+        for k, p in enumerate(ops.params):
+            off = int(ops.offsets[k])
+            p.reshape(-1)[...] = params[off:off + p.size]
+    return run
+
+
+update_borrow_bf16 = _borrowed(update_flat_bf16)
+update_borrow_int8 = _borrowed(update_flat_int8)
+
+
+def sumsq_borrow_bf16(ops, flags):
+    from .reference import borrowed_sumsq
+    return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags,
+                          np.zeros(ops.moment.shape[0], np.float32))
+
+
+sumsq_borrow_int8 = sumsq_borrow_bf16

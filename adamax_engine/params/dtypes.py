@@ -15,9 +15,9 @@ def supported(dtype):
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 
-def check_state_dtype(state_dtype, rounding, mode, multi_precision, entries):
-    """Low-bit state takes adopted float32 parameters, on the CPU or a GPU, for now: anything
-    else is refused here, naming what to change."""
+def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
+    """Low-bit state takes float32 parameters (adopted or borrowed on the CPU, adopted on a
+    GPU), for now: anything else is refused here or by the registry, naming what to change."""
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}")
     if rounding not in ("stochastic", "nearest"):
@@ -25,12 +25,13 @@ def check_state_dtype(state_dtype, rounding, mode, multi_precision, entries):
                          f"{rounding!r}")
     if state_dtype == "float32":
         return
-    if mode not in (None, "adopt") or multi_precision:
-        raise ValueError(f"state_dtype={state_dtype!r} runs with mode='adopt' and without "
-                         "multi_precision for now")
+    if multi_precision:
+        raise ValueError(f"state_dtype={state_dtype!r} runs without multi_precision for now")
+    if device == "cuda" and mode == "borrow":
+        raise ValueError(f"state_dtype={state_dtype!r} on device='cuda' runs with "
+                         "mode='adopt' for now")
     for e in entries:
-        if e.dtype.name != "float32" or e.adapter.default_mode != "adopt":
+        if e.dtype.name != "float32":
             kind = type(e.param).__module__.split(".")[0].replace("adamax_engine", "numpy")
             raise ValueError(f"state_dtype={state_dtype!r}: {e.name!r} is a {e.dtype.name} "
-                             f"{kind} parameter; low-bit state takes adopted float32 "
-                             "parameters (numpy Parameters, torch tensors)")
+                             f"{kind} parameter; low-bit state takes float32 parameters")

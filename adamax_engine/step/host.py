@@ -12,8 +12,8 @@ from .normclip import NormClips
 
 
 def variant(bucket):
-    """A bucket's kernel variant: flat|borrow, mixed_ for 16-bit params with masters, _bf16 for
-    bfloat16 optimizer state."""
+    """A bucket's kernel variant: flat|borrow, mixed_ for 16-bit params with masters, _bf16 /
+    _int8 for low-bit optimizer state."""
     return ("mixed_" if bucket.store is not None else "") + \
         ("flat" if bucket.mode == "adopt" else "borrow") + \
         {"bfloat16": "_bf16", "int8": "_int8"}.get(bucket.state_dtype, "")
@@ -29,6 +29,10 @@ KERNELS = {("cpu", "flat"): ("cpu", "flat"), ("cpu", "borrow"): ("cpu", "borrow"
            ("reference", "flat_bf16"): ("lowbit_reference", "flat_bf16"),
            ("cpu", "flat_int8"): ("lowbit", "flat_int8"),
            ("reference", "flat_int8"): ("lowbit_reference", "flat_int8"),
+           ("cpu", "borrow_bf16"): ("lowbit", "borrow_bf16"),
+           ("reference", "borrow_bf16"): ("lowbit_reference", "borrow_bf16"),
+           ("cpu", "borrow_int8"): ("lowbit", "borrow_int8"),
+           ("reference", "borrow_int8"): ("lowbit_reference", "borrow_int8"),
            **{("reference", v): ("reference", v)
               for v in ("flat", "borrow", "mixed_flat", "mixed_borrow")}}
 
