@@ -374,26 +374,19 @@ class Adamax(PaddleOptimizerProtocol):
             e.bucket.load_master(e.index, master)
 
     def parameter_codes(self, param):
-        """``param``'s state as the engine holds it, live: (moment, inf_norm, moment scales,
-        inf_norm scales) -- float32 values, bfloat16 bits (uint16) or int8/uint8 codes with
-        per-block float32 scales (kernels/lowbit_reference.py decodes them; None unless
-        int8)."""
+        """``param``'s state as held, live: (moment, inf_norm, moment scales, inf_norm scales):
+        values, bfloat16 bits (uint16) or int8/uint8 codes with per-block float32 scales (None
+        unless int8; kernels/lowbit_reference.py decodes them)."""
         e = self._registry.entry_of(param)
         return e.bucket.code_views(e.index)
 
     def load_parameter_codes(self, param, moment, inf_norm, moment_scale=None,
                              inf_norm_scale=None, beta1_pow=0, steps=0):
-        """Write ``param``'s state as held (``parameter_codes``' layout and dtypes, already
-        checked by the caller), exactly: no requantization."""
+        """Write ``param``'s state as held (checked by the caller), exactly."""
         e = self._registry.entry_of(param)
         self.flush()
         e.bucket.load_segment_codes(e.index, moment, inf_norm, moment_scale, inf_norm_scale,
                                     beta1_pow, steps)
-
-    @property
-    def state_dtype(self):
-        """How moment and inf_norm are held: "float32", "bfloat16" or "int8"."""
-        return self._fixed["state_dtype"]
 
     def set_skipped_steps(self, count):
         """The skipped-step count (a restored checkpoint's)."""

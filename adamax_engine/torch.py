@@ -212,7 +212,7 @@ class Adamax(torch.optim.Optimizer):
         """``state[p]``: live tensors over the engine's buffers (see the class docstring)."""
         (moment, inf_norm, beta1_pow, steps, master), _ = self._core.parameter_state(p)
         out = {"step": _tensor(steps.reshape(()))}
-        state_dtype = self._core.state_dtype
+        state_dtype = self._core.settings.state_dtype
         if state_dtype == "float32":
             out["exp_avg"], out["exp_inf"] = _tensor(moment), _tensor(inf_norm)
         else:
@@ -299,7 +299,7 @@ class Adamax(torch.optim.Optimizer):
                 moment, inf_norm = _host(s["exp_avg"]), _host(s["exp_inf"])
                 if "exp_avg_scale" in s:  # int8 codes (cast to float by torch's load)
                     scales = _host(s["exp_avg_scale"]), _host(s["exp_inf_scale"])
-                    if self._core.state_dtype == "int8":
+                    if self._core.settings.state_dtype == "int8":
                         self._core.load_parameter_codes(
                             p, moment.astype(np.int8), inf_norm.astype(np.uint8), *scales,
                             beta1_pow=pow_, steps=steps)

@@ -183,6 +183,25 @@ def test_the_inf_norm_keeps_decaying_with_stochastic_rounding():
     assert np.median(rtn / exact) > 100  # round-to-nearest: stuck near its value at step 50
 
 
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_skip_nonfinite_leaves_codes_and_params_untouched(state_dtype):
+    params, opt = build(None, state_dtype)
+    opt = ae.Adamax(0.01, parameters=params, state_dtype=state_dtype, skip_nonfinite=True)
+    run(params, opt, 2)
+    before = bits(params, opt)
+    steps = opt.registry.buckets[0].steps.copy()
+    run(params, opt, 1, special=True)  # a NaN grad: the whole step is skipped
+    after = bits(params, opt)
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    for x, y in zip(before[1][0], after[1][0]):
+        np.testing.assert_array_equal(x, y)
+    assert opt.skipped_steps == 1
+    np.testing.assert_array_equal(opt.registry.buckets[0].steps, steps + 1)  # as paddle: counts
+    run(params, opt, 1)  # a finite grad steps again
+    assert not np.array_equal(bits(params, opt)[0][3], after[0][3])
+
+
 def test_state_bytes_per_parameter():
     _, fp32 = build(None, state_dtype="float32")
     _, bf16 = build(None)

@@ -25,7 +25,7 @@ def store_code(dtype):
 
 
 @intrinsic
-def _bitcast(typingctx, value, to):
+def bitcast(typingctx, value, to):
     """Reinterpret a 32-bit value's bits as the other 32-bit type (uint32 <-> float32)."""
     target = to.instance_type if isinstance(to, types.NumberClass) else None
     if target is None or target.bitwidth != 32 or value.bitwidth != 32:
@@ -39,12 +39,12 @@ def _bitcast(typingctx, value, to):
 
 @njit(inline="always")
 def f32_bits(x):
-    return _bitcast(np.float32(x), np.uint32)
+    return bitcast(np.float32(x), np.uint32)
 
 
 @njit(inline="always")
 def f32_from_bits(u):
-    return _bitcast(np.uint32(u), np.float32)
+    return bitcast(np.uint32(u), np.float32)
 
 
 @njit(inline="always")

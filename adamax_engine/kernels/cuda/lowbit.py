@@ -41,13 +41,13 @@ if simulated():
     def _from_bits(u):
         return np.uint32(int(u) & _MASK).view(np.float32)
 else:
-    from ..halfbits import _bitcast
+    from ..halfbits import bitcast
 
     def _bits_of(x):
-        return _bitcast(np.float32(x), np.uint32)
+        return bitcast(np.float32(x), np.uint32)
 
     def _from_bits(u):
-        return _bitcast(np.uint32(u), np.float32)
+        return bitcast(np.uint32(u), np.float32)
 
 f32_bits = cuda.jit(device=True, inline=True)(_bits_of)
 f32_from_bits = cuda.jit(device=True, inline=True)(_from_bits)
