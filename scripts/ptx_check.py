@@ -30,7 +30,7 @@ FACTORIES = {"cuda": ("adamax_engine.kernels.cuda.dense", True),
              "cuda_sparse": ("adamax_engine.kernels.cuda.rows", True),
              "cuda_mixed": ("adamax_engine.kernels.cuda.mixed", False),
              "cuda_borrow": ("adamax_engine.kernels.cuda.borrow", True),
-             "cuda_lowbit": ("adamax_engine.kernels.cuda.lowbit", False)}
+             "cuda_lowbit": ("adamax_engine.kernels.cuda.lowbit", True)}
 ADDRESSES = ["array", "int64", 1, "C"]
 
 
@@ -132,14 +132,15 @@ def record():
             opt.catch_up(emb, np.array([5, 7]))
             opt.flush()
         K.divide(cuda.to_device(np.ones(5, dt)), 2.0)
-    for state_dtype in ("bfloat16", "int8"):  # low-bit state: float32 parameters
-        for rounding in ("stochastic", "nearest"):
-            ps = [ae.Parameter(cuda.to_device(rng.standard_normal(n).astype(np.float32)))
+    for state_dtype in ("bfloat16", "int8"):  # low-bit state: float32/float64 parameters
+        for rounding, dt in (("stochastic", "float32"), ("nearest", "float32"),
+                             ("stochastic", "float64")):
+            ps = [ae.Parameter(cuda.to_device(rng.standard_normal(n).astype(dt)))
                   for n in (7, 300)]
             opt = ae.Adamax(0.1, parameters=ps, device="cuda", state_dtype=state_dtype,
                             state_rounding=rounding, grad_clip=ae.ClipGradByGlobalNorm(1.0))
             for p in ps:
-                p.grad = cuda.to_device(rng.standard_normal(p.shape).astype(np.float32))
+                p.grad = cuda.to_device(rng.standard_normal(p.shape).astype(dt))
             opt.step()
     print(json.dumps(sorted(json.loads(k) for k in seen)))
 
@@ -265,9 +266,7 @@ def main(argv=None):
     print("| kernel | dtype | args | ok | registers | spill bytes | smem bytes |")
     print("|---|---|---|---|---|---|---|")
     for r in report["results"]:
-        dtype = r["dtype"] or ("float32" if r["kernel"].startswith("cuda_lowbit") else
-                               "fp16/bf16")
-        print(f"| {r['kernel']} | {dtype} | {r['args']} | "
+        print(f"| {r['kernel']} | {r['dtype'] or 'fp16/bf16'} | {r['args']} | "
               f"{'yes' if r['ok'] else 'NO'} | {r.get('registers', '-')} | "
               f"{r.get('spill_bytes', '-')} | {r.get('smem_bytes', '-')} |")
     failed = [r for r in report["results"] if not r["ok"]]

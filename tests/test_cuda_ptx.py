@@ -30,6 +30,8 @@ def test_every_cuda_kernel_compiles_for_sm90(tmp_path):
     results = report["results"]
     assert {r["kernel"] for r in results} == KERNELS  # the scenarios reach every kernel
     assert {r["dtype"] for r in results if r["kernel"] == "cuda.update"} == {"float32", "float64"}
+    assert {r["dtype"] for r in results if r["kernel"] == "cuda_lowbit.int8_update"} == \
+        {"float32", "float64"}
     for r in results:
         assert r["ok"], r
         if report["ptxas"]:  # SASS too: no register spills in any kernel

@@ -24,9 +24,9 @@ FEATURES = {
 
 
 def build(backend, state_dtype="bfloat16", flavor="paddle", feature="plain", rounding="stochastic",
-          seed=0, mode="adopt"):
+          seed=0, mode="adopt", dtype=np.float32):
     rng = np.random.default_rng(seed)
-    params = [ae.Parameter(rng.standard_normal(n).astype(np.float32), name=f"p{i}")
+    params = [ae.Parameter(rng.standard_normal(n).astype(dtype), name=f"p{i}")
               for i, n in enumerate(SIZES)]
     kw = dict(FEATURES[feature])
     if kw.pop("groups", False):
@@ -43,7 +43,7 @@ def grads(step, params, special=False):
     rng = np.random.default_rng(1000 + step)
     out = []
     for p in params:
-        g = (rng.standard_normal(p.data.shape) * 10.0 ** rng.integers(-3, 2)).astype(np.float32)
+        g = (rng.standard_normal(p.data.shape) * 10.0 ** rng.integers(-3, 2)).astype(p.data.dtype)
         if special and g.size > 8:
             g[:4] = [np.nan, np.inf, -np.inf, 1e-41]  # NaN, infinities, a subnormal
         out.append(g)
@@ -79,6 +79,25 @@ def test_kernel_equals_the_oracle_bit_for_bit(state_dtype, feature, flavor, roun
         for x, y in zip(state_a, state_b):  # codes (and int8 scales), every bit
             np.testing.assert_array_equal(np.asarray(x).view(np.uint8),
                                           np.asarray(y).view(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["adopt", "borrow"])
+@pytest.mark.parametrize("feature", ["plain", "L1", "global norm"])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_float64_parameters_equal_the_oracle(state_dtype, feature, mode):
+    """float64 parameters step in float64; the moments are rounded to float32, then coded."""
+    runs = [build(backend, state_dtype, feature=feature, mode=mode, dtype=np.float64)
+            for backend in (None, "reference")]
+    for params, opt in runs:
+        run(params, opt, 4, special=feature == "plain")
+    (pa, sa), (pb, sb) = (bits(*r) for r in runs)
+    assert pa[3].dtype == np.float64
+    for a, b in zip(pa, pb):
+        np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+    for x, y in zip(sa[0], sb[0]):
+        np.testing.assert_array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+    sd = runs[0][1].state_dict()
+    assert sd["p3_moment_0"].dtype == np.float64  # the parameters' dtype, exact values
 
 
 @pytest.mark.parametrize("feature", ["plain", "value clip", "global norm"])
@@ -248,9 +267,10 @@ def test_what_is_not_supported_yet_is_refused(kwargs, match):
         ae.Adamax(0.1, parameters=[p], **kwargs)
 
 
-def test_float64_parameters_and_row_sparse_grads_are_refused():
-    with pytest.raises(ValueError, match="'w' is a float64 .* low-bit state takes float32 "):
-        ae.Adamax(0.1, parameters=[ae.Parameter(np.ones(4), name="w")], state_dtype="bfloat16")
+def test_float16_parameters_and_row_sparse_grads_are_refused():
+    with pytest.raises(TypeError, match="float16 parameters need multi_precision=True"):
+        ae.Adamax(0.1, parameters=[ae.Parameter(np.ones(4, np.float16), name="w")],
+                  state_dtype="bfloat16")  # and multi_precision with low-bit state is refused
     emb = ae.Parameter(np.ones((10, 4), np.float32), name="emb")
     opt = ae.Adamax(0.1, parameters=[emb], state_dtype="bfloat16")
     emb.grad = ae.RowSparseGrad(np.array([1]), np.ones((1, 4), np.float32))

@@ -69,15 +69,17 @@ def bf16_stochastic(x, r):
 
 
 def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic=True):
-    """One step of every active segment of a flat float32 bucket with bfloat16 state bits
-    ``mq``/``uq`` (uint16, updated in place), chunk by chunk as kernels/lowbit.py does it."""
+    """One step of every active segment of a flat float32 (or float64) bucket with bfloat16
+    state bits ``mq``/``uq`` (uint16, updated in place), chunk by chunk as kernels/lowbit.py
+    does it. The step runs in the parameters' precision; the new moments are rounded to
+    float32 first (float64 parameters), then to bfloat16."""
     for seg, start, end in chunks:
         if flags[seg, L.ACTIVE] == 0:
             continue
         sl = slice(start, end)
         h = hyper[seg]
         g = prepare_grad(grads[sl], params[sl], h, flags[seg])
-        m, u = bf16_value(mq[sl]).copy(), bf16_value(uq[sl]).copy()
+        m, u = bf16_value(mq[sl]).astype(params.dtype), bf16_value(uq[sl]).astype(params.dtype)
         adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1], beta2=h[L.BETA2],
                       epsilon=h[L.EPS], flavor=flavor)
         if stochastic:
@@ -174,8 +176,9 @@ def int8_quantize(m, u, rand, stochastic):
 
 def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
                 stochastic=True):
-    """One step of every active segment of a float32 bucket with int8 block-quantized state:
-    per block, dequantize, step in float32, requantize with fresh scales (kernels/lowbit.py)."""
+    """One step of every active segment of a float32 (or float64) bucket with int8
+    block-quantized state: per block, dequantize, step in the parameters' precision, requantize
+    (from float32) with fresh scales (kernels/lowbit.py)."""
     for seg, start, end in chunks:
         if flags[seg, L.ACTIVE] == 0:
             continue
@@ -184,8 +187,8 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
             b1 = min(b0 + BLOCK, end)
             blk, sl = b0 // BLOCK, slice(b0, b1)
             g = prepare_grad(grads[sl], params[sl], h, flags[seg])
-            m = int8_moment_value(mq[sl], m_scale[blk])
-            u = int8_inf_norm_value(uq[sl], u_scale[blk])
+            m = int8_moment_value(mq[sl], m_scale[blk]).astype(params.dtype)
+            u = int8_inf_norm_value(uq[sl], u_scale[blk]).astype(params.dtype)
             adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1],
                           beta2=h[L.BETA2], epsilon=h[L.EPS], flavor=flavor)
             rand = random_bits(steps[seg], np.arange(b0, b1, dtype=np.uint64))
@@ -253,9 +256,10 @@ def int8_encode(moment, inf_norm):
 
 # --- borrow mode: params and grads in the caller's arrays (host views, one per segment) --------
 def _gathered(ops):
-    """Flat float32 params and grads assembled from borrow mode's per-segment arrays."""
-    params = np.zeros(ops.moment.shape[0], np.float32)
-    grads = np.zeros(ops.moment.shape[0], np.float32)
+    """Flat params and grads (the bucket's dtype) assembled from borrow mode's per-segment
+    arrays."""
+    params = np.zeros(ops.moment.shape[0], ops.hyper.dtype)
+    grads = np.zeros(ops.moment.shape[0], ops.hyper.dtype)
     for k, (p, g) in enumerate(zip(ops.params, ops.grads)):
         off = int(ops.offsets[k])
         params[off:off + p.size], grads[off:off + g.size] = p.reshape(-1), g.reshape(-1)
@@ -280,7 +284,7 @@ update_borrow_int8 = _borrowed(update_flat_int8)
 def sumsq_borrow_bf16(ops, flags):
     from .reference import borrowed_sumsq
     return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags,
-                          np.zeros(ops.moment.shape[0], np.float32))
+                          np.zeros(ops.moment.shape[0], ops.hyper.dtype))
 
 
 sumsq_borrow_int8 = sumsq_borrow_bf16

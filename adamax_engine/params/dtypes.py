@@ -16,8 +16,8 @@ STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
-    """Low-bit state takes float32 parameters (adopted or borrowed on the CPU, adopted on a
-    GPU), for now: anything else is refused here or by the registry, naming what to change."""
+    """Low-bit state takes float32/float64 parameters (adopted or borrowed on the CPU, adopted
+    on a GPU), for now: anything else is refused here or by the registry, naming what to change."""
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}")
     if rounding not in ("stochastic", "nearest"):
@@ -31,7 +31,8 @@ def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entr
         raise ValueError(f"state_dtype={state_dtype!r} on device='cuda' runs with "
                          "mode='adopt' for now")
     for e in entries:
-        if e.dtype.name != "float32":
+        if e.dtype.name not in ("float32", "float64"):
             kind = type(e.param).__module__.split(".")[0].replace("adamax_engine", "numpy")
             raise ValueError(f"state_dtype={state_dtype!r}: {e.name!r} is a {e.dtype.name} "
-                             f"{kind} parameter; low-bit state takes float32 parameters")
+                             f"{kind} parameter; low-bit state takes float32 or float64 "
+                             "parameters")

@@ -223,6 +223,7 @@ _KERNELS = SimpleNamespace(bf16_update=bf16_update, int8_update=int8_update,
                            threads=NTHREADS)
 
 
-def kernels():
-    """The low-bit state kernels, by name (float32 buckets only)."""
+def kernels(dtype=None):
+    """The low-bit state kernels, by name (the same objects for float32 and float64 buckets:
+    numba compiles one machine code per argument types)."""
     return _KERNELS
