@@ -381,12 +381,14 @@ class Adamax(PaddleOptimizerProtocol):
         return e.bucket.code_views(e.index)
 
     def load_parameter_codes(self, param, moment, inf_norm, moment_scale=None,
-                             inf_norm_scale=None, beta1_pow=0, steps=0):
+                             inf_norm_scale=None, beta1_pow=0, steps=0, master=None):
         """Write ``param``'s state as held (checked by the caller), exactly."""
         e = self._registry.entry_of(param)
         self.flush()
         e.bucket.load_segment_codes(e.index, moment, inf_norm, moment_scale, inf_norm_scale,
                                     beta1_pow, steps)
+        if master is not None:
+            e.bucket.load_master(e.index, master)
 
     def set_skipped_steps(self, count):
         """The skipped-step count (a restored checkpoint's)."""

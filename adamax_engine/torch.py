@@ -25,7 +25,8 @@ import numbers
 import numpy as np
 import torch
 
-from .kernels.lowbit_reference import BLOCK, int8_decode
+from . import torch_state as S
+from .kernels.lowbit_reference import int8_decode
 from .optimizer import Adamax as EngineAdamax
 from .params.groups import KEEP
 
@@ -102,6 +103,7 @@ class Adamax(torch.optim.Optimizer):
         self._unstarted = []    # parameters without state yet (not stepped)
         self._started = 0       # the core's count of stepped parameters when last looked
         self._loading = False   # load_state_dict is running (see __setstate__)
+        self._uncast = {}       # during a load: {param: {key: tensor as given}} (S.precise)
         super().__init__(params, defaults)
         self._build()
 
@@ -211,21 +213,21 @@ class Adamax(torch.optim.Optimizer):
     def _views(self, p):
         """``state[p]``: live tensors over the engine's buffers (see the class docstring)."""
         (moment, inf_norm, beta1_pow, steps, master), _ = self._core.parameter_state(p)
-        out = {"step": _tensor(steps.reshape(()))}
+        out = {"step": S.tensor_over(steps.reshape(()))}
         state_dtype = self._core.settings.state_dtype
         if state_dtype == "float32":
-            out["exp_avg"], out["exp_inf"] = _tensor(moment), _tensor(inf_norm)
+            out["exp_avg"], out["exp_inf"] = S.tensor_over(moment), S.tensor_over(inf_norm)
         else:
             codes = self._core.parameter_codes(p)
             if state_dtype == "bfloat16":
-                out["exp_avg"], out["exp_inf"] = (_bfloat16(c) for c in codes[:2])
+                out["exp_avg"], out["exp_inf"] = (S.bfloat16_over(c) for c in codes[:2])
             else:
                 out["exp_avg"], out["exp_inf"], out["exp_avg_scale"], out["exp_inf_scale"] = \
-                    (_tensor(c) for c in codes)
+                    (S.tensor_over(c) for c in codes)
         if self._engine_options["flavor"] == "paddle":
-            out["beta1_pow"] = _tensor(beta1_pow)
+            out["beta1_pow"] = S.tensor_over(beta1_pow)
         if master is not None:
-            out["master"] = _tensor(master)
+            out["master"] = S.tensor_over(master)
         return out
 
     # --- state ----------------------------------------------------------------------------------
@@ -257,10 +259,11 @@ class Adamax(torch.optim.Optimizer):
         """torch's load (hooks, group checks, casting), then the state checked whole and
         written into the engine; nothing changes when a check fails."""
         self._loading = True
+        self._uncast = S.as_given(state_dict, self.param_groups)
         try:
             super().load_state_dict(state_dict)
         finally:
-            self._loading = False
+            self._loading, self._uncast = False, {}
 
     def __setstate__(self, state):
         """torch.optim.Optimizer.load_state_dict ends here with the cast state: check it all,
@@ -268,8 +271,8 @@ class Adamax(torch.optim.Optimizer):
         if self.__dict__.get("_core") is None or not self.__dict__.get("_loading"):
             super().__setstate__(state)
             return
-        loaded = state["state"]
-        _check_state(loaded, state["param_groups"])
+        loaded = S.precise(state["state"], self._uncast)
+        S.check_state(loaded, state["param_groups"])
         super().__setstate__(state)
         for g in self.param_groups:
             for key, value in (("foreach", None), ("maximize", False),
@@ -296,19 +299,19 @@ class Adamax(torch.optim.Optimizer):
                 pow_ = s.get("beta1_pow")
                 pow_ = b1[id(p)] ** steps if pow_ is None else float(pow_.reshape(-1)[0])
                 master = s.get("master")
-                moment, inf_norm = _host(s["exp_avg"]), _host(s["exp_inf"])
+                master = None if master is None else S.host_array(master)
+                moment, inf_norm = S.host_array(s["exp_avg"]), S.host_array(s["exp_inf"])
                 if "exp_avg_scale" in s:  # int8 codes (cast to float by torch's load)
-                    scales = _host(s["exp_avg_scale"]), _host(s["exp_inf_scale"])
+                    scales = S.host_array(s["exp_avg_scale"]), S.host_array(s["exp_inf_scale"])
                     if self._core.settings.state_dtype == "int8":
                         self._core.load_parameter_codes(
                             p, moment.astype(np.int8), inf_norm.astype(np.uint8), *scales,
-                            beta1_pow=pow_, steps=steps)
+                            beta1_pow=pow_, steps=steps, master=master)
                         self.state[p] = self._views(p)
                         continue
                     moment = int8_decode(moment, scales[0], 0, "moment").reshape(p.shape)
                     inf_norm = int8_decode(inf_norm, scales[1], 0, "inf_norm").reshape(p.shape)
-                self._core.load_parameter_state(
-                    p, moment, inf_norm, pow_, steps, None if master is None else _host(master))
+                self._core.load_parameter_state(p, moment, inf_norm, pow_, steps, master)
                 self.state[p] = self._views(p)
         self._started = self._core.stepped_parameters
 
@@ -321,71 +324,3 @@ class Adamax(torch.optim.Optimizer):
     def engine(self):
         """The engine core (``adamax_engine.Adamax``) this optimizer steps through."""
         return self._core
-
-
-def _check_state(loaded, groups):
-    """Every loaded entry: a dict with exp_avg/exp_inf of the parameter's shape and a step
-    count that is a whole number >= 0 (ValueError naming the parameter's index otherwise)."""
-    position = {id(p): i for i, p in enumerate(p for g in groups for p in g["params"])}
-    for p, s in loaded.items():
-        where = f"state[{position.get(id(p), '?')}]"
-        if not isinstance(s, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(s).__name__}")
-        if not s:
-            continue
-        for key in ("step", "exp_avg", "exp_inf"):
-            if key not in s:
-                raise ValueError(f"{where}: missing {key!r}")
-        for key in ("exp_avg", "exp_inf"):
-            value = s[key]
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(p.shape):
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else \
-                    type(value).__name__
-                raise ValueError(f"{where}['{key}']: expected a tensor of shape "
-                                 f"{tuple(p.shape)}, got {got}")
-        step = float(s["step"])
-        if not (step >= 0 and step == int(step)):
-            raise ValueError(f"{where}['step']: expected a whole number >= 0, got {step}")
-        if "exp_avg_scale" in s or "exp_inf_scale" in s:
-            _check_codes(s, p, where)
-
-
-def _check_codes(s, p, where):
-    """An int8-state entry: integral codes in range and one finite scale >= 0 per block."""
-    blocks = (p.numel() + BLOCK - 1) // BLOCK
-    for key in ("exp_avg_scale", "exp_inf_scale"):
-        value = s.get(key)
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (blocks,):
-            raise ValueError(f"{where}['{key}']: expected a tensor of shape ({blocks},) (one "
-                             f"scale per {BLOCK} elements)")
-        if not (bool(torch.isfinite(value).all()) and bool((value >= 0).all())):
-            raise ValueError(f"{where}['{key}']: expected finite scales >= 0")
-    for key, lo, hi in (("exp_avg", -127, 127), ("exp_inf", 0, 255)):
-        codes = s[key].double()
-        if not (bool((codes == codes.round()).all()) and bool((codes >= lo).all())
-                and bool((codes <= hi).all())):
-            raise ValueError(f"{where}['{key}']: int8-state codes must be whole numbers in "
-                             f"[{lo}, {hi}]")
-
-
-def _tensor(view):
-    """A torch tensor over an engine buffer (no copy): numpy on the host, CUDA arrays via
-    ``__cuda_array_interface__``."""
-    if isinstance(view, np.ndarray):
-        if view.dtype.kind == "V":  # ml_dtypes' bfloat16
-            return torch.from_numpy(view.view("int16")).view(torch.bfloat16)
-        return torch.from_numpy(view)
-    return torch.as_tensor(view, device="cuda")
-
-
-def _bfloat16(bits):
-    """A torch.bfloat16 tensor over bfloat16 bits held as uint16 (no copy; host or device)."""
-    return _tensor(bits.view(np.int16)).view(torch.bfloat16)
-
-
-def _host(value):
-    """A loaded state tensor as a host numpy array (float32 for bfloat16 masters' dtype)."""
-    value = value.detach()
-    if value.dtype == torch.bfloat16:
-        value = value.float()
-    return value.cpu().numpy()

@@ -81,6 +81,52 @@ def test_kernel_equals_the_oracle_bit_for_bit(state_dtype, feature, flavor, roun
                                           np.asarray(y).view(np.uint8))
 
 
+@pytest.mark.parametrize("feature", ["plain", "value clip", "global norm"])
+@pytest.mark.parametrize("store", ["float16", "bfloat16"])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_mixed_precision_masters_equal_the_oracle(state_dtype, store, feature):
+    """float16/bfloat16 params on float32 masters (multi_precision) with low-bit state: params,
+    masters, codes and scales bit for bit as the oracle's."""
+    if store == "bfloat16":
+        store = pytest.importorskip("ml_dtypes").bfloat16
+    runs = []
+    for backend in (None, "reference"):
+        rng = np.random.default_rng(5)
+        params = [ae.Parameter(rng.standard_normal(n).astype(store), name=f"p{i}")
+                  for i, n in enumerate(SIZES)]
+        opt = ae.Adamax(0.01, parameters=params, backend=backend, multi_precision=True,
+                        state_dtype=state_dtype, **FEATURES[feature])
+        run(params, opt, 4, special=feature == "plain")
+        runs.append((params, opt))
+    (pa, oa), (pb, ob) = runs
+    for a, b in zip(pa, pb):
+        np.testing.assert_array_equal(a.data.view(np.uint16), b.data.view(np.uint16))
+    ba, bb = oa.registry.buckets[0], ob.registry.buckets[0]
+    assert ba.store is not None and ba.state_dtype == state_dtype
+    for x, y in zip((ba.master, ba.moment, ba.inf_norm, *(ba.scales or ())),
+                    (bb.master, bb.moment, bb.inf_norm, *(bb.scales or ()))):
+        np.testing.assert_array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+    np.testing.assert_array_equal(pa[3].data.astype(np.float32),  # params = rounded masters
+                                  ba.master[ba.offsets[3]:ba.offsets[3] + SIZES[3]]
+                                  .astype(store).astype(np.float32))
+
+
+def test_mixed_precision_low_bit_checkpoint_resumes_exactly(tmp_path):
+    rng = np.random.default_rng(5)
+    params = [ae.Parameter(rng.standard_normal(n).astype(np.float16), name=f"p{i}")
+              for i, n in enumerate(SIZES)]
+    opt = ae.Adamax(0.01, parameters=params, multi_precision=True, state_dtype="int8")
+    run(params, opt, 2)
+    opt.save(tmp_path / "ckpt.npz")
+    fresh = [ae.Parameter(np.zeros(n, np.float16), name=f"p{i}") for i, n in enumerate(SIZES)]
+    loaded = ae.Adamax.load(tmp_path / "ckpt.npz", fresh)
+    assert loaded.settings.multi_precision and loaded.settings.state_dtype == "int8"
+    run(params, opt, 2)
+    run(fresh, loaded, 2)
+    for a, b in zip(params, fresh):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 @pytest.mark.parametrize("mode", ["adopt", "borrow"])
 @pytest.mark.parametrize("feature", ["plain", "L1", "global norm"])
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
@@ -255,7 +301,8 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"state_dtype": "int4"}, "state_dtype: expected one of"),
-    ({"state_dtype": "int8", "multi_precision": True}, "without multi_precision"),
+    ({"state_dtype": "int8", "multi_precision": True, "mode": "borrow"},
+     "with multi_precision runs on device='cpu' with mode='adopt'"),
     ({"state_dtype": "float16"}, "state_dtype: expected one of"),
     ({"state_dtype": "bfloat16", "mode": "borrow", "device": "cuda"},
      "on device='cuda' runs with mode='adopt'"),

@@ -141,5 +141,26 @@ def test_unsupported_combinations_are_refused():
     with pytest.raises(ValueError, match="state_dtype: expected one of"):
         make("int4")
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
-    with pytest.raises(ValueError, match="without multi_precision"):
-        Adamax([p], state_dtype="int8", multi_precision=True)
+    with pytest.raises(ValueError, match="with multi_precision runs on device='cpu' with "
+                                         "mode='adopt'"):
+        Adamax([p], state_dtype="int8", multi_precision=True, mode="borrow")
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "int8"])
+def test_float16_parameters_on_masters_reload_exactly(state_dtype):
+    """torch's load casts floating state to the parameter's dtype (float16 here): the float32
+    masters, moments and int8 scales must come back with every bit, not through float16."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(300, 5).half()
+    opt = Adamax(model.parameters(), lr=0.01, multi_precision=True, state_dtype=state_dtype)
+    x = torch.randn(8, 300).half()
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).float().pow(2).mean().backward()
+        opt.step()
+    again = Adamax(model.parameters(), lr=0.01, multi_precision=True, state_dtype=state_dtype)
+    again.load_state_dict(opt.state_dict())
+    s, t = opt.state[model.weight], again.state[model.weight]
+    assert s["master"].dtype == torch.float32 and set(s) == set(t)
+    for key in s:
+        assert torch.equal(s[key], t[key]), key

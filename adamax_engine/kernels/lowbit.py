@@ -12,7 +12,8 @@ from numba import njit, prange
 
 from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, sumsq_flat
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
-                       f32_to_bf16)
+                       f32_to_bf16, from_f32, store_code, widen)
+from .mixed import sumsq_mixed_flat
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
@@ -326,3 +327,31 @@ def sumsq_flat_int8(ops, flags):
 
 
 sumsq_borrow_int8 = sumsq_borrow_bf16
+
+
+# --- mixed precision: float16/bfloat16 params and grads, float32 masters --------------------------
+@njit(parallel=True, cache=True)
+def narrow_active(master, bits, chunks, flags, store):
+    """The 16-bit params of every active chunk: their master rounded to nearest even."""
+    for c in prange(chunks.shape[0]):
+        seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        if flags[seg, ACTIVE] != 0:
+            for i in range(start, end):
+                bits[i] = from_f32(master[i], store)
+
+
+def _mixed(update):
+    """Low-bit state under float16/bfloat16 params: the grads widened into a float32 buffer,
+    the float32 low-bit step on the masters, the params narrowed from them. Three passes, not
+    one fused loop: correct, not tuned (kernels/mixed.py fuses the float32-state case)."""
+    def run(ops, flavor):
+        store = store_code(ops.store)
+        grads = widen(ops.grads.view(np.uint16), store)
+        update(ops._replace(params=ops.master, grads=grads), flavor)
+        narrow_active(ops.master, ops.params.view(np.uint16), ops.chunks, ops.flags, store)
+    return run
+
+
+update_mixed_flat_bf16 = _mixed(update_flat_bf16)
+update_mixed_flat_int8 = _mixed(update_flat_int8)
+sumsq_mixed_flat_bf16 = sumsq_mixed_flat_int8 = sumsq_mixed_flat

@@ -288,3 +288,27 @@ def sumsq_borrow_bf16(ops, flags):
 
 
 sumsq_borrow_int8 = sumsq_borrow_bf16
+
+
+# --- mixed precision: float16/bfloat16 params and grads, float32 masters --------------------------
+def _mixed(update):
+    """The float32 low-bit step on the masters with the widened grads; then every active
+    chunk's 16-bit params = its masters rounded to nearest even (numpy's / ml_dtypes' astype)."""
+    def run(ops, flavor):
+        update(ops._replace(params=ops.master, grads=ops.grads.astype(np.float32)), flavor)
+        for seg, start, end in ops.chunks:
+            if ops.flags[seg, L.ACTIVE]:
+                ops.params[start:end] = ops.master[start:end].astype(ops.params.dtype)
+    return run
+
+
+update_mixed_flat_bf16 = _mixed(update_flat_bf16)
+update_mixed_flat_int8 = _mixed(update_flat_int8)
+
+
+def sumsq_mixed_flat_bf16(ops, flags):
+    from .reference import sumsq_mixed_flat
+    return sumsq_mixed_flat(ops, flags)
+
+
+sumsq_mixed_flat_int8 = sumsq_mixed_flat_bf16

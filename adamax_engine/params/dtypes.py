@@ -17,7 +17,7 @@ STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
     """Low-bit state takes float32/float64 parameters (adopted or borrowed on the CPU, adopted
-    on a GPU), for now: anything else is refused here or by the registry, naming what to change."""
+    on a GPU) and float16/bfloat16 ones with multi_precision (adopted, on the CPU), for now: anything else is refused here or by the registry, naming what to change."""
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}")
     if rounding not in ("stochastic", "nearest"):
@@ -25,14 +25,16 @@ def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entr
                          f"{rounding!r}")
     if state_dtype == "float32":
         return
-    if multi_precision:
-        raise ValueError(f"state_dtype={state_dtype!r} runs without multi_precision for now")
+    if multi_precision and (device == "cuda" or mode == "borrow"):
+        raise ValueError(f"state_dtype={state_dtype!r} with multi_precision runs on "
+                         "device='cpu' with mode='adopt' for now")
     if device == "cuda" and mode == "borrow":
         raise ValueError(f"state_dtype={state_dtype!r} on device='cuda' runs with "
                          "mode='adopt' for now")
     for e in entries:
-        if e.dtype.name not in ("float32", "float64"):
+        if e.dtype.name not in ("float32", "float64") + (LOW_PRECISION if multi_precision
+                                                          else ()):
             kind = type(e.param).__module__.split(".")[0].replace("adamax_engine", "numpy")
             raise ValueError(f"state_dtype={state_dtype!r}: {e.name!r} is a {e.dtype.name} "
                              f"{kind} parameter; low-bit state takes float32 or float64 "
-                             "parameters")
+                             "parameters (float16/bfloat16 with multi_precision=True)")

@@ -33,6 +33,8 @@ KERNELS = {("cpu", "flat"): ("cpu", "flat"), ("cpu", "borrow"): ("cpu", "borrow"
            ("reference", "borrow_bf16"): ("lowbit_reference", "borrow_bf16"),
            ("cpu", "borrow_int8"): ("lowbit", "borrow_int8"),
            ("reference", "borrow_int8"): ("lowbit_reference", "borrow_int8"),
+           **{(backend, f"mixed_flat_{s}"): (module, f"mixed_flat_{s}") for s in ("bf16", "int8")
+              for backend, module in (("cpu", "lowbit"), ("reference", "lowbit_reference"))},
            **{("reference", v): ("reference", v)
               for v in ("flat", "borrow", "mixed_flat", "mixed_borrow")}}
 
