@@ -1,6 +1,7 @@
 """Run under mpiexec by tests/test_distributed.py: train a small model data-parallel.
 
 argv: out.npz shard(0|1) dtype clip(none|global|norm) steps [resume.npz]
+env: ADAMAX_WORKER_DEVICE (cpu|cuda), ADAMAX_WORKER_STATE_DTYPE (float32|bfloat16|int8)
 Every rank's grad is exactly representable and small, so the MPI sums are exact in any order
 and the result can be compared bit for bit with one process stepping the averaged gradient.
 """
@@ -28,13 +29,13 @@ def grad(step, rank, size, i, dtype):
     return (base + (rank - (size - 1) / 2) * delta).astype(dtype)
 
 
-def make_optimizer(params, clip, device="cpu"):
+def make_optimizer(params, clip, device="cpu", state_dtype="float32"):
     grad_clip = {"none": None, "global": ae.ClipGradByGlobalNorm(2.0),
                  "norm": ae.ClipGradByNorm(1.0)}[clip]
     groups = [{"params": params[:3], "beta1": 0.8},
               {"params": params[3:], "weight_decay": ae.L1Decay(0.01), "learning_rate": 0.5}]
     return ae.Adamax(0.02, parameters=groups, grad_clip=grad_clip, weight_decay=0.001,
-                     device=device)
+                     device=device, state_dtype=state_dtype)
 
 
 def main():
@@ -46,7 +47,9 @@ def main():
         from numba import cuda
     put = (lambda a: a) if device == "cpu" else cuda.to_device
     params = [ae.Parameter(put(v), name=f"p{i}") for i, v in enumerate(initial(dtype))]
-    opt = DistributedAdamax(make_optimizer(params, clip, device), shard_state=shard == "1")
+    state_dtype = os.environ.get("ADAMAX_WORKER_STATE_DTYPE", "float32")
+    opt = DistributedAdamax(make_optimizer(params, clip, device, state_dtype),
+                            shard_state=shard == "1")
     rank, size = opt.rank, opt.size
     start = 0
     if resume:

@@ -99,3 +99,5 @@ class Operands(NamedTuple):
     steps: object = None    # per-segment step counts (low-bit state: the rounding's counter)
     stochastic: bool = True  # low-bit state: stochastic rounding (else to nearest even)
     scales: object = None   # int8 state: (moment scales, inf-norm scales), one per block
+    origin: int = 0         # the flat index of element 0 (a ZeRO-1 slice's start): the
+    #                         low-bit rounding counts elements from the bucket's start

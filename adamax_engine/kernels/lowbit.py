@@ -102,7 +102,7 @@ def _make_kernel(flavor, stochastic, chunk_views):
     fast, generic = _make_loop(flavor, stochastic, False), _make_loop(flavor, stochastic, True)
 
     @njit(parallel=True, error_model="numpy")
-    def kernel(params, grads, mq, uq, offsets, chunks, hyper, flags, steps):
+    def kernel(params, grads, mq, uq, offsets, chunks, hyper, flags, steps, origin):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             f = flags[seg]
@@ -112,9 +112,9 @@ def _make_kernel(flavor, stochastic, chunk_views):
             clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-            args = (start, h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN],
-                    h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad, decay_mode,
-                    hash32(np.uint32(steps[seg] & 0xFFFFFFFF)))
+            args = (start + origin, h[LR_T], h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS],
+                    h[CLIP_MIN], h[CLIP_MAX], scale, h[DECAY], clip_value, scale_grad,
+                    decay_mode, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)))
             sl = slice(start, end)
             p, g = chunk_views(params, grads, offsets, seg, start, end, hyper)
             if clip_value or decay_mode == L1_DECAY:
@@ -132,7 +132,7 @@ def _flavor(flavor):
 
 
 def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic,
-                offsets=None):
+                offsets=None, origin=0):
     """One step of every active segment of a float32 bucket whose state is bfloat16 bits;
     with ``offsets``, params and grads are borrow mode's address tables."""
     key = (_flavor(flavor), bool(stochastic), offsets is not None)
@@ -140,11 +140,11 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stoc
     if kernel is None:
         kernel = _KERNELS[key] = _make_kernel(*key[:2], borrowed_chunk if key[2] else flat_chunk)
     kernel(params, grads, mq, uq, offsets if offsets is not None else chunks[:0, 0], chunks,
-           hyper, flags, steps)
+           hyper, flags, steps, origin)
 # --- the host stepper's entry points (step/host.py KERNELS), one signature per operation ------
 def update_flat_bf16(ops, flavor):
     bf16_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
-                ops.flags, flavor, ops.steps, ops.stochastic)
+                ops.flags, flavor, ops.steps, ops.stochastic, origin=ops.origin)
 
 
 def update_borrow_bf16(ops, flavor):
@@ -219,8 +219,8 @@ def _make_int8_chunk(flavor, stochastic, generic):
     the codes from those fresh scales. p, g and the codes are read and written once."""
 
     @njit(error_model="numpy")
-    def chunk(pc, gc, mq, uq, m_scale, u_scale, start, end, key, lr_t, b1, omb1, b2, eps, lo,
-              hi, scale, decay, clip_value, scale_grad, decay_mode):
+    def chunk(pc, gc, mq, uq, m_scale, u_scale, start, end, origin, key, lr_t, b1, omb1, b2,
+              eps, lo, hi, scale, decay, clip_value, scale_grad, decay_mode):
         mbuf = np.empty(BLOCK, np.float32)
         ubuf = np.empty(BLOCK, np.float32)
         for b0 in range(start, end, BLOCK):
@@ -251,7 +251,7 @@ def _make_int8_chunk(flavor, stochastic, generic):
             # the oracle's zero codes (finite * 0 + U floors to 0, NaN/inf * 0 is NaN -> 0);
             # with su 0 or NaN, u / su is NaN or 0 (u <= su): code 0 too
             tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-            counter = np.uint32(b0)
+            counter = np.uint32(b0 + origin)
             for j in range(n):
                 if stochastic:
                     r = hash32(counter ^ key)
@@ -275,7 +275,8 @@ def _make_int8_kernel(flavor, stochastic, chunk_views):
     generic = _make_int8_chunk(flavor, stochastic, True)
 
     @njit(parallel=True, error_model="numpy")
-    def kernel(params, grads, mq, uq, m_scale, u_scale, offsets, chunks, hyper, flags, steps):
+    def kernel(params, grads, mq, uq, m_scale, u_scale, offsets, chunks, hyper, flags, steps,
+               origin):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
             f = flags[seg]
@@ -285,7 +286,8 @@ def _make_int8_kernel(flavor, stochastic, chunk_views):
             clip_value, scale_grad, decay_mode = f[CLIP_VALUE] != 0, f[SCALE_GRAD] != 0, \
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
-            args = (start, end, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)), h[LR_T], h[BETA1],
+            args = (start, end, origin, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)), h[LR_T],
+                    h[BETA1],
                     h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX], scale,
                     h[DECAY], clip_value, scale_grad, decay_mode)
             p, g = chunk_views(params, grads, offsets, seg, start, end, hyper)
@@ -300,7 +302,7 @@ _INT8_KERNELS = {}
 
 
 def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
-                stochastic, offsets=None):
+                stochastic, offsets=None, origin=0):
     """One step of every active segment of a float32 bucket with int8 block-quantized state;
     with ``offsets``, params and grads are borrow mode's address tables."""
     key = (_flavor(flavor), bool(stochastic), offsets is not None)
@@ -309,12 +311,13 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
         kernel = _INT8_KERNELS[key] = _make_int8_kernel(
             *key[:2], borrowed_chunk if key[2] else flat_chunk)
     kernel(params, grads, mq, uq, m_scale, u_scale,
-           offsets if offsets is not None else chunks[:0, 0], chunks, hyper, flags, steps)
+           offsets if offsets is not None else chunks[:0, 0], chunks, hyper, flags, steps, origin)
 
 
 def update_flat_int8(ops, flavor):
     int8_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.scales[0], ops.scales[1],
-                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic)
+                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic,
+                origin=ops.origin)
 
 
 def update_borrow_int8(ops, flavor):

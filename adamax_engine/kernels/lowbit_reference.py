@@ -68,7 +68,8 @@ def bf16_stochastic(x, r):
     return np.where(special, bf16_nearest(x), up)
 
 
-def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic=True):
+def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stochastic=True,
+                origin=0):
     """One step of every active segment of a flat float32 (or float64) bucket with bfloat16
     state bits ``mq``/``uq`` (uint16, updated in place), chunk by chunk as kernels/lowbit.py
     does it. The step runs in the parameters' precision; the new moments are rounded to
@@ -83,7 +84,7 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stoc
         adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1], beta2=h[L.BETA2],
                       epsilon=h[L.EPS], flavor=flavor)
         if stochastic:
-            h = random_bits(steps[seg], np.arange(start, end, dtype=np.uint64))
+            h = random_bits(steps[seg], np.arange(start, end, dtype=np.uint64) + origin)
             mq[sl] = bf16_stochastic(m, h & np.uint32(0xFFFF))
             uq[sl] = bf16_stochastic(u, h >> np.uint32(16))
         else:
@@ -93,7 +94,7 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stoc
 # --- the host stepper's entry points (step/host.py KERNELS) -----------------------------------
 def update_flat_bf16(ops, flavor):
     bf16_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.chunks, ops.hyper,
-                ops.flags, flavor, ops.steps, ops.stochastic)
+                ops.flags, flavor, ops.steps, ops.stochastic, ops.origin)
 
 
 def sumsq_flat_bf16(ops, flags):
@@ -175,7 +176,7 @@ def int8_quantize(m, u, rand, stochastic):
 
 
 def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
-                stochastic=True):
+                stochastic=True, origin=0):
     """One step of every active segment of a float32 (or float64) bucket with int8
     block-quantized state: per block, dequantize, step in the parameters' precision, requantize
     (from float32) with fresh scales (kernels/lowbit.py)."""
@@ -191,13 +192,13 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
             u = int8_inf_norm_value(uq[sl], u_scale[blk]).astype(params.dtype)
             adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1],
                           beta2=h[L.BETA2], epsilon=h[L.EPS], flavor=flavor)
-            rand = random_bits(steps[seg], np.arange(b0, b1, dtype=np.uint64))
+            rand = random_bits(steps[seg], np.arange(b0, b1, dtype=np.uint64) + origin)
             mq[sl], m_scale[blk], uq[sl], u_scale[blk] = int8_quantize(m, u, rand, stochastic)
 
 
 def update_flat_int8(ops, flavor):
     int8_update(ops.params, ops.grads, ops.moment, ops.inf_norm, ops.scales[0], ops.scales[1],
-                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic)
+                ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic, ops.origin)
 
 
 def sumsq_flat_int8(ops, flags):

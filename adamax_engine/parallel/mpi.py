@@ -13,6 +13,8 @@ on its own data; ``step()`` then
   and the params are ``Allgatherv``-ed back. Moments and inf-norms exist only for the slice:
   optimizer state per rank is 1/N of the single-process state. Norm clipping sums per-segment
   partial squares across ranks (``Allreduce``), the inf/nan check of skip_nonfinite too.
+  Low-bit state (host only) shards on int8 block edges with its scales, the rounding's element
+  counter offset by the slice's start (``Operands.origin``).
 
 The averaged grad is the MPI sum divided by N; the sum's order is MPI's, so results equal a
 single process stepping the averaged gradient exactly when those sums are exact (the tests use
@@ -29,8 +31,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..kernels import layout as L
+from ..kernels.lowbit_reference import BLOCK
 from ..params.bucket import Shard
-from ..step.host import HostStepper, module_for
+from ..step.host import HostStepper
 
 
 def _mpi():
@@ -57,10 +60,16 @@ def shard_chunks(chunks, lo, hi):
 
 
 def _shard_of(b, rank, size):
-    """This rank's Shard of bucket ``b`` (params/bucket.py)."""
-    edges = shard_bounds(len(b.moment), size)
+    """This rank's Shard of bucket ``b`` (params/bucket.py); int8 state: on block edges."""
+    edges = shard_bounds(len(b.moment), size, BLOCK if b.scales is not None else
+                         L.SEGMENT_ALIGN)
     lo, hi = int(edges[rank]), int(edges[rank + 1])
     return Shard(lo, hi, np.diff(edges), edges[:-1], shard_chunks(b.chunks, lo, hi))
+
+
+def _blocks(lo, hi):
+    """The int8 scales' slice of the state slice [lo, hi) (lo on a block edge)."""
+    return slice(lo // BLOCK, -(-hi // BLOCK))
 
 
 def _take_shards(registry, comm, own):
@@ -69,7 +78,10 @@ def _take_shards(registry, comm, own):
     rank, size = comm.Get_rank(), comm.Get_size()
     for b in registry.buckets:
         shard = _shard_of(b, rank, size)
-        b.take_shard(shard, own(b.moment[shard.lo:shard.hi]), own(b.inf_norm[shard.lo:shard.hi]))
+        scales = None if b.scales is None else \
+            tuple(own(x[_blocks(shard.lo, shard.hi)]) for x in b.scales)
+        b.take_shard(shard, own(b.moment[shard.lo:shard.hi]), own(b.inf_norm[shard.lo:shard.hi]),
+                     scales)
 
 
 class ShardedHostStepper(HostStepper):
@@ -79,7 +91,6 @@ class ShardedHostStepper(HostStepper):
         super().__init__(registry, options, fence)
         self.MPI, self.comm = _mpi(), comm
         _take_shards(registry, comm, np.copy)
-        self._flat = module_for(options.backend)  # its flat kernels, on slices
 
     def prepare(self, buckets):
         size = self.comm.Get_size()
@@ -90,20 +101,23 @@ class ShardedHostStepper(HostStepper):
             np.divide(mine, b.dtype.type(size), out=b.grads[lo:hi])
 
     def sumsq(self, bucket, flags):
-        sums, bad = self._flat.sumsq_flat(self._slice(bucket), flags)
+        sums, bad = self._kernels[id(bucket)][0](self._slice(bucket), flags)
         bad = bad.astype(np.uint8)
         self.comm.Allreduce(self.MPI.IN_PLACE, sums, op=self.MPI.SUM)
         self.comm.Allreduce(self.MPI.IN_PLACE, bad, op=self.MPI.MAX)
         return sums, bad.astype(np.bool_)
 
     def update(self, bucket):
-        self._flat.update_flat(self._slice(bucket), self.options.flavor)
+        self._kernels[id(bucket)][1](self._slice(bucket), self.options.flavor)
 
     def _slice(self, bucket):
-        """This rank's slice of the bucket, in slice coordinates (its state is the slice)."""
+        """This rank's slice of the bucket, in slice coordinates (its state is the slice; the
+        flat kernels of the bucket's variant step it, ``origin`` keeping the low-bit rounding's
+        element count global)."""
         lo, hi = bucket.shard.lo, bucket.shard.hi
         return self.registry.operands(bucket)._replace(
-            params=bucket.params[lo:hi], grads=bucket.grads[lo:hi], chunks=bucket.shard.chunks)
+            params=bucket.params[lo:hi], grads=bucket.grads[lo:hi], chunks=bucket.shard.chunks,
+            origin=lo)
 
     def finish(self, buckets):
         for b in buckets:
@@ -189,10 +203,10 @@ class DistributedAdamax:
         self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         reg = optimizer.registry
-        if optimizer.settings.state_dtype != "float32":
+        if optimizer.settings.state_dtype != "float32" and reg.device == "cuda":
             raise ValueError("distributed: state_dtype="
-                             f"{optimizer.settings.state_dtype!r} is not supported with MPI yet "
-                             "(use state_dtype='float32')")
+                             f"{optimizer.settings.state_dtype!r} on device='cuda' is not "
+                             "supported with MPI yet (use state_dtype='float32')")
         if reg.mode != "adopt":
             raise ValueError("distributed: needs parameters in adopt mode (flat grad buffers), "
                              f"got mode={reg.mode!r}")
@@ -285,29 +299,41 @@ class DistributedAdamax:
     @contextmanager
     def _full_state(self, write_back=False):
         buckets = self.opt.registry.buckets if self.shard_state else []
-        saved = [(b.moment, b.inf_norm) for b in buckets]
-        for b in buckets:  # (on the GPU the whole state is assembled in host memory)
-            full = []
-            for part in (b.moment, b.inf_norm):
-                whole = np.empty(int(b.shard.counts.sum()), b.dtype)
-                host = part if isinstance(part, np.ndarray) else part.copy_to_host()
-                self.comm.Allgatherv(host, [whole, (b.shard.counts, b.shard.displs)])
-                full.append(whole)
-            b.swap_state(*full)
+        saved = [b.swap_state(*self._gathered(b)) for b in buckets]
         ok = False
         try:
             yield
             ok = True
         finally:
-            for b, (m, u) in zip(buckets, saved):
+            for b, (m, u, scales) in zip(buckets, saved):
                 if ok and write_back:
                     lo, hi = b.shard.lo, b.shard.hi
-                    for dst, src in ((m, b.moment[lo:hi]), (u, b.inf_norm[lo:hi])):
+                    pairs = [(m, b.moment[lo:hi]), (u, b.inf_norm[lo:hi])]
+                    if scales is not None:
+                        pairs += [(mine, whole[_blocks(lo, hi)])
+                                  for mine, whole in zip(scales, b.scales)]
+                    for dst, src in pairs:
                         if isinstance(dst, np.ndarray):
                             dst[...] = src
                         else:
                             dst.copy_to_device(np.ascontiguousarray(src))
-                b.swap_state(m, u)
+                b.swap_state(m, u, scales)
+
+    def _gathered(self, b):
+        """The whole (moment, inf_norm, scales or None) of a sharded bucket, on every rank (on
+        the GPU assembled in host memory); low-bit state as held, codes and scales."""
+        def gather(part, counts, displs):
+            whole = np.empty(int(counts.sum()), part.dtype)
+            host = part if isinstance(part, np.ndarray) else part.copy_to_host()
+            self.comm.Allgatherv(host, [whole, (counts, displs)])
+            return whole
+        counts, displs = b.shard.counts, b.shard.displs
+        full = [gather(part, counts, displs) for part in (b.moment, b.inf_norm)]
+        if b.scales is None:
+            return full[0], full[1], None
+        edges = np.append(displs, displs[-1] + counts[-1])
+        first, last = edges[:-1] // BLOCK, -(-edges[1:] // BLOCK)
+        return full[0], full[1], tuple(gather(x, last - first, first) for x in b.scales)
 
     def state_dict(self):
         """The full (gathered) state dict, as a single process would return it (copies)."""
@@ -332,5 +358,6 @@ class DistributedAdamax:
             return self.opt.restore(path, match=match, params=params, check_values=check_values)
 
     def state_bytes(self):
-        """Bytes of optimizer state (moments, inf-norms) this rank holds."""
-        return sum(b.moment.nbytes + b.inf_norm.nbytes for b in self.opt.registry.buckets)
+        """Bytes of optimizer state (moments, inf-norms, int8 scales) this rank holds."""
+        return sum(b.moment.nbytes + b.inf_norm.nbytes + sum(x.nbytes for x in b.scales or ())
+                   for b in self.opt.registry.buckets)

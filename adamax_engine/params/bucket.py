@@ -303,16 +303,19 @@ class Bucket:
         """Mixed precision: segment k's float32 master weight."""
         _write(self.segment(self.master, k), value)
 
-    def swap_state(self, moment, inf_norm):
-        """Replace the flat state buffers (ZeRO-1 gathers/scatters them); returns the old pair."""
-        old = self.moment, self.inf_norm
+    def swap_state(self, moment, inf_norm, scales=None):
+        """Replace the flat state buffers (ZeRO-1 gathers/scatters them; int8 state: and the
+        block scales); returns the old (moment, inf_norm, scales)."""
+        old = self.moment, self.inf_norm, self.scales
         self.moment, self.inf_norm = moment, inf_norm
+        if scales is not None:
+            self.scales = scales
         return old
 
-    def take_shard(self, shard, moment, inf_norm):
+    def take_shard(self, shard, moment, inf_norm, scales=None):
         """ZeRO-1: from now on this rank holds only ``shard``'s slice of the state."""
         self.shard = shard
-        self.swap_state(moment, inf_norm)
+        self.swap_state(moment, inf_norm, scales)
 
 
 def _host(array):
