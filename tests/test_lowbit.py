@@ -374,6 +374,14 @@ def test_int8_state_dict_and_checkpoint(tmp_path):
     as_fp32.save(tmp_path / "fp32.npz")
     back = ae.Adamax.load(tmp_path / "fp32.npz", fresh, state_dtype="int8")
     np.testing.assert_array_equal(back.registry.buckets[0].moment, saved_codes)
+    # a file of values (as earlier versions wrote low-bit state) loads, quantized
+    values_meta = {k: v for k, v in meta.items() if k != "state_scheme"}
+    as_fp32.save(tmp_path / "values.npz")
+    _, value_arrays = archive.read(tmp_path / "values.npz")
+    archive.write(values_meta, value_arrays, tmp_path / "values_int8.npz")
+    old = ae.Adamax.load(tmp_path / "values_int8.npz", fresh)
+    assert old.settings.state_dtype == "int8"
+    np.testing.assert_array_equal(old.registry.buckets[0].moment, saved_codes)
     # codes written under another scheme are refused, naming it
     meta["state_scheme"] = "int8 v1: power map"
     archive.write(meta, arrays, tmp_path / "old.npz")

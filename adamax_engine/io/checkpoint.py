@@ -126,7 +126,8 @@ def restore(opt, path, match="name", params=True, check_values=True):
     if meta["multi_precision"] != opt.settings.multi_precision:
         raise CheckpointError(f"{where}: multi_precision={meta['multi_precision']}, the "
                               "optimizer's differs")
-    held = meta.get("state_dtype", "float32")
+    # how the file holds the state: codes under a named scheme, or (older files) values
+    held = meta.get("state_dtype", "float32") if meta.get("state_scheme") else "float32"
     if held in SCHEMES and meta.get("state_scheme") != SCHEMES[held]:
         raise CheckpointError(f"{where}: its {held} state codes follow the scheme "
                               f"{meta.get('state_scheme')!r}; this version reads "

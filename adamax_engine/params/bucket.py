@@ -239,8 +239,8 @@ class Bucket:
 
     # --- state ------------------------------------------------------------------------------------
     def state_views(self, k):
-        """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views (with bfloat16
-        state: float32 copies of the moments, exactly their values)."""
+        """Segment k's (moment, inf_norm, beta1_pow [1], steps [1]) views (low-bit state:
+        host copies of the moments' values, exact, in the bucket's dtype)."""
         m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
         if self.low_bit:  # decoded on the host (device codes copied down first)
             m, u, sm, su = (None if a is None else _host(a) for a in self.code_views(k))
