@@ -204,13 +204,12 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
                     half //= 2
                 sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
                 tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-                tu = su  # (u / su below: the oracle's division)
                 j = t
                 while j < n:
                     i = b0 + j
                     r = hash32((int(i) & _MASK) ^ key) if stochastic else 0
                     mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
-                    uq[i] = log_code(ubuf[j] / tu, r >> 16, stochastic) if su > 0 else 0
+                    uq[i] = log_code(ubuf[j] / su, r >> 16, stochastic) if su > 0 else 0
                     j += nt
                 cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
                 if t == 0:
