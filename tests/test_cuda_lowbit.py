@@ -9,17 +9,11 @@ import pytest
 
 import adamax_engine as ae
 from adamax_engine.kernels import cuda as K
+from test_lowbit import FEATURES  # the grad features of the CPU parity table
 
 pytestmark = pytest.mark.skipif(not K.available(), reason="no CUDA GPU and no simulator")
 
 SIZES = (1, 7, 33, 300, 513) if K.simulated() else (1, 7, 1000, 65537, 300001)
-FEATURES = {
-    "plain": {},
-    "L2": {"weight_decay": 0.01},
-    "L1": {"weight_decay": ae.L1Decay(0.001)},
-    "value clip": {"grad_clip": ae.ClipGradByValue(0.5)},
-    "global norm": {"grad_clip": ae.ClipGradByGlobalNorm(1.0)},
-}
 CASES = [  # (state dtype, feature, flavor, rounding, parameter dtype): each state dtype meets
     ("bfloat16", "plain", "paddle", "stochastic", "float32"),  # every feature and flavor
     ("bfloat16", "global norm", "torch", "nearest", "float32"),

@@ -129,6 +129,14 @@ def log_code(x, r, stochastic):
     return 1 if code > 1 else code
 
 
+@cuda.jit(device=True, inline=True)
+def chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64, steps):
+    """A chunk's SegmentScalars (dense.py's) and its segment's rounding key for this step."""
+    s = K.segment_scalars(K.step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64, steps),
+                          hyper, flags, seg, flavor)
+    return s, hash32(steps[seg])
+
+
 @cuda.jit
 def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, lr_mult,
                 beta1_pow, beta1_f64, steps, stochastic):
@@ -140,9 +148,8 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, l
     while c < chunks.shape[0]:
         seg = chunks[c, 0]
         if flags[seg, ACTIVE] == 1:
-            s = K.segment_scalars(K.step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
-                                            steps), hyper, flags, seg, flavor)
-            key = hash32(steps[seg])
+            s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64,
+                                 steps)
             i = chunks[c, 1] + cuda.threadIdx.x
             end = chunks[c, 2]
             while i < end:
@@ -171,9 +178,8 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
     while c < chunks.shape[0]:
         seg = chunks[c, 0]
         if flags[seg, ACTIVE] == 1:
-            s = K.segment_scalars(K.step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
-                                            steps), hyper, flags, seg, flavor)
-            key = hash32(steps[seg])
+            s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64,
+                                 steps)
             b0, end = chunks[c, 1], chunks[c, 2]
             while b0 < end:
                 n = end - b0 if end - b0 < BLOCK else BLOCK
