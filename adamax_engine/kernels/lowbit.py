@@ -241,9 +241,8 @@ def _make_int8_chunk(flavor, stochastic, generic):
                 pb[j] = pj
                 mbuf[j] = m
                 ubuf[j] = u
-            for j in range(n):
-                am, au = abs_bits(mbuf[j]), abs_bits(ubuf[j])
-                mmax = am if am > mmax else mmax
+                am, au = abs_bits(m), abs_bits(u)  # the maxima in the same loop: an integer
+                mmax = am if am > mmax else mmax   # max reduction vectorises alongside
                 umax = au if au > umax else umax
             sm, su = scale_from_bits(mmax), scale_from_bits(umax)
             # no per-element test of the scales: with sm not > 0, tm = 0 gives every code 0 as
