@@ -6,8 +6,9 @@
 The simulator runs the kernels as Python, so it never meets NVVM or ptxas. This script does:
 1. record: in a child process under NUMBA_ENABLE_CUDASIM=1, tiny optimizer runs that reach
    every kernel (fp32, fp64, fp16 mixed precision, norm clips, skip_nonfinite, row-sparse
-   grads, clear_grad, bfloat16 and int8 state) log each launch's kernel and argument types (borrow mode's address-table
-   kernels, which the simulator cannot run, take the plain kernels' signatures, adapted);
+   grads, clear_grad, bfloat16 and int8 state, on float32 masters too) log each launch's
+   kernel and argument types (borrow mode's address-table kernels, which the simulator cannot
+   run, take the plain kernels' signatures, adapted);
 2. compile: in a child process with the real numba.cuda (no GPU needed, only the CUDA
    toolkit's libNVVM), each recorded (kernel, signature) goes through ``cuda.compile_ptx`` for
    compute capability ``--cc``, then through ``ptxas -v``, which reports registers, spills and
@@ -39,10 +40,11 @@ def borrowed(records):
     are the plain ones with params/grads as address tables and the offsets as ``where``."""
     out = []
     for (name, dt, attr), sig in records:
-        if name == "cuda" and attr == "update":
-            out.append([["cuda_borrow", dt, attr], [ADDRESSES, ADDRESSES] + sig[2:-1] + [ADDRESSES]])
-        elif name == "cuda" and attr == "sumsq_partials":
-            out.append([["cuda_borrow", dt, attr], [ADDRESSES] + sig[1:-1] + [ADDRESSES]])
+        # update, bf16_update, int8_update: params and grads; sumsq_partials: grads
+        tables = 1 if attr == "sumsq_partials" else 2
+        if name == "cuda_lowbit" or (name == "cuda" and attr in ("update", "sumsq_partials")):
+            out.append([["cuda_borrow", dt, attr],
+                        [ADDRESSES] * tables + sig[tables:-1] + [ADDRESSES]])
     return out
 
 
@@ -142,6 +144,11 @@ def record():
             for p in ps:
                 p.grad = cuda.to_device(rng.standard_normal(p.shape).astype(dt))
             opt.step()
+        half = [ae.Parameter(cuda.to_device(rng.standard_normal(300).astype(np.float16)))]
+        opt = ae.Adamax(0.1, parameters=half, device="cuda", state_dtype=state_dtype,
+                        multi_precision=True)  # float32 masters: cuda_mixed's low-bit builds
+        half[0].grad = cuda.to_device(rng.standard_normal(300).astype(np.float16))
+        opt.step()
     print(json.dumps(sorted(json.loads(k) for k in seen)))
 
 

@@ -33,7 +33,9 @@ def cuda():
     return c
 
 
-def build(device, state_dtype, feature, flavor, rounding, groups=False, dtype="float32"):
+def build(device, state_dtype, feature, flavor, rounding, groups=False, dtype="float32",
+          mode="adopt"):
+    """A float16 ``dtype``: float32 masters (multi_precision)."""
     rng = np.random.default_rng(7)
     arrays = [rng.standard_normal(n).astype(dtype) for n in SIZES]
     if device == "cuda":
@@ -44,6 +46,7 @@ def build(device, state_dtype, feature, flavor, rounding, groups=False, dtype="f
     backend = None if device == "cuda" else "reference"
     return params, ae.Adamax(0.01, parameters=spec, device=device, backend=backend,
                              flavor=flavor, state_dtype=state_dtype, state_rounding=rounding,
+                             mode=mode, multi_precision=np.dtype(dtype).itemsize == 2,
                              **FEATURES[feature])
 
 
@@ -63,8 +66,10 @@ def host(a):
 
 
 def held(opt):
+    """The state as held: codes (and int8 scales), and the float32 masters if any."""
     b = opt.registry.buckets[0]
-    return [host(x) for x in (b.moment, b.inf_norm, *(b.scales or ()))]
+    masters = (b.master,) if b.master is not None else ()
+    return [host(x) for x in (b.moment, b.inf_norm, *(b.scales or ()), *masters)]
 
 
 @pytest.mark.parametrize("state_dtype,feature,flavor,rounding,dtype", CASES)
@@ -91,6 +96,59 @@ def test_cuda_kernel_equals_the_oracle_bit_for_bit(state_dtype, feature, flavor,
         np.testing.assert_array_equal(host(a.data).view(np.uint8), b.data.view(np.uint8))
     for x, y in zip(held(dev), held(ref)):  # codes and scales, every bit
         np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+def _same_bits(dev_params, dev, ref_params, ref):
+    for a, b in zip(dev_params, ref_params):
+        np.testing.assert_array_equal(host(a.data).view(np.uint8), host(b.data).view(np.uint8))
+    for x, y in zip(held(dev), held(ref)):
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+@pytest.mark.parametrize("state_dtype,feature", [("bfloat16", "global norm"), ("int8", "L1"),
+                                                 ("int8", "plain")])
+def test_borrowed_parameters_equal_adopted_ones_and_the_oracle(state_dtype, feature):
+    """mode="borrow" on the GPU: the caller's device arrays stepped in place (address tables on
+    a GPU, staging in the simulator), the same bits as adopt mode and (simulator) the oracle."""
+    borrowed, dev = build("cuda", state_dtype, feature, "paddle", "stochastic", mode="borrow")
+    adopted, ada = build("cuda", state_dtype, feature, "paddle", "stochastic")
+    ref_params, ref = build("cpu", state_dtype, feature, "paddle", "stochastic")
+    arrays = [p.data for p in borrowed]
+    special = feature == "plain"
+    for _ in zip(run(borrowed, "cuda", special=special), run(adopted, "cuda", special=special),
+                 run(ref_params, "cpu", special=special)):
+        dev.step()
+        ada.step()
+        ref.step()
+    assert dev.registry.buckets[0].mode == "borrow"
+    assert all(p.data is a for p, a in zip(borrowed, arrays))
+    _same_bits(borrowed, dev, adopted, ada)  # the same kernel code either way
+    if K.simulated():
+        _same_bits(borrowed, dev, ref_params, ref)
+
+
+@pytest.mark.parametrize("state_dtype,feature,flavor", [("bfloat16", "plain", "paddle"),
+                                                        ("int8", "L2", "torch"),
+                                                        ("int8", "value clip", "keras")])
+def test_mixed_precision_masters_equal_the_oracle(state_dtype, feature, flavor):
+    """float16 device params on float32 masters (multi_precision) with low-bit state, in one
+    fused launch: the 16-bit params, masters, codes and scales as the oracle's. (Not with a
+    global norm clip: its sum runs in another order than the oracle's, as for float32 state,
+    tests/test_cuda_mixed.py.)"""
+    dev_params, dev = build("cuda", state_dtype, feature, flavor, "stochastic", dtype="float16")
+    ref_params, ref = build("cpu", state_dtype, feature, flavor, "stochastic", dtype="float16")
+    special = feature == "plain"
+    for _ in zip(run(dev_params, "cuda", special=special), run(ref_params, "cpu",
+                                                               special=special)):
+        dev.step()
+        ref.step()
+    assert dev.registry.buckets[0].store is not None
+    if not K.simulated():  # a GPU: FMA contraction (module docstring)
+        for a, b in zip(dev_params, ref_params):
+            np.testing.assert_allclose(host(a.data).astype(np.float32),
+                                       b.data.astype(np.float32), rtol=1e-2, atol=1e-3)
+        return
+    _same_bits(dev_params, dev, ref_params, ref)
 
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])

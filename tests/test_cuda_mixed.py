@@ -45,6 +45,8 @@ def test_exact_arithmetic_conversions_on_every_input(dtype, code):
     nan = np.isnan(x)
     np.testing.assert_array_equal(down[~nan], want[~nan])
     assert np.isnan(down[nan].view(dtype).astype(np.float32)).all()
+    np.testing.assert_array_equal(down[nan] >> 15, want[nan] >> 15)  # a NaN keeps its sign
+    assert (down[nan] >> 15).any() and not (down[nan] >> 15).all()  # (random bits: both)
 
 
 pytestmark = pytest.mark.skipif(not K.available(), reason="no CUDA GPU and no simulator")

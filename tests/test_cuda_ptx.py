@@ -16,7 +16,9 @@ KERNELS = {"cuda.update", "cuda.sumsq_partials", "cuda.finish_clip", "cuda.end_s
            "cuda.count_skip", "cuda.fill", "cuda.divide", "cuda_mixed.update",
            "cuda_mixed.sumsq_partials", "cuda_mixed.widen_into", "cuda_sparse.rows_update",
            "cuda_sparse.rows_catch_up", "cuda_sparse.raise_rows", "cuda_borrow.update",
-           "cuda_borrow.sumsq_partials", "cuda_lowbit.bf16_update", "cuda_lowbit.int8_update"}
+           "cuda_borrow.sumsq_partials", "cuda_lowbit.bf16_update", "cuda_lowbit.int8_update",
+           "cuda_borrow.bf16_update", "cuda_borrow.int8_update", "cuda_mixed.bf16_update",
+           "cuda_mixed.int8_update"}
 
 
 def test_every_cuda_kernel_compiles_for_sm90(tmp_path):

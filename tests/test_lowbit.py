@@ -302,13 +302,11 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"state_dtype": "int4"}, "state_dtype: expected one of"),
     ({"state_dtype": "int8", "multi_precision": True, "mode": "borrow"},
-     "with multi_precision runs on device='cpu' with mode='adopt'"),
+     "with multi_precision runs with mode='adopt'"),
     ({"state_dtype": "float16"}, "state_dtype: expected one of"),
-    ({"state_dtype": "bfloat16", "mode": "borrow", "device": "cuda"},
-     "on device='cuda' runs with mode='adopt'"),
     ({"state_dtype": "bfloat16", "state_rounding": "up"}, "state_rounding: expected"),
 ])
-def test_what_is_not_supported_yet_is_refused(kwargs, match):
+def test_what_is_not_supported_is_refused(kwargs, match):
     p = ae.Parameter(np.ones(4, np.float32))
     with pytest.raises(ValueError, match=match):
         ae.Adamax(0.1, parameters=[p], **kwargs)

@@ -5,7 +5,8 @@ device functions as plain Python, so these are written once, in Python that both
 the simulator run (kernels/cuda/mixed.py compiles them as device functions). Every step is exact
 (scaling by powers of two, floor, a difference of nearby floats), so the results are the same
 as kernels/halfbits.py's: exact widening, round-to-nearest-even narrowing, inf/overflow -> inf,
-NaN -> a quiet NaN. The tests run both over every 16-bit input and ~10^5 float32 values.
+NaN -> the quiet NaN of its sign (no payload: default NaNs have none). The tests run both
+over every 16-bit input and ~10^5 float32 values.
 ``store``: halfbits.FLOAT16 (0) or BFLOAT16 (1). Values are uint16 bit patterns.
 """
 import math
@@ -33,9 +34,9 @@ def narrow(x, store):
         mbits, emax, bias, quiet = 7, 0xFF, 127, 0x7FC0
     else:
         mbits, emax, bias, quiet = 10, 0x1F, 15, 0x7E00
+    sign = 0x8000 if math.copysign(1.0, x) < 0 else 0  # (NaN too: its sign bit)
     if x != x:
-        return quiet
-    sign = 0x8000 if math.copysign(1.0, x) < 0 else 0
+        return sign | quiet
     a = abs(x)
     if a == 0:
         return sign

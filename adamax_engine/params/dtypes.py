@@ -15,9 +15,10 @@ def supported(dtype):
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 
-def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entries):
-    """Low-bit state takes float32/float64 parameters (adopted or borrowed on the CPU, adopted
-    on a GPU) and float16/bfloat16 ones with multi_precision (adopted, on the CPU), for now: anything else is refused here or by the registry, naming what to change."""
+def check_state_dtype(state_dtype, rounding, mode, multi_precision, entries):
+    """Low-bit state takes float32/float64 parameters (adopted or borrowed) and float16/bfloat16
+    ones with multi_precision (adopted), on the CPU and on a GPU: anything else is refused here
+    or by the registry, naming what to change."""
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state_dtype: expected one of {STATE_DTYPES}, got {state_dtype!r}")
     if rounding not in ("stochastic", "nearest"):
@@ -25,12 +26,9 @@ def check_state_dtype(state_dtype, rounding, device, mode, multi_precision, entr
                          f"{rounding!r}")
     if state_dtype == "float32":
         return
-    if multi_precision and (device == "cuda" or mode == "borrow"):
-        raise ValueError(f"state_dtype={state_dtype!r} with multi_precision runs on "
-                         "device='cpu' with mode='adopt' for now")
-    if device == "cuda" and mode == "borrow":
-        raise ValueError(f"state_dtype={state_dtype!r} on device='cuda' runs with "
-                         "mode='adopt' for now")
+    if multi_precision and mode == "borrow":
+        raise ValueError(f"state_dtype={state_dtype!r} with multi_precision runs with "
+                         "mode='adopt' (the float32 masters are the engine's own buffers)")
     for e in entries:
         if e.dtype.name not in ("float32", "float64") + (LOW_PRECISION if multi_precision
                                                           else ()):

@@ -285,16 +285,24 @@ class CudaStepper(StepperBase):
 
 
 def low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, skip, lr):
-    """The update launch of a bucket with bfloat16 or int8 state (kernels/cuda/lowbit.py)."""
+    """The update launch of a bucket with bfloat16 or int8 state (kernels/cuda/lowbit.py's,
+    or their borrow.py / mixed.py builds: float32 masters with the 16-bit params beside)."""
     from ..kernels.cuda import lowbit as KL
-    k = KL.kernels()
-    args = (chunks, t.hyper, t.flags, flavor, skip, float(lr), t.lr_mult, t.beta1_pow,
-            t.beta1_f64, t.steps, bool(b.stochastic))
-    if b.state_dtype == "bfloat16":
-        k.bf16_update[K.grid_for(n_chunks), k.threads](params, grads, b.moment, b.inf_norm, *args)
+    if b.store is not None:
+        kernels, (bits, grads, store) = KM.kernels(), _bits(b, params, grads)
+        params, where = b.master, (bits, store)
+    elif b.mode == "borrow" and not K.simulated():
+        kernels, where = access(b, t)  # borrow.py's builds, through the address tables
     else:
-        k.int8_update[K.grid_for(n_chunks), k.threads](params, grads, b.moment, b.inf_norm,
-                                                       *b.scales, *args)
+        kernels, where = KL.kernels(), 0  # flat buffers (the simulator stages borrowed ones)
+    args = (chunks, t.hyper, t.flags, flavor, skip, float(lr), t.lr_mult, t.beta1_pow,
+            t.beta1_f64, t.steps, bool(b.stochastic), where)
+    if b.state_dtype == "bfloat16":
+        kernels.bf16_update[K.grid_for(n_chunks), K.NTHREADS](params, grads, b.moment,
+                                                              b.inf_norm, *args)
+    else:
+        kernels.int8_update[K.grid_for(n_chunks), K.NTHREADS](params, grads, b.moment,
+                                                              b.inf_norm, *b.scales, *args)
 
 
 # --- borrow mode: the caller's params and grads, wherever they are ------------------------------

@@ -1,7 +1,7 @@
 """numba.cuda kernels for borrow mode on the GPU: params and grads stay in the caller's memory.
 
-kernels/cuda/dense.py's ``update`` and ``sumsq_partials`` (the same code, built by its
-``make_update`` / ``make_sumsq``) with params and grads read and written through a device
+kernels/cuda/dense.py's ``update`` and ``sumsq_partials`` and lowbit.py's two updates (the
+same code, built by their factories) with params and grads read and written through a device
 table of addresses, one per segment: element i of segment ``seg`` (flat index i, as in the
 state buffers) is at ``addresses[seg]`` + (i - ``offsets[seg]``) elements. So a model of many
 separately allocated tensors (torch or cupy arrays the engine cannot re-point) is still one
@@ -20,6 +20,7 @@ from numba import cuda, types
 from numba.extending import intrinsic
 
 from . import dense as K
+from . import lowbit as KL
 
 
 @intrinsic
@@ -49,4 +50,7 @@ def kernels(dtype):
         _pointer(addresses[seg], zero)[i - offsets[seg]] = value
 
     return SimpleNamespace(update=K.make_update(load, load, store),
-                           sumsq_partials=K.make_sumsq(load), threads=K.NTHREADS)
+                           sumsq_partials=K.make_sumsq(load),
+                           bf16_update=KL.make_bf16_update(load, load, store),
+                           int8_update=KL.make_int8_update(load, load, store),
+                           threads=K.NTHREADS)

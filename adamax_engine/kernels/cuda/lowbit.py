@@ -11,6 +11,9 @@ oracle and documents it), arranged for a GPU:
   thread's max |.| bits; a shared-memory tree turns those into the block's maxima (an integer
   max: exact in any order); pass 2 writes the codes from those fresh scales.
 
+Both come from a factory over how params and grads are reached (as dense.make_update): flat
+buffers here, address tables in borrow.py, float32 masters with 16-bit params in mixed.py.
+
 Float bits: on a GPU through an LLVM bitcast (kernels/halfbits.py's intrinsic, which NVVM
 compiles); in numba's simulator, which runs device functions as Python, through numpy views.
 Every integer step is masked to 32 bits, so Python ints (the simulator) and 64-bit machine
@@ -130,13 +133,11 @@ def log_code(x, r, stochastic):
 
 
 @cuda.jit(device=True, inline=True)
-def bf16_element(params, mq, uq, i, p, g, mbits, ubits, s, key, stochastic):
-    """Element i's step from its loaded values; the new param and rounded moments stored."""
+def bf16_element(i, p, g, mbits, ubits, s, key, stochastic):
+    """Element i's step from its loaded values: (new param, moment bits, inf-norm bits)."""
     p, m, u = K.element(p, g, bf16_value(mbits), bf16_value(ubits), s)
-    params[i] = p
     h = hash32((int(i) & _MASK) ^ key) if stochastic else 0
-    mq[i] = bf16_round(m, h & 0xFFFF, stochastic)
-    uq[i] = bf16_round(u, h >> 16, stochastic)
+    return p, bf16_round(m, h & 0xFFFF, stochastic), bf16_round(u, h >> 16, stochastic)
 
 
 @cuda.jit(device=True, inline=True)
@@ -147,104 +148,126 @@ def chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64, st
     return s, hash32(steps[seg])
 
 
-@cuda.jit
-def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, lr_mult,
-                beta1_pow, beta1_f64, steps, stochastic):
-    """One step over every active chunk of a float32 bucket whose state is bfloat16 bits
-    (uint16 ``mq``/``uq``); dense.update's other arguments."""
-    if skip[0] != 0:
-        return
-    c = cuda.blockIdx.x
-    while c < chunks.shape[0]:
-        seg = chunks[c, 0]
-        if flags[seg, ACTIVE] == 1:
-            s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64,
-                                 steps)
-            step = cuda.blockDim.x
-            i = chunks[c, 1] + cuda.threadIdx.x
-            end = chunks[c, 2]
-            # two elements per thread and pass, both loaded before either is stored (more bytes
-            # in flight, as dense.update's four; the 16-bit state halves the bytes per element)
-            while i + step < end:
-                i1 = i + step
-                p0, g0, m0, u0 = params[i], grads[i], mq[i], uq[i]
-                p1, g1, m1, u1 = params[i1], grads[i1], mq[i1], uq[i1]
-                bf16_element(params, mq, uq, i, p0, g0, m0, u0, s, key, stochastic)
-                bf16_element(params, mq, uq, i1, p1, g1, m1, u1, s, key, stochastic)
-                i += 2 * step
-            while i < end:
-                bf16_element(params, mq, uq, i, params[i], grads[i], mq[i], uq[i], s, key,
-                             stochastic)
-                i += step
-        c += cuda.gridDim.x
+# --- the updates, generic over how params and grads are reached (as dense.make_update) ---------
+def make_bf16_update(load_param, load_grad, store):
+    """The bfloat16-state update reading params and grads through ``load_*(arr, seg, i,
+    where)`` and writing params through ``store``: dense.py's flat buffers, borrow.py's address
+    tables, or mixed.py's float32 masters with their 16-bit params (``where`` as there)."""
+    @cuda.jit
+    def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, lr_mult,
+                    beta1_pow, beta1_f64, steps, stochastic, where):
+        """One step over every active chunk of a bucket whose state is bfloat16 bits (uint16
+        ``mq``/``uq``); dense.update's other arguments."""
+        if skip[0] != 0:
+            return
+        c = cuda.blockIdx.x
+        while c < chunks.shape[0]:
+            seg = chunks[c, 0]
+            if flags[seg, ACTIVE] == 1:
+                s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow,
+                                     beta1_f64, steps)
+                step = cuda.blockDim.x
+                i = chunks[c, 1] + cuda.threadIdx.x
+                end = chunks[c, 2]
+                # two elements per thread and pass, both loaded before either is stored (more
+                # bytes in flight, as dense.update's four; 16-bit state halves the bytes)
+                while i + step < end:
+                    i1 = i + step
+                    p0, g0 = load_param(params, seg, i, where), load_grad(grads, seg, i, where)
+                    p1 = load_param(params, seg, i1, where)
+                    g1 = load_grad(grads, seg, i1, where)
+                    m0, u0, m1, u1 = mq[i], uq[i], mq[i1], uq[i1]
+                    p0, m0, u0 = bf16_element(i, p0, g0, m0, u0, s, key, stochastic)
+                    p1, m1, u1 = bf16_element(i1, p1, g1, m1, u1, s, key, stochastic)
+                    store(params, seg, i, where, p0)
+                    store(params, seg, i1, where, p1)
+                    mq[i], uq[i], mq[i1], uq[i1] = m0, u0, m1, u1
+                    i += 2 * step
+                while i < end:
+                    p, m, u = bf16_element(i, load_param(params, seg, i, where),
+                                           load_grad(grads, seg, i, where), mq[i], uq[i], s,
+                                           key, stochastic)
+                    store(params, seg, i, where, p)
+                    mq[i], uq[i] = m, u
+                    i += step
+            c += cuda.gridDim.x
+    return bf16_update
 
 
-@cuda.jit
-def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, skip,
-                lr, lr_mult, beta1_pow, beta1_f64, steps, stochastic):
-    """One step over every active chunk of a float32 bucket with int8 block codes (int8
-    ``mq``, uint8 ``uq``, float32 scales per block); chunks start on block boundaries."""
-    mbuf = cuda.shared.array(BLOCK, numba.float32)
-    ubuf = cuda.shared.array(BLOCK, numba.float32)
-    top = cuda.shared.array((2, NTHREADS), numba.uint32)
-    if skip[0] != 0:
-        return
-    t, nt = cuda.threadIdx.x, cuda.blockDim.x
-    c = cuda.blockIdx.x
-    while c < chunks.shape[0]:
-        seg = chunks[c, 0]
-        if flags[seg, ACTIVE] == 1:
-            s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow, beta1_f64,
-                                 steps)
-            b0, end = chunks[c, 1], chunks[c, 2]
-            while b0 < end:
-                n = end - b0 if end - b0 < BLOCK else BLOCK
-                blk = b0 // BLOCK
-                m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
-                mmax, umax = 0, 0
-                j = t
-                while j < n:
-                    i = b0 + j
-                    p, m, u = K.element(params[i], grads[i], np.float32(mq[i]) * m_unit,
-                                        us * log_value(uq[i]), s)
-                    params[i] = p
-                    mbuf[j], ubuf[j] = m, u
-                    am, au = abs_bits(m), abs_bits(u)
-                    mmax = am if am > mmax else mmax  # (no min/max builtins: numba.cuda
-                    umax = au if au > umax else umax  # fails to type some of their calls)
-                    j += nt
-                top[0, t], top[1, t] = mmax, umax
-                cuda.syncthreads()
-                half = nt // 2
-                while half > 0:
-                    if t < half:
-                        if top[0, t + half] > top[0, t]:
-                            top[0, t] = top[0, t + half]
-                        if top[1, t + half] > top[1, t]:
-                            top[1, t] = top[1, t + half]
+def make_int8_update(load_param, load_grad, store):
+    """The int8-state update, params and grads reached as in make_bf16_update."""
+    @cuda.jit
+    def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor,
+                    skip, lr, lr_mult, beta1_pow, beta1_f64, steps, stochastic, where):
+        """One step over every active chunk of a bucket with int8 block codes (int8 ``mq``,
+        uint8 ``uq``, float32 scales per block); chunks start on block boundaries."""
+        mbuf = cuda.shared.array(BLOCK, numba.float32)
+        ubuf = cuda.shared.array(BLOCK, numba.float32)
+        top = cuda.shared.array((2, NTHREADS), numba.uint32)
+        if skip[0] != 0:
+            return
+        t, nt = cuda.threadIdx.x, cuda.blockDim.x
+        c = cuda.blockIdx.x
+        while c < chunks.shape[0]:
+            seg = chunks[c, 0]
+            if flags[seg, ACTIVE] == 1:
+                s, key = chunk_setup(lr, seg, flavor, hyper, flags, lr_mult, beta1_pow,
+                                     beta1_f64, steps)
+                b0, end = chunks[c, 1], chunks[c, 2]
+                while b0 < end:
+                    n = end - b0 if end - b0 < BLOCK else BLOCK
+                    blk = b0 // BLOCK
+                    m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
+                    mmax, umax = 0, 0
+                    j = t
+                    while j < n:
+                        i = b0 + j
+                        p, m, u = K.element(load_param(params, seg, i, where),
+                                            load_grad(grads, seg, i, where),
+                                            np.float32(mq[i]) * m_unit,
+                                            us * log_value(uq[i]), s)
+                        store(params, seg, i, where, p)
+                        mbuf[j], ubuf[j] = m, u
+                        am, au = abs_bits(m), abs_bits(u)
+                        mmax = am if am > mmax else mmax  # (no min/max builtins: numba.cuda
+                        umax = au if au > umax else umax  # fails to type some of their calls)
+                        j += nt
+                    top[0, t], top[1, t] = mmax, umax
                     cuda.syncthreads()
-                    half //= 2
-                sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
-                tm = np.float32(127) / sm if sm > 0 else np.float32(0)
-                j = t
-                while j < n:
-                    i = b0 + j
-                    r = hash32((int(i) & _MASK) ^ key) if stochastic else 0
-                    mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
-                    uq[i] = log_code(ubuf[j] / su, r >> 16, stochastic) if su > 0 else 0
-                    j += nt
-                cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
-                if t == 0:
-                    m_scale[blk], u_scale[blk] = sm, su
-                b0 += BLOCK
-        c += cuda.gridDim.x
+                    half = nt // 2
+                    while half > 0:
+                        if t < half:
+                            if top[0, t + half] > top[0, t]:
+                                top[0, t] = top[0, t + half]
+                            if top[1, t + half] > top[1, t]:
+                                top[1, t] = top[1, t + half]
+                        cuda.syncthreads()
+                        half //= 2
+                    sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
+                    tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+                    j = t
+                    while j < n:
+                        i = b0 + j
+                        r = hash32((int(i) & _MASK) ^ key) if stochastic else 0
+                        mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
+                        uq[i] = log_code(ubuf[j] / su, r >> 16, stochastic) if su > 0 else 0
+                        j += nt
+                    cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
+                    if t == 0:
+                        m_scale[blk], u_scale[blk] = sm, su
+                    b0 += BLOCK
+            c += cuda.gridDim.x
+    return int8_update
 
 
+bf16_update = make_bf16_update(K.flat_load, K.flat_load, K.flat_store)
+int8_update = make_int8_update(K.flat_load, K.flat_load, K.flat_store)
 _KERNELS = SimpleNamespace(bf16_update=bf16_update, int8_update=int8_update,
                            threads=NTHREADS)
 
 
 def kernels(dtype=None):
-    """The low-bit state kernels, by name (the same objects for float32 and float64 buckets:
-    numba compiles one machine code per argument types)."""
+    """The low-bit state kernels over flat buffers, by name (the same objects for float32 and
+    float64 buckets: numba compiles one machine code per argument types); borrow.py and
+    mixed.py build their own with make_bf16_update / make_int8_update."""
     return _KERNELS

@@ -4,7 +4,8 @@ The update is kernels/cuda/dense.py's own (built by its ``make_update``: the sam
 four elements per thread and pass) on the master weights, with the 16-bit grads widened on
 load and the 16-bit params written, rounded to nearest even, next to each master, by
 kernels/halfmath.py's exact conversions (compiled here as device functions; the simulator runs
-them as Python). 16-bit arrays are passed as uint16 bits, ``store`` says which format
+them as Python). lowbit.py's updates are built the same way, for low-bit state on masters.
+16-bit arrays are passed as uint16 bits, ``store`` says which format
 (halfbits.FLOAT16 / BFLOAT16). The norm reduction is kernels/cuda/dense.py's, reading the grads
 through ``widen``.
 """
@@ -14,6 +15,7 @@ import numpy as np
 from numba import cuda
 
 from . import dense as K
+from . import lowbit as KL
 from .. import halfmath
 
 
@@ -55,6 +57,8 @@ def widen_into(bits, out, store):
 
 
 _KERNELS = SimpleNamespace(update=update, sumsq_partials=sumsq_partials, widen_into=widen_into,
+                           bf16_update=KL.make_bf16_update(K.flat_load, load_grad, store_both),
+                           int8_update=KL.make_int8_update(K.flat_load, load_grad, store_both),
                            threads=K.NTHREADS)
 
 
