@@ -21,7 +21,8 @@ from .lr import is_scheduler
 from .paddle_protocol import PaddleOptimizerProtocol
 from .params import groups as G
 from .params.dtypes import check_state_dtype
-from .params.registry import Registry, make_entry
+from .params.entries import make_entry
+from .params.registry import Registry
 from .step.stepper import StepOptions, check_stream, flavor_code, make_stepper, resolve
 from .transforms.clip import GradientClipBase
 
@@ -117,7 +118,7 @@ class Adamax(PaddleOptimizerProtocol):
             raise TypeError(f"skip_nonfinite: expected a bool, got {skip_nonfinite!r}")
         if not isinstance(lazy_mode, bool):
             raise TypeError(f"lazy_mode: expected a bool, got {lazy_mode!r}")
-        check_state_dtype(state_dtype, state_rounding, mode, multi_precision, entries)
+        check_state_dtype(state_dtype, state_rounding, mode, multi_precision, lazy_mode, entries)
         self._fixed = dict(beta1=beta1, beta2=beta2, epsilon=epsilon, grad_clip=grad_clip,
                            name=name, groups=groups, skip_nonfinite=skip_nonfinite,
                            lazy_mode=lazy_mode, multi_precision=multi_precision,

@@ -175,3 +175,26 @@ def test_checkpoints_move_between_gpu_and_cpu_exactly(tmp_path, state_dtype):
         back.step()
     for a, b in zip(dev_params, back_params):  # resumed on the GPU bit for bit
         np.testing.assert_array_equal(host(a.data), host(b.data))
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_row_sparse_grads_step_as_their_dense_grad(state_dtype):
+    """A RowSparseGrad on a device parameter with low-bit state: the dense grad it stands for
+    is written into the device grad buffer (tests/test_lowbit_rows.py has the CPU cases)."""
+    rng = np.random.default_rng(4)
+    value = rng.standard_normal((70, 5)).astype(np.float32)
+    runs = []
+    for as_sparse in (True, False):
+        p = ae.Parameter(cuda().to_device(value), name="emb")
+        opt = ae.Adamax(0.01, parameters=[p], device="cuda", state_dtype=state_dtype)
+        for step in range(2):
+            g = np.random.default_rng(step)
+            rows = np.array([3, 3, 69, 0, 17])
+            values = g.standard_normal((5, 5)).astype(np.float32)
+            dense = np.zeros((70, 5), np.float32)
+            np.add.at(dense, rows, values)
+            p.grad = ae.RowSparseGrad(rows, values) if as_sparse else cuda().to_device(dense)
+            opt.step()
+        runs.append((p, opt))
+    assert isinstance(runs[0][0].grad, ae.RowSparseGrad)
+    _same_bits([runs[0][0]], runs[0][1], [runs[1][0]], runs[1][1])

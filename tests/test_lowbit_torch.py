@@ -141,8 +141,7 @@ def test_unsupported_combinations_are_refused():
     with pytest.raises(ValueError, match="state_dtype: expected one of"):
         make("int4")
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
-    with pytest.raises(ValueError, match="with multi_precision runs on device='cpu' with "
-                                         "mode='adopt'"):
+    with pytest.raises(ValueError, match="with multi_precision runs with mode='adopt'"):
         Adamax([p], state_dtype="int8", multi_precision=True, mode="borrow")
 
 

@@ -256,7 +256,7 @@ def build(cls, path, parameters, match="name", **overrides):
 def _settings(path, meta, parameters, match, overrides):
     """(groups, constructor kwargs) of the optimizer a checkpoint describes, over
     ``parameters``."""
-    from ..params.registry import identify
+    from ..params.entries import identify
     cfg, records = meta["config"], meta["parameters"]
     items = list(parameters)
     named = []

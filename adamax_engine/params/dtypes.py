@@ -15,7 +15,7 @@ def supported(dtype):
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 
-def check_state_dtype(state_dtype, rounding, mode, multi_precision, entries):
+def check_state_dtype(state_dtype, rounding, mode, multi_precision, lazy_mode, entries):
     """Low-bit state takes float32/float64 parameters (adopted or borrowed) and float16/bfloat16
     ones with multi_precision (adopted), on the CPU and on a GPU: anything else is refused here
     or by the registry, naming what to change."""
@@ -26,6 +26,10 @@ def check_state_dtype(state_dtype, rounding, mode, multi_precision, entries):
                          f"{rounding!r}")
     if state_dtype == "float32":
         return
+    if lazy_mode:
+        raise ValueError(f"lazy_mode=True with state_dtype={state_dtype!r}: low-bit state steps "
+                         "a row-sparse grad as the dense grad it stands for (its blocks span "
+                         "rows), which is lazy_mode=False's result; pass lazy_mode=False")
     if multi_precision and mode == "borrow":
         raise ValueError(f"state_dtype={state_dtype!r} with multi_precision runs with "
                          "mode='adopt' (the float32 masters are the engine's own buffers)")

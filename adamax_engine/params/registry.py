@@ -25,12 +25,11 @@ overwritten by the next step).
 """
 import numpy as np
 
-from ..adapters import adapter_for
 from ..kernels.layout import Operands
-from .bucket import Bucket, Entry
+from .bucket import Bucket
 from .dtypes import LOW_PRECISION
 from .parameter import Parameter
-from .rowsparse import RowSparseGrad
+from .rowsparse import RowSparseGrad, write_dense
 
 MODES = ("adopt", "borrow")
 DEVICES = ("cpu", "cuda")
@@ -89,6 +88,7 @@ class Registry:
         self._seen = None
         self._last_ok = False
         self.sparse = {}  # id(entry) -> (unique rows, summed values) of this step's sparse grads
+        self.dense_grads = {}  # id(entry) -> the dense grad of a row-sparse one (low-bit state)
 
     def gather(self, only=None):
         """Mark active segments (trainable, grad present) and bring assigned arrays in.
@@ -100,11 +100,12 @@ class Registry:
         a param whose (data, grad) addresses are the ones checked last step costs two reads.
         """
         stamp = self.entries[0].adapter.mutation_count() if self.entries else None
-        if only is None and stamp is not None and stamp == self._seen and not self.sparse:
+        again = self.sparse or self.dense_grads  # row-sparse grads: read anew every step
+        if only is None and stamp is not None and stamp == self._seen and not again:
             return  # nothing assigned since the last step: the active masks still hold
-        if only is None and self._unchanged():
+        if only is None and not again and self._unchanged():
             return  # every tensor where it was: masks, views and address tables still hold
-        copies, live, foreign, sparse = [], {}, [], {}
+        copies, live, foreign, sparse, dense = [], {}, [], {}, {}
         masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         sparse_masks = {id(b): np.zeros(len(b.entries), np.bool_) for b in self.buckets}
         for e in self.entries:
@@ -126,14 +127,21 @@ class Registry:
                 a.check(data, f"{e.name}.data", dtype=e.dtype, shape=e.shape)
             if grad is None:
                 continue
+            if isinstance(grad, RowSparseGrad) and self.device == "cuda" and self.mode == "borrow":
+                raise TypeError(f"{e.name}.grad: row-sparse grads borrowed on device='cuda' are "
+                                "not supported yet (use mode='adopt')")
+            if isinstance(grad, RowSparseGrad) and e.bucket.low_bit:
+                # low-bit state's blocks span rows: stepped as the dense grad it stands for
+                dense[id(e)] = grad = grad.dense(e.name, e.shape, e.dtype)
+                if self.mode == "adopt" and not data_ours:
+                    copies.append((e, data, None))
+                masks[id(e.bucket)][e.index] = True
+                live[id(e)] = (e, data, grad, None)
+                continue
             if isinstance(grad, RowSparseGrad):
-                if e.bucket.low_bit:
-                    raise TypeError(f"{e.name}.grad: row-sparse grads with state_dtype="
-                                    f"{e.bucket.state_dtype!r} are not supported yet (use "
-                                    "state_dtype='float32' for embeddings)")
-                if e.bucket.store is not None or (self.device == "cuda" and self.mode == "borrow"):
-                    raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision, or "
-                                    "borrowed on device='cuda', are not supported yet")
+                if e.bucket.store is not None:
+                    raise TypeError(f"{e.name}.grad: row-sparse grads with multi_precision are "
+                                    "not supported yet")
                 sparse[id(e)] = grad.check(e.name, e.shape, e.dtype)
                 if self.mode == "adopt" and not data_ours:
                     copies.append((e, data, None))
@@ -159,10 +167,16 @@ class Registry:
             a.point(e.param, data=None if data is None else e.data_view,
                     grad=None if grad is None else e.grad_view)
             live[id(e)] = (e, a.data(e.param), a.grad(e.param), None)
+        for key, grad in dense.items():
+            e = live[key][0]
+            data = e.adapter.data(e.param)  # (our view now, if it was copied in)
+            live[key] = (e, data, grad, (e.adapter.address(data), grad.ctypes.data))
+            if self.mode == "adopt":  # the caller's grad stays the row-sparse one it set
+                write_dense(e.grad_view, grad)
         for e, data, grad, key in live.values():
             if stamp is None and (key is None or key != e.checked):
                 e.mark_checked(key or (e.adapter.address(data), e.adapter.address(grad)))
-        self.sparse = sparse
+        self.sparse, self.dense_grads = sparse, dense
         for b in self.buckets:
             b.set_active(masks[id(b)], sparse_masks[id(b)])
             if b.mode == "borrow":
@@ -224,7 +238,8 @@ class Registry:
             empty = b.moment[:0]
             params = [e.adapter.numpy(e.adapter.data(e.param)) if b.active[i] else empty
                       for i, e in enumerate(b.entries)]
-            grads = [e.adapter.numpy(e.adapter.grad(e.param)) if b.active[i] else empty
+            grads = [(self.dense_grads[id(e)] if id(e) in self.dense_grads
+                      else e.adapter.numpy(e.adapter.grad(e.param))) if b.active[i] else empty
                      for i, e in enumerate(b.entries)]
         return Operands(params, grads, b.moment, b.inf_norm, b.master, b.offsets, b.chunks,
                         b.hyper, b.flags, b.store, b.steps, b.stochastic, b.scales)
@@ -364,27 +379,3 @@ def _host_zeros(n, dtype):
 
 def _host_address(view):
     return view.ctypes.data
-
-
-def make_entry(param, gi, group, index, names, default_reg, multi_precision):
-    """The registry entry of one parameter: its name and effective settings (a group's explicit
-    setting wins, as in paddle, else the parameter's own, else the optimizer's)."""
-    adapter = adapter_for(param)
-    name, own_lr, own_reg, need_clip = adapter.attributes(param)
-    name = names.get(id(param), name) or f"param_{index}"
-    adapter.check(adapter.data(param), f"{name}.data")
-    shape, dtype = adapter.meta(param)
-    if dtype.name in LOW_PRECISION and not multi_precision:
-        raise TypeError(f"{name}.data: {dtype.name} parameters need multi_precision=True "
-                        "(float32 master weights and moments; numba has no CPU float16 "
-                        "arithmetic, and paddle has no CPU float16 Adamax either)")
-    lr_mult = group["learning_rate"] if group["learning_rate"] is not None else own_lr
-    reg = group["weight_decay"] or own_reg or default_reg
-    return Entry(param, adapter, name, shape, dtype, gi, float(lr_mult), reg, bool(need_clip))
-
-
-def identify(param):
-    """(own name or None, device) of any framework's parameter (io/checkpoint.build names
-    parameters before an optimizer exists)."""
-    adapter = adapter_for(param)
-    return adapter.attributes(param)[0], adapter.device

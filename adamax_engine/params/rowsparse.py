@@ -1,7 +1,8 @@
 """``RowSparseGrad``: a gradient that names some rows of a parameter (embedding tables).
 
 The registry checks it (``check``) and hands the stepper (unique rows, summed values); the
-update itself is step/rows.py's.
+update itself is step/rows.py's. With low-bit state the registry steps the dense grad it
+stands for instead (``dense``).
 """
 import numpy as np
 
@@ -48,3 +49,19 @@ class RowSparseGrad:
             summed = np.zeros((len(unique), flat.shape[1]), dtype)
             np.add.at(summed, inverse, flat)
         return unique, summed
+
+    def dense(self, name, shape, dtype):
+        """The dense grad this one stands for: zeros in the other rows, duplicates summed in the
+        order given (``check``'s sums). Low-bit state steps it so: its blocks span rows."""
+        rows, summed = self.check(name, shape, dtype)
+        out = np.zeros((shape[0], summed.shape[1]), dtype)
+        out[rows] = summed
+        return out.reshape(shape)
+
+
+def write_dense(view, grad):
+    """A dense host grad into an adopted grad view (a host array or a device array)."""
+    if hasattr(view, "copy_to_device"):
+        view.copy_to_device(np.ascontiguousarray(grad.reshape(view.shape)))
+    else:
+        view[...] = grad.reshape(view.shape)
