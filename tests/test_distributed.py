@@ -196,3 +196,29 @@ def test_cuda_parameters_two_ranks(tmp_path, monkeypatch):
     meta = assert_checkpoint_equals(out, params, opt)
     whole = sum(b.moment.nbytes + b.inf_norm.nbytes for b in opt.registry.buckets)
     assert sum(meta["extra"]["state_bytes"]) == whole
+
+
+@pytest.mark.skipif(not cuda_kernels.available(), reason="no CUDA GPU and no simulator")
+@pytest.mark.parametrize("state_dtype,n", [("int8", 3), ("bfloat16", 2)])
+def test_cuda_low_bit_state_sharded_equals_one_process(tmp_path, monkeypatch, state_dtype, n):
+    """ZeRO-1 on the device with low-bit state: each rank's slice of the codes (int8: on block
+    edges, with its scales), the rounding counting from the bucket's start; the gathered
+    checkpoint is one process's, bit for bit (the simulator; a GPU contracts FMAs)."""
+    monkeypatch.setenv("ADAMAX_WORKER_DEVICE", "cuda")
+    out = tmp_path / "cuda.npz"
+    run_mpi(n, out, 1, "float32", "none", 4, state_dtype=state_dtype)
+    params, opt = single_process(np.dtype("float32"), "none", n, 4, state_dtype=state_dtype)
+    meta, arrays = checkpoint.read(out)
+    assert meta["state_dtype"] == state_dtype
+    for p in params:
+        held = [arrays[f"param/{p.name}"]] + [arrays[f"{kind}/{p.name}"] for kind in (
+            "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")
+            if f"{kind}/{p.name}" in arrays]
+        want = [p.data] + [v for v in opt.parameter_codes(p) if v is not None]
+        assert len(held) == len(want) == (5 if state_dtype == "int8" else 3)
+        if not cuda_kernels.simulated():  # a GPU: FMA contraction can move a code
+            np.testing.assert_allclose(held[0], want[0], rtol=1e-5, atol=1e-6, err_msg=p.name)
+            continue
+        for x, y in zip(held, want):
+            np.testing.assert_array_equal(x, y, err_msg=p.name)
+    assert max(meta["extra"]["state_bytes"]) < opt.state_nbytes * 0.75

@@ -13,8 +13,8 @@ on its own data; ``step()`` then
   and the params are ``Allgatherv``-ed back. Moments and inf-norms exist only for the slice:
   optimizer state per rank is 1/N of the single-process state. Norm clipping sums per-segment
   partial squares across ranks (``Allreduce``), the inf/nan check of skip_nonfinite too.
-  Low-bit state (host only) shards on int8 block edges with its scales, the rounding's element
-  counter offset by the slice's start (``Operands.origin``).
+  Low-bit state shards on int8 block edges with its scales, the rounding's element counter
+  offset by the slice's start (``Operands.origin`` on the host, ``origin`` on the GPU).
 
 The averaged grad is the MPI sum divided by N; the sum's order is MPI's, so results equal a
 single process stepping the averaged gradient exactly when those sums are exact (the tests use
@@ -168,6 +168,10 @@ def _sharded_cuda_stepper():
                                      [full, (b.shard.counts, b.shard.displs)])
                 b.params.copy_to_device(full)
 
+        @staticmethod
+        def origin(b):
+            return b.shard.lo  # low-bit state: the rounding counts from the bucket's start
+
         def _views(self, b, t):
             lo, hi = b.shard.lo, b.shard.hi
             return (b.params[lo:hi], b.grads[lo:hi], b.moment, b.inf_norm, t.shard_chunks,
@@ -203,10 +207,6 @@ class DistributedAdamax:
         self.opt, self.comm = optimizer, comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         reg = optimizer.registry
-        if optimizer.settings.state_dtype != "float32" and reg.device == "cuda":
-            raise ValueError("distributed: state_dtype="
-                             f"{optimizer.settings.state_dtype!r} on device='cuda' is not "
-                             "supported with MPI yet (use state_dtype='float32')")
         if reg.mode != "adopt":
             raise ValueError("distributed: needs parameters in adopt mode (flat grad buffers), "
                              f"got mode={reg.mode!r}")

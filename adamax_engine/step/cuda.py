@@ -158,7 +158,8 @@ class CudaStepper(StepperBase):
             params, grads, moment, inf_norm, chunks, n_chunks = self._views(b, t)
             kernels, where = access(b, t)
             if n_chunks and b.low_bit:
-                low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, self.skip, lr)
+                low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, self.skip, lr,
+                               self.origin(b))
             elif n_chunks and b.store is not None:
                 params, grads, store = _bits(b, params, grads)
                 KM.kernels().update[K.grid_for(n_chunks), k.threads](
@@ -194,13 +195,18 @@ class CudaStepper(StepperBase):
         if bucket.low_bit:
             return lambda lr: low_bit_update(bucket, t, params, grads, chunks,
                                              max(n_chunks, 1), self.options.flavor, self.skip,
-                                             lr)
+                                             lr, self.origin(bucket))
         kernels, where = access(bucket, t)
         launch = kernels.update[K.grid_for(max(n_chunks, 1)), k.threads]
         flavor = self.options.flavor
         return lambda lr: launch(params, grads, moment, inf_norm, chunks, t.hyper, t.flags, flavor,
                                  self.skip, float(lr), t.lr_mult, t.beta1_pow, t.beta1_f64,
                                  t.steps, where)
+
+    @staticmethod
+    def origin(b):
+        """The flat index of the first element a step walks (ZeRO-1: its slice's start)."""
+        return 0
 
     def _views(self, b, t):
         """(params, grads, moment, inf_norm, device chunk table, chunk count) a step walks:
@@ -284,7 +290,7 @@ class CudaStepper(StepperBase):
                 data.copy_to_device(bucket.segment(params, k))
 
 
-def low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, skip, lr):
+def low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, skip, lr, origin=0):
     """The update launch of a bucket with bfloat16 or int8 state (kernels/cuda/lowbit.py's,
     or their borrow.py / mixed.py builds: float32 masters with the 16-bit params beside)."""
     from ..kernels.cuda import lowbit as KL
@@ -296,7 +302,7 @@ def low_bit_update(b, t, params, grads, chunks, n_chunks, flavor, skip, lr):
     else:
         kernels, where = KL.kernels(), 0  # flat buffers (the simulator stages borrowed ones)
     args = (chunks, t.hyper, t.flags, flavor, skip, float(lr), t.lr_mult, t.beta1_pow,
-            t.beta1_f64, t.steps, bool(b.stochastic), where)
+            t.beta1_f64, t.steps, bool(b.stochastic), origin, where)
     if b.state_dtype == "bfloat16":
         kernels.bf16_update[K.grid_for(n_chunks), K.NTHREADS](params, grads, b.moment,
                                                               b.inf_norm, *args)

@@ -134,7 +134,8 @@ def log_code(x, r, stochastic):
 
 @cuda.jit(device=True, inline=True)
 def bf16_element(i, p, g, mbits, ubits, s, key, stochastic):
-    """Element i's step from its loaded values: (new param, moment bits, inf-norm bits)."""
+    """Element i's step from its loaded values: (new param, moment bits, inf-norm bits); ``i``
+    counts from the bucket's start (the rounding's counter)."""
     p, m, u = K.element(p, g, bf16_value(mbits), bf16_value(ubits), s)
     h = hash32((int(i) & _MASK) ^ key) if stochastic else 0
     return p, bf16_round(m, h & 0xFFFF, stochastic), bf16_round(u, h >> 16, stochastic)
@@ -155,9 +156,10 @@ def make_bf16_update(load_param, load_grad, store):
     tables, or mixed.py's float32 masters with their 16-bit params (``where`` as there)."""
     @cuda.jit
     def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, skip, lr, lr_mult,
-                    beta1_pow, beta1_f64, steps, stochastic, where):
+                    beta1_pow, beta1_f64, steps, stochastic, origin, where):
         """One step over every active chunk of a bucket whose state is bfloat16 bits (uint16
-        ``mq``/``uq``); dense.update's other arguments."""
+        ``mq``/``uq``); dense.update's other arguments. ``origin``: the first element's index
+        in the whole bucket (ZeRO-1 steps a slice; the rounding counts from the bucket's start)."""
         if skip[0] != 0:
             return
         c = cuda.blockIdx.x
@@ -177,14 +179,14 @@ def make_bf16_update(load_param, load_grad, store):
                     p1 = load_param(params, seg, i1, where)
                     g1 = load_grad(grads, seg, i1, where)
                     m0, u0, m1, u1 = mq[i], uq[i], mq[i1], uq[i1]
-                    p0, m0, u0 = bf16_element(i, p0, g0, m0, u0, s, key, stochastic)
-                    p1, m1, u1 = bf16_element(i1, p1, g1, m1, u1, s, key, stochastic)
+                    p0, m0, u0 = bf16_element(i + origin, p0, g0, m0, u0, s, key, stochastic)
+                    p1, m1, u1 = bf16_element(i1 + origin, p1, g1, m1, u1, s, key, stochastic)
                     store(params, seg, i, where, p0)
                     store(params, seg, i1, where, p1)
                     mq[i], uq[i], mq[i1], uq[i1] = m0, u0, m1, u1
                     i += 2 * step
                 while i < end:
-                    p, m, u = bf16_element(i, load_param(params, seg, i, where),
+                    p, m, u = bf16_element(i + origin, load_param(params, seg, i, where),
                                            load_grad(grads, seg, i, where), mq[i], uq[i], s,
                                            key, stochastic)
                     store(params, seg, i, where, p)
@@ -198,9 +200,10 @@ def make_int8_update(load_param, load_grad, store):
     """The int8-state update, params and grads reached as in make_bf16_update."""
     @cuda.jit
     def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor,
-                    skip, lr, lr_mult, beta1_pow, beta1_f64, steps, stochastic, where):
+                    skip, lr, lr_mult, beta1_pow, beta1_f64, steps, stochastic, origin, where):
         """One step over every active chunk of a bucket with int8 block codes (int8 ``mq``,
-        uint8 ``uq``, float32 scales per block); chunks start on block boundaries."""
+        uint8 ``uq``, float32 scales per block); chunks start on block boundaries; ``origin``
+        as in bf16_update."""
         mbuf = cuda.shared.array(BLOCK, numba.float32)
         ubuf = cuda.shared.array(BLOCK, numba.float32)
         top = cuda.shared.array((2, NTHREADS), numba.uint32)
@@ -248,7 +251,7 @@ def make_int8_update(load_param, load_grad, store):
                     j = t
                     while j < n:
                         i = b0 + j
-                        r = hash32((int(i) & _MASK) ^ key) if stochastic else 0
+                        r = hash32((int(i + origin) & _MASK) ^ key) if stochastic else 0
                         mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
                         uq[i] = log_code(ubuf[j] / su, r >> 16, stochastic) if su > 0 else 0
                         j += nt
