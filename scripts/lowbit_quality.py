@@ -9,7 +9,8 @@ state takes float32 parameters); (b) a small torch transformer trained for ``--s
 (default 1500) with ``adamax_engine.torch.Adamax`` and each state dtype, the three loss curves
 on one plot (``<out>/lowbit_quality.png``). Prints each final loss and its difference from the
 float32-state run; the issue's bar is within 2%. The same seeds and data order in every run:
-the runs differ only by the state's rounding.
+the runs differ only by the state's rounding. (c) configs/rosenbrock.yaml's run over
+``--streams`` rounding streams: a 2-D valley whose end point one rounding stream cannot tell.
 """
 import argparse
 import contextlib
@@ -89,6 +90,30 @@ def torch_run(state_dtype, steps, seed=0, vocab=16, d=64, length=12, batch=64):
     return np.array(losses)
 
 
+def rosenbrock_run(state_dtype, offset=0, steps=3000):
+    """configs/rosenbrock.yaml's run (lr 0.1, StepDecay(2500, 0.3), paddle flavor) through the
+    engine, with ``x`` placed ``offset`` elements into the flat buffer (an idle parameter
+    before it): the element index is the stochastic rounding's counter, so each offset is
+    another rounding stream; the final loss."""
+    import adamax_engine as ae
+    from adamax_engine import lr
+    from adamax_engine.experiments.problems import make_rosenbrock
+    problem = make_rosenbrock(0, 2)
+    pad = [ae.Parameter(np.zeros(offset), name="pad")] if offset else []
+    sched = lr.StepDecay(0.1, step_size=2500, gamma=0.3)
+    opt = ae.Adamax(sched, parameters=pad + problem.params, state_dtype=state_dtype)
+    for _ in range(steps):
+        problem.loss_and_grads()
+        opt.step()
+        sched.step()
+    return problem.loss_and_grads()
+
+
+def rounding_streams(state_dtype, n, steps=3000):
+    """The final losses of ``n`` rounding streams (offsets 0, 256, 512, ...)."""
+    return np.array([rosenbrock_run(state_dtype, 256 * k, steps) for k in range(n)])
+
+
 def _final(losses, window=50):
     return float(np.mean(losses[-window:]))
 
@@ -102,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "lowbit_quality"))
     parser.add_argument("--skip-configs", action="store_true")
+    parser.add_argument("--streams", type=int, default=20,
+                        help="rosenbrock's final loss over N rounding streams (0: skip)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; runs under {args.out}")
@@ -121,6 +148,15 @@ def main(argv=None):
                     cells.append(f"{sd} {v:.4g}" + ("" if sd == "float32"
                                                      else f" ({_diff(v, base)})"))
             print(f"  {name:18s} " + "; ".join(cells))
+    if args.streams:
+        base = rosenbrock_run("float32")
+        print(f"rosenbrock over {args.streams} rounding streams (x at offsets 0, 256, ... of "
+              f"the flat buffer), final loss; float32 state {base:.4g}:")
+        for sd in STATE_DTYPES[1:]:
+            v = rounding_streams(sd, args.streams)
+            print(f"  {sd:8s} mean {v.mean():.4g} ({_diff(v.mean(), base)}), median "
+                  f"{np.median(v):.4g} ({_diff(np.median(v), base)}), range "
+                  f"{v.min():.4g} .. {v.max():.4g}")
     curves = {}
     for sd in STATE_DTYPES:
         t = time.perf_counter()

@@ -5,6 +5,7 @@ import importlib.util
 import os
 import re
 
+import numpy as np
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -25,13 +26,25 @@ def test_quality_script_trains_three_state_dtypes_and_plots(tmp_path, capsys):
     curves = {sd: quality.torch_run(sd, 30) for sd in quality.STATE_DTYPES}
     for sd, losses in curves.items():  # it learns, whatever the state dtype
         assert len(losses) == 30 and losses[-5:].mean() < losses[:5].mean()
-    assert quality.main(["--steps", "30", "--skip-configs", "--out", str(tmp_path)]) == 0
+    assert quality.main(["--steps", "30", "--skip-configs", "--streams", "2", "--out",
+                         str(tmp_path)]) == 0
     out = capsys.readouterr().out
     finals = re.findall(r"state (\w+)\s*: final loss \(mean of the last 50 steps\) ([\d.]+)", out)
     assert [sd for sd, _ in finals] == list(quality.STATE_DTYPES)
     assert (tmp_path / "lowbit_quality.png").stat().st_size > 10_000
     import matplotlib.image
     assert matplotlib.image.imread(tmp_path / "lowbit_quality.png").shape[2] in (3, 4)
+    assert re.search(r"rosenbrock over 2 rounding streams.*\n  bfloat16 mean .*\n  int8 +mean ",
+                     out)
+
+
+def test_rounding_streams_differ_and_float32_has_one():
+    quality = _script("lowbit_quality")
+    bf16 = quality.rounding_streams("bfloat16", 3, steps=300)
+    assert len(set(bf16.tolist())) == 3  # each offset rounds differently
+    fp32 = [quality.rosenbrock_run("float32", offset, 300) for offset in (0, 256)]
+    assert fp32[0] == fp32[1]  # float32 state has no rounding stream: the offset is idle
+    assert abs(np.log(bf16 / fp32[0])).max() < 1.0  # the same valley, near the same point
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc (Linux)")

@@ -208,8 +208,9 @@ def log_code(x, ru, stochastic):
     else:
         add, unit = _LOG_HALF, _HALF
     big = np.int32(np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _LOG_SHIFT) - _LOG_BIAS))
-    small = min(np.floor(x * _LOG_MIN_INV + unit), np.float32(1))
-    code = big if x >= _LOG_MIN else np.int32(small)
+    # below F(1): floor(x / F(1) + U) with x / F(1) <= 1 and U < 1 is 0 or 1, a compare
+    small = np.int32(1) if x * _LOG_MIN_INV + unit >= np.float32(1) else np.int32(0)
+    code = big if x >= _LOG_MIN else small
     return np.uint8(code if x == x else 0)
 
 
