@@ -130,6 +130,10 @@ def main(argv=None):
     parser.add_argument("--streams", type=int, default=20,
                         help="rosenbrock's final loss over N rounding streams (0: skip)")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps: expected an int >= 1, got {args.steps}")
+    if args.streams < 0:
+        parser.error(f"--streams: expected an int >= 0, got {args.streams}")
     os.makedirs(args.out, exist_ok=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; runs under {args.out}")
     if not args.skip_configs:
