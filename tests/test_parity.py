@@ -7,6 +7,10 @@ to the reference except for the norm clips, whose squares the device sums in ano
 a real GPU contracts a*b+c into FMAs): those compare to the last few ulps of the dtype.
 Inputs are fresh random values (never zeros), odd sizes, a 0-d tensor and one longer than a
 chunk. 16-bit rows: the oracle steps float32 masters on the widened values, then rounds.
+Low-bit state rows (``state_dtype`` bfloat16 / int8): the oracle is kernels/lowbit_reference.py
+(the ``reference`` backend, which imports no fast code) run on the same inputs; params, codes,
+scales and masters bit for bit; two more features there: round-to-nearest, and NaN / inf /
+subnormal grads. The CUDA low-bit rows are a sample (the simulator is slow).
 """
 import itertools
 
@@ -32,7 +36,17 @@ LR = 0.03
 GROUP1 = {"beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6, "learning_rate": 0.5}
 
 
-def supported(path, dtype, feature):
+STATES = ["float32", "bfloat16", "int8"]
+LOW_BIT_FEATURES = ["nearest", "special"]  # low-bit rows only: the rounding, NaN/inf/subnormal
+#: the CUDA low-bit rows that run (the simulator is slow): on float32 adopt every feature with
+#: one state dtype or the other (both for these), and a sample elsewhere
+CUDA_BOTH_STATES = ("plain", "special", "global_clip", "nearest")
+CUDA_LOW_BIT_SAMPLE = {("borrow", "float32"): ("plain", "global_clip", "l1", "special"),
+                       ("adopt", "float64"): ("plain", "special"),
+                       ("adopt", "float16"): ("plain", "l2", "value_clip")}
+
+
+def supported(path, dtype, feature, state="float32"):
     """Which combinations the engine offers (anything else is refused, tested elsewhere)."""
     backend, mode = path
     low = dtype in ("float16", "bfloat16")
@@ -40,11 +54,27 @@ def supported(path, dtype, feature):
         return False  # device arrays are fp32/fp64/fp16; borrowed 16-bit needs adopt on a GPU
     if feature == "row_sparse" and (low or (backend == "cuda" and mode == "borrow")):
         return False
-    return True
+    if state == "float32":
+        return feature not in LOW_BIT_FEATURES
+    # low-bit state: multi_precision adopts (row-sparse grads step densified); the reference
+    # backend is these rows' oracle
+    return not ((low and mode == "borrow") or backend == "reference")
 
 
-CASES = [pytest.param(p, d, f, id=f"{p[0]}-{p[1]}-{d}-{f}")
-         for p, d, f in itertools.product(PATHS, DTYPES, FEATURES) if supported(p, d, f)]
+def sampled(path, dtype, feature, state):
+    """The rows that run: all of them but CUDA low-bit ones outside the sample."""
+    if path[0] != "cuda" or state == "float32":
+        return True
+    if (path[1], dtype) == ("adopt", "float32"):
+        every = FEATURES + LOW_BIT_FEATURES
+        return feature in CUDA_BOTH_STATES or every.index(feature) % 2 == STATES.index(state) % 2
+    return feature in CUDA_LOW_BIT_SAMPLE.get((path[1], dtype), ())
+
+
+CASES = [pytest.param(p, d, f, s, id=f"{p[0]}-{p[1]}-{d}-{f}" + ("" if s == "float32" else
+                                                                    f"-{s}"))
+         for p, d, f, s in itertools.product(PATHS, DTYPES, FEATURES + LOW_BIT_FEATURES, STATES)
+         if supported(p, d, f, s) and sampled(p, d, f, s)]
 
 
 def np_dtype(name):
@@ -142,11 +172,13 @@ def host(array):
     return array if isinstance(array, np.ndarray) else array.copy_to_host()
 
 
-@pytest.mark.parametrize("path,dtype,feature", CASES)
-def test_parity_with_the_oracle(rng, path, dtype, feature):
+@pytest.mark.parametrize("path,dtype,feature,state", CASES)
+def test_parity_with_the_oracle(rng, path, dtype, feature, state):
     backend, mode = path
     if backend == "cuda" and not K.available():
         pytest.skip("no CUDA GPU and no simulator")
+    if state != "float32":
+        return low_bit_parity(int(rng.integers(2 ** 31)), path, dtype, feature, state)
     dt = np_dtype(dtype)
     low = dtype in ("float16", "bfloat16")
     compute = np.dtype(np.float32) if low else dt
@@ -225,12 +257,104 @@ def test_parity_with_the_oracle(rng, path, dtype, feature):
 
 
 def test_the_table_covers_every_feature_on_every_path():
-    """Each feature runs on every path that has it; the refused ones are the documented few."""
-    for feature in FEATURES:
-        rows = {(p, d) for p, d, f in itertools.product(PATHS, DTYPES, [feature])
-                if supported(p, d, f)}
-        missing = set(PATHS) - {p for p, _ in rows}
-        assert missing == ({("cuda", "borrow")} if feature == "row_sparse" else set())
-    refused = [c for c in itertools.product(PATHS, DTYPES, FEATURES) if not supported(*c)]
-    assert len(refused) == len(set(refused)) and len(CASES) + len(refused) == \
-        len(PATHS) * len(DTYPES) * len(FEATURES)
+    """Each feature runs on every path that has it, for every state dtype; the refused ones
+    are the documented few (the reference backend is the low-bit rows' oracle)."""
+    for state in STATES:
+        for feature in FEATURES + LOW_BIT_FEATURES:
+            rows = {p for p, d, f, s in itertools.product(PATHS, DTYPES, [feature], [state])
+                    if supported(p, d, f, s)}
+            if state == "float32" and feature in LOW_BIT_FEATURES:
+                assert not rows
+                continue
+            missing = set(PATHS) - rows
+            expected = {("cuda", "borrow")} if feature == "row_sparse" else set()
+            if state != "float32":
+                expected |= {("reference", "adopt"), ("reference", "borrow")}
+            assert missing == expected, (state, feature)
+    every = list(itertools.product(PATHS, DTYPES, FEATURES + LOW_BIT_FEATURES, STATES))
+    run = [c for c in every if supported(*c) and sampled(*c)]
+    assert len(run) == len(CASES) and len(set(run)) == len(run)
+    assert sum(1 for c in run if c[3] != "float32") > 100  # the low-bit rows are there
+    gpu = {f for p, d, f, s in run if p[0] == "cuda" and s != "float32"}
+    assert gpu == set(FEATURES + LOW_BIT_FEATURES)  # every feature runs on a GPU
+
+
+# --- low-bit state rows --------------------------------------------------------------------------
+def _low_bit_run(seed, backend, mode, dtype, feature, state, shapes, steps):
+    """One run of a low-bit row: params and optimizer after the steps; the same ``seed`` gives
+    the same inputs whatever the backend."""
+    rng = np.random.default_rng(seed)
+    dt = np_dtype(dtype)
+    n = len(shapes)
+    opt_kw, _, decays, groups, attrs = settings(feature, n)
+    if feature == "nearest":
+        opt_kw["state_rounding"] = "nearest"
+    put = __import__("numba").cuda.to_device if backend == "cuda" else np.copy
+    params = [ae.Parameter(put(np.asarray(rng.standard_normal(s), dtype=dt)), name=f"p{i}",
+                           learning_rate=attrs[i][0], need_clip=attrs[i][1],
+                           regularizer=decay(decays[i]) if feature == "param_attrs" else None)
+              for i, s in enumerate(shapes)]
+    parameters = params if feature != "groups" else [
+        {"params": [p for p, g in zip(params, groups) if g == 0]},
+        {"params": [p for p, g in zip(params, groups) if g == 1], **GROUP1}]
+    opt = ae.Adamax(LR, parameters=parameters, backend=None if backend == "cuda" else backend,
+                    device="cuda" if backend == "cuda" else "cpu", mode=mode,
+                    multi_precision=dt.itemsize == 2, state_dtype=state, **opt_kw)
+    for step in range(steps):
+        grads = [np.asarray(rng.standard_normal(s) * rng.uniform(0.05, 3), dtype=dt)
+                 for s in shapes]
+        if step == 1:
+            grads[3] = None
+        if feature == "skip_nonfinite" and step == 2:
+            grads[0].reshape(-1)[1] = np.inf
+        if feature == "special":  # NaN, infinities, a subnormal: in the last (longest) tensor
+            grads[-1].reshape(-1)[:4] = [np.nan, np.inf, -np.inf, 1e-41 if dt.itemsize > 2
+                                         else 1e-7]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if feature == "row_sparse" and i == 0:
+                rows = rng.integers(0, shapes[0][0], 4)  # duplicates summed
+                p.grad = ae.RowSparseGrad(rows, rng.standard_normal((4,) + shapes[0][1:])
+                                          .astype(dt))
+            else:
+                p.grad = None if g is None else put(g)
+        opt.step()
+    return params, opt
+
+
+def _bytes(a):
+    """Every bit of ``a`` (NaNs included), as bytes."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def low_bit_parity(seed, path, dtype, feature, state):
+    """A low-bit row against lowbit_reference (the reference backend) on the same inputs."""
+    backend, mode = path
+    shapes, steps = (CUDA_SHAPES, CUDA_STEPS) if backend == "cuda" else (HOST_SHAPES, STEPS)
+    params, opt = _low_bit_run(seed, backend, mode, dtype, feature, state, shapes, steps)
+    ref_params, ref_opt = _low_bit_run(seed, "reference", mode if backend == "cpu" else "adopt",
+                                       dtype, feature, state, shapes, steps)
+    exact = backend != "cuda" or (K.simulated() and feature not in NORM_CLIPPED)
+    low = dtype in ("float16", "bfloat16")
+    sd, ref_sd = opt.state_dict(), ref_opt.state_dict()
+    for i, (p, q) in enumerate(zip(params, ref_params)):
+        held = [host(x) for x in opt.parameter_codes(p) if x is not None]
+        want = [np.asarray(x) for x in ref_opt.parameter_codes(q) if x is not None]
+        assert len(held) == len(want) == (4 if state == "int8" else 2)
+        if low:
+            held.append(np.asarray(sd["master_weights"][f"p{i}"]))
+            want.append(np.asarray(ref_sd["master_weights"][f"p{i}"]))
+        if exact:
+            np.testing.assert_array_equal(_bytes(host(p.data)), _bytes(q.data),
+                                          err_msg=f"param {i}")
+            for k, (x, y) in enumerate(zip(held, want)):
+                np.testing.assert_array_equal(_bytes(x), _bytes(y),
+                                              err_msg=f"state {k} of param {i}")
+            continue
+        # a GPU's FMAs, or the device's norm sums in another order: the params to a few ulps
+        # of the dtype, and only codes next to a rounding boundary move
+        tol = {"float64": 1e-12, "float32": 1e-5}.get(dtype, 4e-3)
+        np.testing.assert_allclose(host(p.data).astype(np.float64), q.data.astype(np.float64),
+                                   rtol=tol, atol=tol, err_msg=f"param {i}")
+        for x, y in zip(held[:2], want[:2]):
+            assert np.mean(x.astype(np.int64) != y.astype(np.int64)) <= 0.05
+    assert opt.skipped_steps == ref_opt.skipped_steps == (feature == "skip_nonfinite")

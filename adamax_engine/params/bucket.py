@@ -244,7 +244,8 @@ class Bucket:
         m, u = self.segment(self.moment, k), self.segment(self.inf_norm, k)
         if self.low_bit:  # decoded on the host (device codes copied down first)
             m, u, sm, su = (None if a is None else _host(a) for a in self.code_views(k))
-            m, u = (x.astype(self.dtype) for x in decode_codes(self.state_dtype, m, u, sm, su))
+            m, u = (np.asarray(x, self.dtype).reshape(m.shape)  # (a 0-d one: an array too)
+                    for x in decode_codes(self.state_dtype, m, u, sm, su))
         return m, u, self.beta1_pow[k:k + 1], self.steps[k:k + 1]
 
     def block_range(self, k):
