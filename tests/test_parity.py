@@ -280,6 +280,9 @@ def test_the_table_covers_every_feature_on_every_path():
 
 
 # --- low-bit state rows --------------------------------------------------------------------------
+SUBNORMAL = {"float16": 1e-7, "bfloat16": 1e-39}  # (float32/float64: 1e-41)
+
+
 def _low_bit_run(seed, backend, mode, dtype, feature, state, shapes, steps):
     """One run of a low-bit row: params and optimizer after the steps; the same ``seed`` gives
     the same inputs whatever the backend."""
@@ -289,7 +292,10 @@ def _low_bit_run(seed, backend, mode, dtype, feature, state, shapes, steps):
     opt_kw, _, decays, groups, attrs = settings(feature, n)
     if feature == "nearest":
         opt_kw["state_rounding"] = "nearest"
-    put = __import__("numba").cuda.to_device if backend == "cuda" else np.copy
+    put = np.copy
+    if backend == "cuda":
+        from numba import cuda
+        put = cuda.to_device
     params = [ae.Parameter(put(np.asarray(rng.standard_normal(s), dtype=dt)), name=f"p{i}",
                            learning_rate=attrs[i][0], need_clip=attrs[i][1],
                            regularizer=decay(decays[i]) if feature == "param_attrs" else None)
@@ -308,8 +314,7 @@ def _low_bit_run(seed, backend, mode, dtype, feature, state, shapes, steps):
         if feature == "skip_nonfinite" and step == 2:
             grads[0].reshape(-1)[1] = np.inf
         if feature == "special":  # NaN, infinities, a subnormal: in the last (longest) tensor
-            grads[-1].reshape(-1)[:4] = [np.nan, np.inf, -np.inf, 1e-41 if dt.itemsize > 2
-                                         else 1e-7]
+            grads[-1].reshape(-1)[:4] = [np.nan, np.inf, -np.inf, SUBNORMAL.get(dtype, 1e-41)]
         for i, (p, g) in enumerate(zip(params, grads)):
             if feature == "row_sparse" and i == 0:
                 rows = rng.integers(0, shapes[0][0], 4)  # duplicates summed
