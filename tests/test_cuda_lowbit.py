@@ -88,6 +88,35 @@ def test_borrowed_parameters_equal_adopted_ones_and_the_oracle(state_dtype, feat
         _same_bits(borrowed, dev, ref_params, ref)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])              # 127 / 1e-38
+def test_blocks_their_scale_cannot_code_get_zero_codes(rounding):
+    """As tests/test_lowbit.py's case on the CPU: blocks of grads ~1e-40 (neither state codes),
+    ~1e-37 (127 / moment scale overflows) and 0 get zero codes, the same bits as the oracle."""
+    fills = (1e-40, 1e-37, 0.0, 1.0)
+    out = []
+    for device in ("cuda", "cpu"):
+        arrays = [np.ones(256 if f != 1.0 else 300, np.float32) for f in fills]
+        if device == "cuda":
+            arrays = [cuda().to_device(a) for a in arrays]
+        params = [ae.Parameter(a, name=f"p{i}") for i, a in enumerate(arrays)]
+        opt = ae.Adamax(0.01, parameters=params, device=device, flavor="keras",
+                        backend=None if device == "cuda" else "reference", state_dtype="int8",
+                        state_rounding=rounding)
+        rng = np.random.default_rng(4)
+        for _ in range(2):
+            for p, f in zip(params, fills):
+                g = (rng.standard_normal(p.shape) * f).astype(np.float32)
+                p.grad = cuda().to_device(g) if device == "cuda" else g
+            opt.step()
+        out.append((params, opt))
+    if K.simulated():
+        _same_bits(*out[0], *out[1])
+    moment, inf_norm = held(out[0][1])[:2]
+    assert not moment[:768].any() and not inf_norm[:256].any() and inf_norm[256:512].any()
+    assert moment[768:].any()
+
+
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 def test_checkpoints_move_between_gpu_and_cpu_exactly(tmp_path, state_dtype):
     dev_params, dev = build("cuda", state_dtype, "plain", "paddle", "stochastic")

@@ -201,6 +201,59 @@ def test_stochastic_rounding_is_unbiased_and_nearest_is_numpys():
     assert np.isinf(R.bf16_value(special[:2])).all() and np.isnan(R.bf16_value(special[2]))
 
 
+def test_the_moment_codes():
+    """floor(x + U) read off the bits of x + 768: every code round-trips, nearest lands on the
+    nearest code, stochastic rounding is unbiased, and the largest products the scale's
+    rounding allows (127 * (1 + 2^-23)) still code to +-127 without a clamp."""
+    whole = np.arange(-127, 128).astype(np.float32)
+    np.testing.assert_array_equal(R.moment_code(whole, None, False), whole.astype(np.int8))
+    np.testing.assert_array_equal(R.moment_code(whole[1:] - np.float32(0.4), None, False),
+                                  whole[1:].astype(np.int8))
+    np.testing.assert_array_equal(R.moment_code(whole[1:] - np.float32(0.6), None, False),
+                                  whole[:-1].astype(np.int8))
+    edge = np.array([np.nextafter(np.float32(127), np.float32(200)),
+                     np.nextafter(np.float32(-127), np.float32(-200))], np.float32)
+    r = np.array([0x3FFF, 0], np.uint32)  # the largest and smallest U
+    np.testing.assert_array_equal(R.moment_code(edge, r, True), [127, -127])
+    np.testing.assert_array_equal(R.moment_code(edge, None, False), [127, -127])
+    for value in (np.float32(-3.3), np.float32(0.01), np.float32(126.7)):
+        r = R.random_bits(9, np.arange(200_000))
+        draws = R.moment_code(np.full(200_000, value), r, True).astype(np.float64)
+        assert set(np.unique(draws)) == {np.floor(value), np.floor(value) + 1}
+        assert abs(draws.mean() - float(value)) < 4e-3  # unbiased: sd 0.5 / sqrt(2e5)
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_blocks_their_scale_cannot_code_get_zero_codes(rounding):
+    """A block whose scale is 0, or so small that 127 / scale or 1 / scale overflows, is
+    stored as zero codes (with that scale), by the kernel as by the oracle: no NaN or inf
+    garbage in the codes, and the other blocks are unaffected."""
+    sizes = {"tiny": 256, "small_m": 256, "zero": 256, "normal": 300}
+    fills = {"tiny": 1e-40, "small_m": 1e-37, "zero": 0.0}
+    out = []
+    for backend in (None, "reference"):
+        params = [ae.Parameter(np.ones(n, np.float32), name=k) for k, n in sizes.items()]
+        opt = ae.Adamax(0.01, parameters=params, flavor="keras", backend=backend,
+                        state_dtype="int8", state_rounding=rounding)  # eps off u
+        rng = np.random.default_rng(4)
+        for _ in range(2):
+            for p in params:
+                g = rng.standard_normal(p.data.size).astype(np.float32)
+                p.grad = g * np.float32(fills.get(p.name, 1.0))
+            opt.step()
+        out.append((bits(params, opt), opt.state_dict()))
+    (fast, fast_sd), (oracle, oracle_sd) = out
+    for a, b in zip(fast[0] + list(fast[1][0]), oracle[0] + list(oracle[1][0])):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    moment, inf_norm, m_scale, u_scale = fast[1][0]
+    assert not moment[:512].any() and not inf_norm[:256].any()  # tiny: neither codes
+    assert inf_norm[256:512].any()  # 1e-37: the inf-norm codes, the moment cannot
+    assert m_scale[1] > 0 and u_scale[1] > 0 and m_scale[2] == 0 and u_scale[2] == 0
+    assert not moment[512:768].any() and moment[768:].any() and inf_norm[768:].any()
+    for name in ("normal_moment_0", "normal_inf_norm_0"):
+        assert np.isfinite(fast_sd[name]).all()
+
+
 def test_the_inf_norm_log_map():
     codes = np.arange(256, dtype=np.uint8)
     values = R.int8_inf_norm_value(codes, np.float32(3.0)).astype(np.float64)

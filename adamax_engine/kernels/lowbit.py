@@ -15,6 +15,8 @@ from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, s
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
                        f32_to_bf16, from_f32, store_code, widen)
 from .mixed import sumsq_mixed_flat
+from .lowbit_reference import LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT, MOMENT_FRACTION, \
+    MOMENT_OFFSET
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
@@ -164,12 +166,12 @@ def sumsq_flat_bf16(ops, flags):
 
 # --- int8 block-quantized state (lowbit_reference.int8_update documents it) -------------------
 BLOCK = 256
-_UNIT = np.float32(2.0 ** -16)
-_HALF = np.float32(0.5)
-_NAN = np.float32(np.nan)
-
-
-_ABS, _INF_BITS = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
+_ABS, _FINITE_MAX = np.uint32(0x7FFFFFFF), np.uint32(0x7F7FFFFF)
+_INF, _INF_BITS, _NAN = np.float32(np.inf), np.uint32(0x7F800000), np.float32(np.nan)
+_LOG_SHIFT, _LOG_BIAS = np.uint32(LOG_SHIFT), np.uint32(LOG_BIAS)
+_LOG_HALF, _LOG_NEAREST = np.uint32(1 << (LOG_SHIFT - 1)), np.float32(32767.5)
+_M_SHIFT, _M_HALF = np.uint32(MOMENT_FRACTION), np.uint32(1 << (MOMENT_FRACTION - 1))
+_LOW14, _BYTE = np.uint32(0x3FFF), np.uint32(0xFF)
 
 
 @njit(inline="always")
@@ -181,15 +183,10 @@ def abs_bits(x):
 
 
 @njit(inline="always")
-def scale_from_bits(bits):
-    """A block's scale from its max |x| bits: that value, or the one NaN if any was NaN."""
-    return _NAN if bits > _INF_BITS else f32_from_bits(bits)
-
-
-_LOG_SHIFT, _LOG_BIAS = np.uint32(19), np.uint32((0x3F800000 >> 19) - 255)
-_LOG_MIN = f32_from_bits(np.uint32((1 + int(_LOG_BIAS)) << 19))
-_LOG_MIN_INV = np.float32(1) / _LOG_MIN
-_LOG_HALF = np.uint32(1 << 18)
+def encodable(bits, factor):
+    """lowbit_reference.encodable from the scale's bits (a max of |x| bits, NaN above inf):
+    a finite scale > 0 whose factor (127 / scale, 1 / scale) did not overflow."""
+    return np.uint32(bits - np.uint32(1)) < _FINITE_MAX and factor < _INF
 
 
 @njit(inline="always")
@@ -200,18 +197,38 @@ def log_value(c):
 
 
 @njit(inline="always")
+def moment_code(x, r, stochastic):
+    """x = m * (127 / scale) -> its int8 code (lowbit_reference.moment_code): bit work on
+    x + 768, all in 32-bit lanes."""
+    add = np.uint32(r & _LOW14) if stochastic else _M_HALF
+    whole = np.uint32(np.uint32(f32_bits(x + MOMENT_OFFSET) + add) >> _M_SHIFT)
+    return np.int8(np.uint8(whole & _BYTE))
+
+
+@njit(inline="always")
 def log_code(x, ru, stochastic):
     """x = u / scale -> its log-map code (lowbit_reference.log_code), all in 32-bit lanes."""
-    x = abs(x)
     if stochastic:
-        add, unit = np.uint32(ru << np.uint32(3)), np.float32(np.int32(ru)) * _UNIT
+        add, below = np.uint32(ru << np.uint32(3)), np.float32(np.int32(ru))
     else:
-        add, unit = _LOG_HALF, _HALF
-    big = np.int32(np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _LOG_SHIFT) - _LOG_BIAS))
-    # below F(1): floor(x / F(1) + U) with x / F(1) <= 1 and U < 1 is 0 or 1, a compare
-    small = np.int32(1) if x * _LOG_MIN_INV + unit >= np.float32(1) else np.int32(0)
-    code = big if x >= _LOG_MIN else small
-    return np.uint8(code if x == x else 0)
+        add, below = _LOG_HALF, _LOG_NEAREST
+    big = np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _LOG_SHIFT) - _LOG_BIAS)
+    # x * LOG_MIN_STEPS > below, as the sign of their difference (+0 when equal): 2 ops
+    small = np.uint32(f32_bits(below - x * LOG_MIN_STEPS) >> np.uint32(31))
+    return np.uint8((big if x >= LOG_MIN else small) & _BYTE)
+
+
+@njit(inline="always")
+def encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m, code_u):
+    """A block's codes from its new moments (float32, in L1) and the fresh scales' factors;
+    ``code_m``/``code_u`` False: that state's codes are 0 (not encodable). Inlined with both
+    True for the common case: a loop of bit work that vectorises, no per-element test."""
+    for j in range(n):
+        r = hash32(counter ^ key) if stochastic else np.uint32(0)
+        counter = np.uint32(counter + np.uint32(1))  # 32-bit lanes (counter + j: 64-bit)
+        mb[j] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else np.int8(0)
+        ub[j] = log_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic) if code_u \
+            else np.uint8(0)
 
 
 def _make_int8_chunk(flavor, stochastic, generic):
@@ -242,27 +259,22 @@ def _make_int8_chunk(flavor, stochastic, generic):
                 pb[j] = pj
                 mbuf[j] = m
                 ubuf[j] = u
-                am, au = abs_bits(m), abs_bits(u)  # the maxima in the same loop: an integer
-                mmax = am if am > mmax else mmax   # max reduction vectorises alongside
+                # the maxima in the same loop: an integer max reduction vectorises alongside.
+                # u is +0 or more, or NaN (eps >= 0, u >= |g|): its bits need no mask
+                am, au = abs_bits(m), f32_bits(u)
+                mmax = am if am > mmax else mmax
                 umax = au if au > umax else umax
-            sm, su = scale_from_bits(mmax), scale_from_bits(umax)
-            # no per-element test of the scales: with sm not > 0, tm = 0 gives every code 0 as
-            # the oracle's zero codes (finite * 0 + U floors to 0, NaN/inf * 0 is NaN -> 0);
-            # with su 0 or NaN, u / su is NaN or 0 (u <= su): code 0 too
-            tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+            sm = _NAN if mmax > _INF_BITS else f32_from_bits(mmax)  # any NaN: the one NaN
+            su = _NAN if umax > _INF_BITS else f32_from_bits(umax)
+            tm, tu = np.float32(127) / sm, np.float32(1) / su
+            code_m, code_u = encodable(mmax, tm), encodable(umax, tu)
             counter = np.uint32(b0 + origin)
-            for j in range(n):
-                if stochastic:
-                    r = hash32(counter ^ key)
-                    um = np.float32(np.int32(r & _LOW16)) * _UNIT  # 32-bit lanes, as above
-                    ru = np.uint32(r >> _S16)
-                else:
-                    um, ru = _HALF, np.uint32(0)
-                counter = np.uint32(counter + np.uint32(1))
-                xm = mbuf[j] * tm + um
-                cm = np.floor(xm) if xm == xm else np.float32(0)
-                mb[j] = np.int8(min(max(cm, np.float32(-127)), np.float32(127)))
-                ub[j] = log_code(ubuf[j] / su, ru, stochastic)
+            if code_m and code_u:
+                encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, True,
+                             True)
+            else:
+                encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m,
+                             code_u)
             m_scale[blk], u_scale[blk] = sm, su
     return chunk
 

@@ -38,7 +38,8 @@ def hash32(x):
 def random_bits(step, index):
     """The rounding's random bits for one step: h = hash32(index ^ hash32(step)) (uint32),
     ``step`` the segment's step count and ``index`` the element's place in the flat buffer
-    (modulo 2^32); its low 16 bits round the moment, its high 16 bits the inf-norm."""
+    (modulo 2^32); its low 16 bits round the moment (int8 codes: the low 14), its high 16
+    bits the inf-norm."""
     key = hash32(np.uint32(int(step) % (1 << 32)))
     index = (np.asarray(index, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     return hash32(index ^ key)
@@ -106,7 +107,6 @@ def sumsq_flat_bf16(ops, flags):
 #: elements per quantization block; segments of an int8-state bucket start on block boundaries,
 #: so a block never holds two parameters (and a chunk of layout.CHUNK starts on one)
 BLOCK = 256
-_UNIT = np.float32(2.0 ** -16)
 _NAN = np.float32(np.nan)
 
 
@@ -120,7 +120,12 @@ def int8_moment_value(codes, scale):
 #: below the block's max: F(255) = 1.0, F(1) = 1.125 * 2^-16; code 0 is 0
 LOG_SHIFT, LOG_BIAS = 19, (0x3F800000 >> 19) - 255
 LOG_MIN = np.uint32((1 + LOG_BIAS) << LOG_SHIFT).view(np.float32)  # F(1)
-_LOG_MIN_INV = np.float32(1) / LOG_MIN
+#: x / F(1) in units of 2^-16 is x * LOG_MIN_STEPS (below F(1): the linear codes' rounding)
+LOG_MIN_STEPS = np.float32(65536) / LOG_MIN
+#: the moment codes are read off a float32's bits: z = x + 768 for x in [-127, 127] lies in
+#: the binade [512, 1024), where the float32 grid is 2^-14, so bits(z) >> 14 counts whole
+#: units and its low byte is floor(z) - 512 mod 256, i.e. floor(x) as an int8
+MOMENT_OFFSET, MOMENT_FRACTION = np.float32(768), 14
 
 
 def int8_inf_norm_value(codes, scale):
@@ -132,46 +137,63 @@ def int8_inf_norm_value(codes, scale):
     return np.float32(scale) * np.where(c == 0, np.float32(0), f)
 
 
+def moment_code(x, r, stochastic):
+    """x = m * (127 / scale) in [-127, 127] (float32) -> int8 codes, floor(x + U) with U =
+    r14 * 2^-14 (r14: the low 14 bits of r) or 1/2 (nearest): x + 768 is rounded to the
+    2^-14 grid (to nearest even), U added to its bits, the whole part shifted out. Integer
+    work on the bits, and no clamp: |x| <= 127 * (1 + 2^-23) rounds to within [-127, 127]."""
+    z = (np.asarray(x, np.float32) + MOMENT_OFFSET).view(np.uint32)
+    add = np.asarray(r, np.uint32) & np.uint32(0x3FFF) if stochastic \
+        else np.uint32(1 << (MOMENT_FRACTION - 1))
+    with np.errstate(over="ignore"):
+        whole = (z + add) >> np.uint32(MOMENT_FRACTION)
+    return (whole & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
+
+
 def log_code(x, r, stochastic):
     """x = u / scale in [0, 1] -> uint8 log-map codes. At or above F(1): rounding in the bit
     pattern, as for bfloat16 (bits + r * 2^3, then >> 19: unbiased within an octave, where F
-    is linear), or + 2^18 (nearest); below F(1): linear between 0 and F(1), x / F(1) + U floored
-    (U = r * 2^-16, or 0.5). NaN -> 0."""
-    x = np.abs(np.asarray(x, np.float32))
+    is linear), or + 2^18 (nearest); below F(1): linear between 0 and F(1), 1 where
+    x / F(1) * 2^16 > r (so with probability x / F(1)), or > 2^15 - 1/2 (nearest). NaN -> 0."""
+    x = np.asarray(x, np.float32)
     bits = x.view(np.uint32)
     if stochastic:
         r = np.asarray(r, np.uint32)
-        add, unit = r << np.uint32(3), r.astype(np.float32) * _UNIT
+        add, below = r << np.uint32(3), r.astype(np.float32)
     else:
-        add, unit = np.uint32(1 << (LOG_SHIFT - 1)), np.float32(0.5)
+        add, below = np.uint32(1 << (LOG_SHIFT - 1)), np.float32(32767.5)
     with np.errstate(over="ignore", invalid="ignore"):
         big = ((bits + add) >> np.uint32(LOG_SHIFT)).astype(np.int64) - LOG_BIAS
-        small = np.floor(x * _LOG_MIN_INV + unit)
-    code = np.where(x >= LOG_MIN, big, np.minimum(small, np.float32(1)))
+        small = x * LOG_MIN_STEPS > below
+    code = np.where(x >= LOG_MIN, big, small)
     return np.where(x != x, 0, code).astype(np.uint8)
+
+
+def encodable(scale, factor):
+    """Whether a block's values can be coded against ``scale``: it is finite and > 0, and the
+    factor they are multiplied by (127 / scale, 1 / scale) is finite. Otherwise (a zero, inf or
+    NaN scale, or one so small its reciprocal overflows) every code of the block is 0."""
+    return bool(np.float32(0) < scale < np.float32(np.inf) and factor < np.float32(np.inf))
 
 
 def int8_quantize(m, u, rand, stochastic):
     """One block's fresh (moment codes, moment scale, inf-norm codes, inf-norm scale).
 
-    moment: scale = max |m|, code = round(m * (127 / scale)) in [-127, 127], rounding by adding
-    U = r * 2^-16 (r: the low 16 random bits) and flooring (stochastic), or adding 0.5
-    (nearest); inf-norm: scale = max |u| (u >= +0 by construction; |.| lets the kernels reduce
-    float bits as integers), code = log_code(u / scale) with the high 16 random bits. A zero
-    scale gives zero codes; a non-finite value makes its block's scale non-finite."""
+    moment: scale = max |m|, code = moment_code(m * (127 / scale)) in [-127, 127] with the low
+    14 random bits; inf-norm: scale = max |u| (u >= +0 by construction), code =
+    log_code(u * (1 / scale)) with the high 16 random bits. Scales that are not ``encodable``
+    give zero codes; a non-finite value makes its block's scale non-finite."""
     m, u = np.asarray(m, np.float32), np.asarray(u, np.float32)
     sm, su = np.float32(np.max(np.abs(m))), np.float32(np.max(np.abs(u)))
     sm = _NAN if sm != sm else sm  # one NaN for a block holding any (its sign and payload
     su = _NAN if su != su else su  # would depend on which element came first)
-    if stochastic:
-        um = (rand & np.uint32(0xFFFF)).astype(np.float32) * _UNIT
-        ru = rand >> np.uint32(16)
-    else:
-        um, ru = np.full(m.shape, np.float32(0.5)), None
-    with np.errstate(invalid="ignore", divide="ignore"):
-        xm = m * (np.float32(127) / sm) if sm > 0 else np.zeros_like(m)
-        cu = log_code(u / su, ru, stochastic) if su > 0 else np.zeros(u.shape, np.uint8)
-    cm = np.clip(np.floor(np.nan_to_num(xm + um, nan=0.0)), -127, 127).astype(np.int8)
+    ru = rand >> np.uint32(16) if stochastic else None
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        tm, tu = np.float32(127) / sm, np.float32(1) / su
+        cm = moment_code(m * tm, rand, stochastic) if encodable(sm, tm) \
+            else np.zeros(m.shape, np.int8)
+        cu = log_code(u * tu, ru, stochastic) if encodable(su, tu) \
+            else np.zeros(u.shape, np.uint8)
     return cm, sm, cu, su
 
 

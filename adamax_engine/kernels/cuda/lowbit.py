@@ -29,12 +29,12 @@ import numpy as np
 from numba import cuda
 
 from ..layout import ACTIVE
-from ..lowbit_reference import BLOCK, LOG_BIAS, LOG_MIN, LOG_SHIFT
+from ..lowbit_reference import (BLOCK, LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT,
+                                MOMENT_FRACTION, MOMENT_OFFSET)
 from . import dense as K
 from .runtime import NTHREADS, simulated
 
-_LOG_MIN_INV = np.float32(1) / LOG_MIN
-_UNIT = np.float32(2.0 ** -16)
+_INF = np.float32(math.inf)
 _MASK = 0xFFFFFFFF
 
 if simulated():
@@ -98,6 +98,12 @@ def scale_from_bits(bits):
 
 
 @cuda.jit(device=True, inline=True)
+def encodable(scale, factor):
+    """lowbit_reference.encodable: a finite scale > 0 whose factor did not overflow."""
+    return np.float32(0) < scale < _INF and factor < _INF
+
+
+@cuda.jit(device=True, inline=True)
 def log_value(c):
     """F(code) of the inf-norm's log map (lowbit_reference.int8_inf_norm_value)."""
     c = int(c)
@@ -108,28 +114,21 @@ def log_value(c):
 
 @cuda.jit(device=True, inline=True)
 def moment_code(x, r, stochastic):
-    """x = m * 127 / scale -> its int8 code: floor(x + U) (U = r * 2^-16, or 0.5), NaN -> 0."""
-    if x != x:
-        return 0
-    x = x + (np.float32(r) * _UNIT if stochastic else np.float32(0.5))
-    lo, hi = np.float32(-127), np.float32(127)
-    x = lo if x < lo else (hi if x > hi else x)
-    return int(math.floor(x))
+    """x = m * 127 / scale -> its int8 code (lowbit_reference.moment_code): floor(x + U), U
+    from the low 14 bits of r (or 1/2), by bit work on x + 768."""
+    add = (int(r) & 0x3FFF) if stochastic else (1 << (MOMENT_FRACTION - 1))
+    whole = (((int(f32_bits(x + MOMENT_OFFSET)) + add) & _MASK) >> MOMENT_FRACTION) & 0xFF
+    return whole - 256 if whole > 127 else whole
 
 
 @cuda.jit(device=True, inline=True)
 def log_code(x, r, stochastic):
     """x = u / scale -> its uint8 log-map code (lowbit_reference.log_code)."""
-    if x != x:
-        return 0
-    x = -x if x < 0 else x
     if x >= LOG_MIN:
         add = (int(r) << 3) if stochastic else (1 << (LOG_SHIFT - 1))
-        code = (((int(f32_bits(x)) + add) & _MASK) >> LOG_SHIFT) - LOG_BIAS
-        return 255 if code > 255 else code
-    unit = np.float32(r) * _UNIT if stochastic else np.float32(0.5)
-    code = int(math.floor(x * _LOG_MIN_INV + unit))
-    return 1 if code > 1 else code
+        return ((((int(f32_bits(x)) + add) & _MASK) >> LOG_SHIFT) - LOG_BIAS) & 0xFF
+    below = np.float32(r) if stochastic else np.float32(32767.5)
+    return 1 if x * LOG_MIN_STEPS > below else 0
 
 
 @cuda.jit(device=True, inline=True)
@@ -247,13 +246,15 @@ def make_int8_update(load_param, load_grad, store):
                         cuda.syncthreads()
                         half //= 2
                     sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
-                    tm = np.float32(127) / sm if sm > 0 else np.float32(0)
+                    tm = np.float32(127) / sm if sm > 0 else np.float32(0)  # (0: no code)
+                    tu = np.float32(1) / su if su > 0 else np.float32(0)
+                    code_m, code_u = encodable(sm, tm), encodable(su, tu)
                     j = t
                     while j < n:
                         i = b0 + j
                         r = hash32((int(i + origin) & _MASK) ^ key) if stochastic else 0
-                        mq[i] = moment_code(mbuf[j] * tm, r & 0xFFFF, stochastic)
-                        uq[i] = log_code(ubuf[j] / su, r >> 16, stochastic) if su > 0 else 0
+                        mq[i] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else 0
+                        uq[i] = log_code(ubuf[j] * tu, r >> 16, stochastic) if code_u else 0
                         j += nt
                     cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
                     if t == 0:
