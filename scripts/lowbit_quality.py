@@ -9,8 +9,9 @@ state takes float32 parameters); (b) a small torch transformer trained for ``--s
 (default 1500) with ``adamax_engine.torch.Adamax`` and each state dtype, the three loss curves
 on one plot (``<out>/lowbit_quality.png``). Prints each final loss and its difference from the
 float32-state run; the issue's bar is within 2%. The same seeds and data order in every run:
-the runs differ only by the state's rounding. (c) configs/rosenbrock.yaml's run over
-``--streams`` rounding streams: a 2-D valley whose end point one rounding stream cannot tell.
+the runs differ only by the state's rounding. (c) configs/rosenbrock.yaml's and
+configs/teacher_student.yaml's runs over ``--streams`` rounding streams: a 2-D valley, and a
+plateau-driven learning rate, whose end points one rounding stream cannot tell.
 """
 import argparse
 import contextlib
@@ -95,23 +96,47 @@ def rosenbrock_run(state_dtype, offset=0, steps=3000):
     engine, with ``x`` placed ``offset`` elements into the flat buffer (an idle parameter
     before it): the element index is the stochastic rounding's counter, so each offset is
     another rounding stream; the final loss."""
-    import adamax_engine as ae
     from adamax_engine import lr
     from adamax_engine.experiments.problems import make_rosenbrock
-    problem = make_rosenbrock(0, 2)
-    pad = [ae.Parameter(np.zeros(offset), name="pad")] if offset else []
     sched = lr.StepDecay(0.1, step_size=2500, gamma=0.3)
-    opt = ae.Adamax(sched, parameters=pad + problem.params, state_dtype=state_dtype)
+    return _stream_run(make_rosenbrock(0, 2), sched, {}, state_dtype, offset, steps)
+
+
+def teacher_student_run(state_dtype, offset=0, steps=800):
+    """configs/teacher_student.yaml's run (lr 0.01, L2 1e-5, ReduceOnPlateau(20, 0.5)) in
+    the rounding stream ``offset`` (as rosenbrock_run); the final loss."""
+    import adamax_engine as ae
+    from adamax_engine import lr
+    from adamax_engine.experiments.problems import make_teacher_student
+    sched = lr.ReduceOnPlateau(0.01, patience=20, factor=0.5)
+    return _stream_run(make_teacher_student(1, 1024, 8, 16, 0.01), sched,
+                       {"weight_decay": ae.L2Decay(1e-5)}, state_dtype, offset, steps)
+
+
+def _stream_run(problem, sched, options, state_dtype, offset, steps):
+    import adamax_engine as ae
+    from adamax_engine import lr
+    dtype = problem.params[0].data.dtype
+    pad = [ae.Parameter(np.zeros(offset, dtype), name="pad")] if offset else []
+    opt = ae.Adamax(sched, parameters=pad + problem.params, state_dtype=state_dtype, **options)
     for _ in range(steps):
-        problem.loss_and_grads()
+        loss = problem.loss_and_grads()
         opt.step()
-        sched.step()
+        if isinstance(sched, lr.ReduceOnPlateau):
+            sched.step(loss)
+        else:
+            sched.step()
     return problem.loss_and_grads()
 
 
-def rounding_streams(state_dtype, n, steps=3000):
+#: the runs whose end point one rounding stream cannot tell, run over --streams streams
+STREAM_RUNS = {"rosenbrock": rosenbrock_run, "teacher_student": teacher_student_run}
+
+
+def rounding_streams(state_dtype, n, steps=None, run=rosenbrock_run):
     """The final losses of ``n`` rounding streams (offsets 0, 256, 512, ...)."""
-    return np.array([rosenbrock_run(state_dtype, 256 * k, steps) for k in range(n)])
+    kw = {} if steps is None else {"steps": steps}
+    return np.array([run(state_dtype, 256 * k, **kw) for k in range(n)])
 
 
 def _final(losses, window=50):
@@ -128,7 +153,8 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "lowbit_quality"))
     parser.add_argument("--skip-configs", action="store_true")
     parser.add_argument("--streams", type=int, default=20,
-                        help="rosenbrock's final loss over N rounding streams (0: skip)")
+                        help="rosenbrock's and teacher_student's final loss over N "
+                             "rounding streams (0: skip)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps: expected an int >= 1, got {args.steps}")
@@ -152,15 +178,16 @@ def main(argv=None):
                     cells.append(f"{sd} {v:.4g}" + ("" if sd == "float32"
                                                      else f" ({_diff(v, base)})"))
             print(f"  {name:18s} " + "; ".join(cells))
-    if args.streams:
-        base = rosenbrock_run("float32")
-        print(f"rosenbrock over {args.streams} rounding streams (x at offsets 0, 256, ... of "
-              f"the flat buffer), final loss; float32 state {base:.4g}:")
+    for name, run in STREAM_RUNS.items() if args.streams else ():
+        base = run("float32")
+        print(f"{name} over {args.streams} rounding streams (the params at offsets 0, 256, ... "
+              f"of the flat buffer), final loss; float32 state {base:.4g}:")
         for sd in STATE_DTYPES[1:]:
-            v = rounding_streams(sd, args.streams)
+            v = rounding_streams(sd, args.streams, run=run)
             print(f"  {sd:8s} mean {v.mean():.4g} ({_diff(v.mean(), base)}), median "
                   f"{np.median(v):.4g} ({_diff(np.median(v), base)}), range "
-                  f"{v.min():.4g} .. {v.max():.4g}")
+                  f"{v.min():.4g} .. {v.max():.4g}; within 2%: "
+                  f"{int(np.sum(np.abs(v - base) <= 0.02 * abs(base)))} of {len(v)}")
     curves = {}
     for sd in STATE_DTYPES:
         t = time.perf_counter()

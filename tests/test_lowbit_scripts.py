@@ -34,8 +34,9 @@ def test_quality_script_trains_three_state_dtypes_and_plots(tmp_path, capsys):
     assert (tmp_path / "lowbit_quality.png").stat().st_size > 10_000
     import matplotlib.image
     assert matplotlib.image.imread(tmp_path / "lowbit_quality.png").shape[2] in (3, 4)
-    assert re.search(r"rosenbrock over 2 rounding streams.*\n  bfloat16 mean .*\n  int8 +mean ",
-                     out)
+    for name in ("rosenbrock", "teacher_student"):
+        assert re.search(name + r" over 2 rounding streams.*\n  bfloat16 mean .*within 2%: "
+                         r"\d of 2\n  int8 +mean ", out)
 
 
 def test_rounding_streams_differ_and_float32_has_one():
@@ -45,6 +46,9 @@ def test_rounding_streams_differ_and_float32_has_one():
     fp32 = [quality.rosenbrock_run("float32", offset, 300) for offset in (0, 256)]
     assert fp32[0] == fp32[1]  # float32 state has no rounding stream: the offset is idle
     assert abs(np.log(bf16 / fp32[0])).max() < 1.0  # the same valley, near the same point
+    int8 = quality.rounding_streams("int8", 2, steps=100, run=quality.teacher_student_run)
+    assert int8[0] != int8[1] and abs(np.log(int8 / quality.teacher_student_run("float32", 0,
+                                                                              100))).max() < 0.5
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc (Linux)")
