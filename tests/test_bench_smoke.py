@@ -1,4 +1,6 @@
-"""The benchmark script runs end to end at tiny sizes (no timing is asserted)."""
+"""The benchmark commands run end to end at tiny sizes, as docs/performance.md's first block
+writes them (no timing is asserted)."""
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,20 @@ def test_bench_cpu_tiny_runs():
     assert "engine flat (adopt)" in out.stdout and "of ceiling" in out.stdout
     assert "floor here" in out.stdout and "the memory ceiling itself" in out.stdout
     assert "import + first step" in out.stdout
+
+
+def test_bench_command_tiny_as_documented(tmp_path):
+    """``adamax-engine bench --tiny --reps 3 --out bench_tiny``, with whatever peers are
+    installed: the table, bench.json and the plot are written."""
+    out = subprocess.run([sys.executable, "-m", "adamax_engine.cli", "bench", "--tiny", "--reps",
+                          "3", "--out", "bench_tiny"], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "| workload | threads | ceiling | engine |" in out.stdout
+    report = json.loads((tmp_path / "bench_tiny" / "bench.json").read_text())
+    assert report["results"] and all(r["impls"]["engine"]["status"] == "ok"
+                                     for r in report["results"])
+    assert any(p.suffix == ".png" for p in (tmp_path / "bench_tiny").iterdir())
 
 
 def test_bench_cuda_tiny_runs_in_the_simulator():

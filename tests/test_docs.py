@@ -7,7 +7,8 @@ line by line through bash; yaml blocks that are whole configs go through ``adama
 validate``. A block needing a framework that is not installed skips. An HTML comment on the line
 before a block changes how it runs: ``<!-- doc-test: mpiexec -n 2 -->`` runs a python block
 under MPI; ``<!-- doc-test: skip: <why> -->`` skips it, the why shown (used for the test
-suite's own command and the full benchmarks, whose scaled-down forms run).
+suite's own command, the full benchmarks, and their scaled-down forms, which
+tests/test_bench_smoke.py runs and checks).
 """
 import glob
 import importlib.util
