@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import torch_state as S
-from .kernels.lowbit_reference import int8_decode
+from .kernels.lowbit_reference import SCHEMES, int8_decode
 from .optimizer import Adamax as EngineAdamax
 from .params.groups import KEEP
 
@@ -74,8 +74,9 @@ class Adamax(torch.optim.Optimizer):
     ``exp_inf`` as torch.bfloat16 tensors, or (int8) as int8 / uint8 codes with
     ``exp_avg_scale`` / ``exp_inf_scale``, one float32 scale per 256-element block
     (``adamax_engine.kernels.lowbit_reference.int8_decode`` gives the values). Its state dict
-    loads back exactly; a float32 state dict (torch.optim.Adamax's) loads into it quantized,
-    and an int8 one into a float32-state optimizer dequantized.
+    (whose int8 entries name their ``code_scheme``) loads back exactly; a float32 state dict
+    (torch.optim.Adamax's) loads into it quantized, an int8 one into a float32-state optimizer
+    dequantized, and one of codes an earlier scheme wrote as its values, quantized anew.
     """
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
@@ -248,6 +249,8 @@ class Adamax(torch.optim.Optimizer):
         for p, s in self.state.items():
             state[index[id(p)]] = {**s, "step": torch.tensor(float(s["step"]),
                                                              dtype=torch.float32)}
+            if "exp_avg_scale" in s:  # int8 codes: how to read them
+                state[index[id(p)]]["code_scheme"] = torch.tensor(S.CODE_SCHEME)
         out = {"state": state, "param_groups": groups}
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, out)
@@ -303,13 +306,15 @@ class Adamax(torch.optim.Optimizer):
                 moment, inf_norm = S.host_array(s["exp_avg"]), S.host_array(s["exp_inf"])
                 if "exp_avg_scale" in s:  # int8 codes (cast to float by torch's load)
                     scales = S.host_array(s["exp_avg_scale"]), S.host_array(s["exp_inf_scale"])
-                    if self._core.settings.state_dtype == "int8":
+                    scheme = S.code_scheme(s)
+                    if self._core.settings.state_dtype == "int8" and scheme == SCHEMES["int8"]:
                         self._core.load_parameter_codes(
                             p, moment.astype(np.int8), inf_norm.astype(np.uint8), *scales,
                             beta1_pow=pow_, steps=steps, master=master)
                         self.state[p] = self._views(p)
                         continue
-                    moment = int8_decode(moment, scales[0], 0, "moment").reshape(p.shape)
+                    moment = int8_decode(moment, scales[0], 0, "moment",
+                                         scheme).reshape(p.shape)
                     inf_norm = int8_decode(inf_norm, scales[1], 0, "inf_norm").reshape(p.shape)
                 self._core.load_parameter_state(p, moment, inf_norm, pow_, steps, master)
                 self.state[p] = self._views(p)

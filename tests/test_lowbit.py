@@ -201,35 +201,49 @@ def test_stochastic_rounding_is_unbiased_and_nearest_is_numpys():
     assert np.isinf(R.bf16_value(special[:2])).all() and np.isnan(R.bf16_value(special[2]))
 
 
-def test_the_moment_codes():
-    """floor(x + U) read off the bits of x + 768: every code round-trips, nearest lands on the
-    nearest code, stochastic rounding is unbiased, and the largest products the scale's
-    rounding allows (127 * (1 + 2^-23)) still code to +-127 without a clamp."""
-    whole = np.arange(-127, 128).astype(np.float32)
-    np.testing.assert_array_equal(R.moment_code(whole, None, False), whole.astype(np.int8))
-    np.testing.assert_array_equal(R.moment_code(whole[1:] - np.float32(0.4), None, False),
-                                  whole[1:].astype(np.int8))
-    np.testing.assert_array_equal(R.moment_code(whole[1:] - np.float32(0.6), None, False),
-                                  whole[:-1].astype(np.int8))
-    edge = np.array([np.nextafter(np.float32(127), np.float32(200)),
-                     np.nextafter(np.float32(-127), np.float32(-200))], np.float32)
-    r = np.array([0x3FFF, 0], np.uint32)  # the largest and smallest U
+def test_the_moment_log_map_and_codes():
+    """A sign and 127 log-spaced magnitudes: 8 codes an octave from the block max down to
+    1.25 * 2^-16 of it. Every code round-trips, nearest lands on the nearer neighbour,
+    stochastic rounding is unbiased (above and below code 1), and the largest products the
+    scale's rounding allows (1 + 2^-23) still code to +-127 without a clamp."""
+    codes = np.arange(-127, 128).astype(np.int8)
+    values = R.int8_moment_value(codes, np.float32(1.0))
+    assert values[127] == 0 and values[-1] == 1.0 and values[0] == -1.0
+    np.testing.assert_array_equal(values[:127], -values[128:][::-1])  # sign and magnitude
+    assert np.all(np.diff(values) > 0)
+    mags = values[128:].astype(np.float64)  # codes 1..127
+    assert mags[0] == 1.25 * 2.0 ** -16 and mags[119 - 1] == 0.5
+    np.testing.assert_array_equal(mags[8:], 2 * mags[:-8])  # 8 codes an octave
+    np.testing.assert_array_equal(R.moment_code(values, None, False), codes)
+    scaled = R.int8_moment_value(codes, np.float32(3.7))  # one multiply by the scale
+    np.testing.assert_array_equal(scaled, values * np.float32(3.7))
+    lo, hi = values[129:-1], values[130:]  # neighbours 2..127 (linear within an octave)
+    near_hi = (np.float32(0.4) * lo + np.float32(0.6) * hi).astype(np.float32)
+    near_lo = (np.float32(0.6) * lo + np.float32(0.4) * hi).astype(np.float32)
+    np.testing.assert_array_equal(R.moment_code(near_hi, None, False), codes[130:])
+    np.testing.assert_array_equal(R.moment_code(-near_lo, None, False), -codes[129:-1])
+    edge = np.array([np.nextafter(np.float32(1), np.float32(2)),
+                     np.nextafter(np.float32(-1), np.float32(-2))], np.float32)
+    r = np.array([0xFFFF, 0xFFFF], np.uint32)  # the largest random bits
     np.testing.assert_array_equal(R.moment_code(edge, r, True), [127, -127])
     np.testing.assert_array_equal(R.moment_code(edge, None, False), [127, -127])
-    for value in (np.float32(-3.3), np.float32(0.01), np.float32(126.7)):
+    for value in (np.float32(-0.3), np.float32(1e-3), np.float32(0.97), np.float32(-1e-6)):
         r = R.random_bits(9, np.arange(200_000))
-        draws = R.moment_code(np.full(200_000, value), r, True).astype(np.float64)
-        assert set(np.unique(draws)) == {np.floor(value), np.floor(value) + 1}
-        assert abs(draws.mean() - float(value)) < 4e-3  # unbiased: sd 0.5 / sqrt(2e5)
+        draws = R.int8_moment_value(R.moment_code(np.full(200_000, value), r, True),
+                                    np.float32(1)).astype(np.float64)
+        below, above = values[values <= value].max(), values[values > value].min()
+        assert set(np.unique(draws)) == {below, above}
+        step = above - below
+        assert abs(draws.mean() - float(value)) < 0.003 * step  # unbiased: sd step/2/sqrt(2e5)
 
 
 @pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
 def test_blocks_their_scale_cannot_code_get_zero_codes(rounding):
-    """A block whose scale is 0, or so small that 127 / scale or 1 / scale overflows, is
+    """A block whose scale is 0, or so small that 1 / scale overflows, is
     stored as zero codes (with that scale), by the kernel as by the oracle: no NaN or inf
     garbage in the codes, and the other blocks are unaffected."""
     sizes = {"tiny": 256, "small_m": 256, "zero": 256, "normal": 300}
-    fills = {"tiny": 1e-40, "small_m": 1e-37, "zero": 0.0}
+    fills = {"tiny": 1e-40, "small_m": 5e-39, "zero": 0.0}
     out = []
     for backend in (None, "reference"):
         params = [ae.Parameter(np.ones(n, np.float32), name=k) for k, n in sizes.items()]
@@ -247,7 +261,7 @@ def test_blocks_their_scale_cannot_code_get_zero_codes(rounding):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
     moment, inf_norm, m_scale, u_scale = fast[1][0]
     assert not moment[:512].any() and not inf_norm[:256].any()  # tiny: neither codes
-    assert inf_norm[256:512].any()  # 1e-37: the inf-norm codes, the moment cannot
+    assert inf_norm[256:512].any()  # 5e-39: the inf-norm codes, the moment (~0.2x) cannot
     assert m_scale[1] > 0 and u_scale[1] > 0 and m_scale[2] == 0 and u_scale[2] == 0
     assert not moment[512:768].any() and moment[768:].any() and inf_norm[768:].any()
     for name in ("normal_moment_0", "normal_inf_norm_0"):
@@ -436,6 +450,20 @@ def test_int8_state_dict_and_checkpoint(tmp_path):
     archive.write(meta, arrays, tmp_path / "old.npz")
     with pytest.raises(archive.CheckpointError, match="int8 v1: power map.*this version reads"):
         ae.Adamax.load(tmp_path / "old.npz", fresh)
+    # codes of the earlier int8 scheme (v2: linear moment codes) load as their values
+    meta["state_scheme"] = R.INT8_V2
+    archive.write(meta, arrays, tmp_path / "v2.npz")
+    v2_values = R.decode_codes("int8", *(arrays[f"{k}/p3"] for k in (
+        "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")), scheme=R.INT8_V2)
+    np.testing.assert_array_equal(v2_values[0], R.int8_decode(
+        arrays["moment_codes/p3"], arrays["moment_scale/p3"], 0, "moment", R.INT8_V2))
+    v2_fp32 = ae.Adamax.load(tmp_path / "v2.npz", fresh, state_dtype="float32")
+    np.testing.assert_array_equal(v2_fp32.state_dict()["p3_moment_0"], v2_values[0])
+    np.testing.assert_array_equal(v2_fp32.state_dict()["p3_inf_norm_0"], values[1])
+    v2_int8 = ae.Adamax.load(tmp_path / "v2.npz", fresh)  # quantized anew from those values
+    held_codes = v2_int8.parameter_codes(fresh[3])[0].reshape(-1)
+    np.testing.assert_array_equal(held_codes, R.int8_encode(*v2_values)[0])
+    assert not np.array_equal(held_codes, arrays["moment_codes/p3"].reshape(-1))
     meta["state_scheme"] = R.SCHEMES["int8"]
     arrays["moment_codes/p3"] = arrays["moment_codes/p3"].copy()
     arrays["moment_codes/p3"][0] = -128

@@ -118,13 +118,18 @@ def test_loads_across_state_dtypes_and_torch_optim():
     ("exp_avg", 0.5, "whole numbers"),
     ("exp_avg_scale", float("nan"), r"state\[0\]\['exp_avg_scale'\]: expected finite scales"),
     ("exp_inf_scale", "shape", r"expected a tensor of shape \(3,\)"),
+    ("code_scheme", 1, r"state\[0\]\['code_scheme'\]: expected a one-element tensor, one of "
+                       r"\[2, 3\]"),
 ])
 def test_bad_int8_state_is_refused_and_nothing_changes(key, value, match):
     params, opt = make("int8")
     run(params, opt, 2)
     sd = opt.state_dict()
-    entry = {k: v.clone() for k, v in sd["state"][0].items()}
-    if value == "shape":
+    entry = {k: v.clone() if isinstance(v, torch.Tensor) else v
+             for k, v in sd["state"][0].items()}
+    if key == "code_scheme":
+        entry[key] = torch.tensor(value)
+    elif value == "shape":
         entry[key] = torch.zeros(4)
     else:
         entry[key] = entry[key].float()
@@ -135,6 +140,39 @@ def test_bad_int8_state_is_refused_and_nothing_changes(key, value, match):
         opt.load_state_dict(bad)
     for k, v in opt.state[params[0]].items():
         assert torch.equal(v, before[k])
+
+
+def test_codes_of_the_earlier_int8_scheme_load_as_their_values():
+    """State dicts of int8 v2 (linear moment codes, no ``code_scheme``) load as the values they
+    stand for: quantized anew into an int8-state optimizer, as they are into a float32 one."""
+    params, opt = make("int8")
+    run(params, opt, 3)
+    sd = opt.state_dict()
+    assert int(sd["state"][0]["code_scheme"]) == 3  # R.SCHEMES["int8"]
+    old = {i: {k: v for k, v in e.items() if k != "code_scheme"} for i, e in sd["state"].items()}
+    rng = np.random.default_rng(3)
+    for e in old.values():  # v2 codes: any int8 in [-127, 127] stands for code * scale / 127
+        e["exp_avg"] = torch.from_numpy(rng.integers(-127, 128, e["exp_avg"].shape, np.int8))
+    v2 = {"state": old, "param_groups": sd["param_groups"]}
+    p0 = params[0]
+    want = R.int8_moment_value_v2(old[0]["exp_avg"].numpy(), old[0]["exp_avg_scale"][0].item())
+    want = want.reshape(-1)[:256]
+    _, fp32 = make("float32")
+    fp32.load_state_dict(v2)
+    np.testing.assert_array_equal(
+        fp32.state[fp32.param_groups[0]["params"][0]]["exp_avg"].numpy().reshape(-1)[:256], want)
+    _, requantized = make("int8")
+    requantized.load_state_dict(v2)
+    codes = requantized.state[requantized.param_groups[0]["params"][0]]
+    moment = R.int8_decode(codes["exp_avg"].numpy(), codes["exp_avg_scale"].numpy(), 0, "moment")
+    np.testing.assert_array_equal(
+        codes["exp_avg"].numpy().reshape(-1),
+        R.int8_encode(R.int8_decode(old[0]["exp_avg"].numpy(), old[0]["exp_avg_scale"].numpy(),
+                                    0, "moment", R.INT8_V2),
+                      np.ones(p0.numel(), np.float32))[0])
+    assert np.all(np.abs(moment[:256] - want) <= 0.07 * np.abs(want))  # 8 codes an octave
+    assert not np.array_equal(codes["exp_avg"].numpy().reshape(-1)[:256],
+                              old[0]["exp_avg"].numpy().reshape(-1)[:256])  # not taken as is
 
 
 def test_unsupported_combinations_are_refused():

@@ -9,7 +9,7 @@ import numpy as np
 
 from .archive import (FORMAT, VERSION, CheckpointError, Unencodable, decode,  # noqa: F401
                       encode, read, write)
-from ..kernels.lowbit_reference import (BLOCK, CODE_DTYPES, SCHEMES, check_codes,
+from ..kernels.lowbit_reference import (BLOCK, CODE_DTYPES, MOMENT_MAPS, SCHEMES, check_codes,
                                         decode_codes)
 from .state import check_values
 
@@ -127,11 +127,14 @@ def restore(opt, path, match="name", params=True, check_values=True):
         raise CheckpointError(f"{where}: multi_precision={meta['multi_precision']}, the "
                               "optimizer's differs")
     # how the file holds the state: codes under a named scheme, or (older files) values
-    held = meta.get("state_dtype", "float32") if meta.get("state_scheme") else "float32"
-    if held in SCHEMES and meta.get("state_scheme") != SCHEMES[held]:
+    # (an older int8 scheme's codes are read as their values, then quantized anew)
+    held, scheme = meta.get("state_dtype", "float32"), meta.get("state_scheme")
+    held = held if scheme else "float32"
+    if held in SCHEMES and scheme != SCHEMES[held] and not (held == "int8"
+                                                            and scheme in MOMENT_MAPS):
         raise CheckpointError(f"{where}: its {held} state codes follow the scheme "
-                              f"{meta.get('state_scheme')!r}; this version reads "
-                              f"{SCHEMES[held]!r}")
+                              f"{scheme!r}; this version reads {SCHEMES[held]!r} (and "
+                              f"{', '.join(repr(k) for k in MOMENT_MAPS if k != SCHEMES[held])})")
     entries, records = opt.registry.entries, meta["parameters"]
     index = _pair([e.name for e in entries], records, match, where)
     plan = []
@@ -140,7 +143,8 @@ def restore(opt, path, match="name", params=True, check_values=True):
         if tuple(r["shape"]) != tuple(e.shape) or r["dtype"] != str(e.dtype):
             raise CheckpointError(f"{where}: parameter {r['name']!r} is {r['dtype']}{r['shape']}, "
                                   f"the optimizer's {e.name!r} is {e.dtype}{list(e.shape)}")
-        plan.append((e, r, _arrays_of(e, r, arrays, params, where, check_values, held)))
+        plan.append((e, r, _arrays_of(e, r, arrays, params, where, check_values, held,
+                                      scheme)))
     sched, saved = opt.settings.learning_rate, meta["scheduler"]
     if (saved is None) != isinstance(sched, float):
         raise CheckpointError(f"{where}: saved with a {'float' if saved is None else 'scheduler'}"
@@ -166,7 +170,7 @@ def restore(opt, path, match="name", params=True, check_values=True):
             opt.registry.write_param(e, got["param"])
         if b.master is not None:
             b.load_master(k, got["master"])
-        if r["has_state"] and "codes" in got and b.state_dtype == held:  # exactly as saved
+        if r["has_state"] and got.get("exact") and b.state_dtype == held:  # as saved
             b.load_segment_codes(k, *got["codes"], got["beta1_pow"][0], got["steps"][0])
         elif r["has_state"]:
             b.load_segment_state(k, True, got["moment"], got["inf_norm"], got["beta1_pow"][0],
@@ -181,11 +185,12 @@ def restore(opt, path, match="name", params=True, check_values=True):
     return extra
 
 
-def _arrays_of(e, r, arrays, params, where, check, held="float32"):
+def _arrays_of(e, r, arrays, params, where, check, held="float32", scheme=None):
     """The arrays entry ``e`` takes from record ``r``: each present, of exactly the dtype and
     shape the optimizer holds (never cast), the state's values possible; else CheckpointError.
-    Low-bit state (``held``: the checkpoint's state dtype) comes as codes: ``got["codes"]``
-    holds them, ``got["moment"]``/``["inf_norm"]`` their float32 values."""
+    Low-bit state (``held``: the checkpoint's state dtype, ``scheme`` its codes' scheme) comes
+    as codes: ``got["codes"]`` holds them, ``got["moment"]``/``["inf_norm"]`` their float32
+    values, ``got["exact"]`` whether this version writes such codes (they load as they are)."""
     b, name = e.bucket, r["name"]
     wanted = {}
     if params:
@@ -220,7 +225,8 @@ def _arrays_of(e, r, arrays, params, where, check, held="float32"):
             check_codes(*got["codes"][:2]) if held == "int8" else None
         except ValueError as exc:
             raise CheckpointError(f"{where}: {name!r}: {exc}") from None
-        got["moment"], got["inf_norm"] = decode_codes(held, *got["codes"])
+        got["moment"], got["inf_norm"] = decode_codes(held, *got["codes"], scheme=scheme)
+        got["exact"] = scheme == SCHEMES[held]
     if check and r["has_state"]:
         try:
             check_values(lambda acc: f"{where}: {acc} of {name!r}", got["moment"],

@@ -15,8 +15,8 @@ from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, s
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
                        f32_to_bf16, from_f32, store_code, widen)
 from .mixed import sumsq_mixed_flat
-from .lowbit_reference import LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT, MOMENT_FRACTION, \
-    MOMENT_OFFSET
+from .lowbit_reference import (LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT, MOMENT_BIAS,
+                               MOMENT_MIN, MOMENT_MIN_STEPS, MOMENT_SHIFT)
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
@@ -168,10 +168,14 @@ def sumsq_flat_bf16(ops, flags):
 BLOCK = 256
 _ABS, _FINITE_MAX = np.uint32(0x7FFFFFFF), np.uint32(0x7F7FFFFF)
 _INF, _INF_BITS, _NAN = np.float32(np.inf), np.uint32(0x7F800000), np.float32(np.nan)
-_LOG_SHIFT, _LOG_BIAS = np.uint32(LOG_SHIFT), np.uint32(LOG_BIAS)
-_LOG_HALF, _LOG_NEAREST = np.uint32(1 << (LOG_SHIFT - 1)), np.float32(32767.5)
-_M_SHIFT, _M_HALF = np.uint32(MOMENT_FRACTION), np.uint32(1 << (MOMENT_FRACTION - 1))
-_LOW14, _BYTE = np.uint32(0x3FFF), np.uint32(0xFF)
+_BYTE, _SIGN, _SIGN_BIT = np.uint32(0xFF), np.uint32(31), np.uint32(0x80000000)
+_NEAREST = np.float32(32767.5)
+#: (shift, bias, the random bits' shift, nearest's half, code 1's value, 2^16 / it) of the
+#: inf-norm's and the moment's log maps (lowbit_reference)
+_U_MAP = (np.uint32(LOG_SHIFT), np.uint32(LOG_BIAS), np.uint32(LOG_SHIFT - 16),
+          np.uint32(1 << (LOG_SHIFT - 1)), LOG_MIN, LOG_MIN_STEPS)
+_M_MAP = (np.uint32(MOMENT_SHIFT), np.uint32(MOMENT_BIAS), np.uint32(MOMENT_SHIFT - 16),
+          np.uint32(1 << (MOMENT_SHIFT - 1)), MOMENT_MIN, MOMENT_MIN_STEPS)
 
 
 @njit(inline="always")
@@ -185,37 +189,50 @@ def abs_bits(x):
 @njit(inline="always")
 def encodable(bits, factor):
     """lowbit_reference.encodable from the scale's bits (a max of |x| bits, NaN above inf):
-    a finite scale > 0 whose factor (127 / scale, 1 / scale) did not overflow."""
+    a finite scale > 0 whose factor (1 / scale) did not overflow."""
     return np.uint32(bits - np.uint32(1)) < _FINITE_MAX and factor < _INF
 
 
 @njit(inline="always")
-def log_value(c):
-    """F(code) of the inf-norm's log map (lowbit_reference.int8_inf_norm_value): integer work."""
-    f = f32_from_bits(np.uint32(np.uint32(np.uint32(c) + _LOG_BIAS) << _LOG_SHIFT))
-    return f if c != 0 else np.float32(0)
+def log_value(k, fmt):
+    """A log map's value of magnitude code ``k`` (lowbit_reference.log_value): integer work."""
+    bits = np.uint32(np.uint32(np.uint32(k) + fmt[1]) << fmt[0])
+    return f32_from_bits(bits if k != 0 else np.uint32(0))
+
+
+@njit(inline="always")
+def moment_value(c, scale):
+    """An int8 moment code's value (lowbit_reference.int8_moment_value), in 32-bit lanes: the
+    code's sign put on G(|code|) before the multiply (exact: -(s * G) == s * -G)."""
+    c32 = np.int32(c)
+    k = np.uint32(np.int32(-c32) if c32 < 0 else c32)
+    g = np.uint32(np.uint32(np.uint32(k + _M_MAP[1]) << _M_MAP[0])
+                  | np.uint32(np.uint32(c32) & _SIGN_BIT))
+    return scale * f32_from_bits(g if k != 0 else np.uint32(0))
+
+
+@njit(inline="always")
+def log_code(x, r, stochastic, fmt):
+    """x in [0, 1] -> its code of log map ``fmt`` (lowbit_reference.log_code), all in 32-bit
+    lanes; ``r``: 16 random bits."""
+    if stochastic:
+        add, below = np.uint32(r << fmt[2]), np.float32(np.int32(r))
+    else:
+        add, below = fmt[3], _NEAREST
+    big = np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> fmt[0]) - fmt[1])
+    # x * min_steps > below, as the sign of their difference (+0 when equal): 2 ops
+    small = np.uint32(f32_bits(below - x * fmt[5]) >> _SIGN)
+    return big if x >= fmt[4] else small
 
 
 @njit(inline="always")
 def moment_code(x, r, stochastic):
-    """x = m * (127 / scale) -> its int8 code (lowbit_reference.moment_code): bit work on
-    x + 768, all in 32-bit lanes."""
-    add = np.uint32(r & _LOW14) if stochastic else _M_HALF
-    whole = np.uint32(np.uint32(f32_bits(x + MOMENT_OFFSET) + add) >> _M_SHIFT)
-    return np.int8(np.uint8(whole & _BYTE))
-
-
-@njit(inline="always")
-def log_code(x, ru, stochastic):
-    """x = u / scale -> its log-map code (lowbit_reference.log_code), all in 32-bit lanes."""
-    if stochastic:
-        add, below = np.uint32(ru << np.uint32(3)), np.float32(np.int32(ru))
-    else:
-        add, below = _LOG_HALF, _LOG_NEAREST
-    big = np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _LOG_SHIFT) - _LOG_BIAS)
-    # x * LOG_MIN_STEPS > below, as the sign of their difference (+0 when equal): 2 ops
-    small = np.uint32(f32_bits(below - x * LOG_MIN_STEPS) >> np.uint32(31))
-    return np.uint8((big if x >= LOG_MIN else small) & _BYTE)
+    """x = m * (1 / scale) -> its int8 code (lowbit_reference.moment_code): the sign of x and
+    the moment map's code of |x|, all in 32-bit lanes."""
+    bits = f32_bits(x)
+    k = log_code(f32_from_bits(np.uint32(bits & _ABS)), np.uint32(r & _LOW16), stochastic,
+                 _M_MAP)
+    return np.int8(np.uint8(np.uint32(np.uint32(0) - k) & _BYTE if bits >> _SIGN else k))
 
 
 @njit(inline="always")
@@ -227,8 +244,8 @@ def encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m
         r = hash32(counter ^ key) if stochastic else np.uint32(0)
         counter = np.uint32(counter + np.uint32(1))  # 32-bit lanes (counter + j: 64-bit)
         mb[j] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else np.int8(0)
-        ub[j] = log_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic) if code_u \
-            else np.uint8(0)
+        ub[j] = np.uint8(log_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic, _U_MAP)
+                         & _BYTE) if code_u else np.uint8(0)
 
 
 def _make_int8_chunk(flavor, stochastic, generic):
@@ -243,7 +260,7 @@ def _make_int8_chunk(flavor, stochastic, generic):
         for b0 in range(start, end, BLOCK):
             n = min(BLOCK, end - b0)
             blk = b0 // BLOCK
-            m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
+            ms, us = m_scale[blk], u_scale[blk]
             mmax, umax = np.uint32(0), np.uint32(0)
             # block views: indices known >= 0 (an offset index would need numba's negative-
             # index wrap, which stops vectorisation)
@@ -253,9 +270,9 @@ def _make_int8_chunk(flavor, stochastic, generic):
             for j in range(n):
                 gj = loop_grad(gb[j], pb[j], lo, hi, scale, decay, clip_value, scale_grad,
                                decay_mode, generic)
-                pj, m, u = adamax_element(pb[j], gj, np.float32(mb[j]) * m_unit,
-                                          us * log_value(ub[j]), lr_t, b1, omb1, b2, eps,
-                                          flavor)
+                pj, m, u = adamax_element(pb[j], gj, moment_value(mb[j], ms),
+                                          us * log_value(ub[j], _U_MAP), lr_t, b1, omb1, b2,
+                                          eps, flavor)
                 pb[j] = pj
                 mbuf[j] = m
                 ubuf[j] = u
@@ -266,7 +283,7 @@ def _make_int8_chunk(flavor, stochastic, generic):
                 umax = au if au > umax else umax
             sm = _NAN if mmax > _INF_BITS else f32_from_bits(mmax)  # any NaN: the one NaN
             su = _NAN if umax > _INF_BITS else f32_from_bits(umax)
-            tm, tu = np.float32(127) / sm, np.float32(1) / su
+            tm, tu = np.float32(1) / sm, np.float32(1) / su
             code_m, code_u = encodable(mmax, tm), encodable(umax, tu)
             counter = np.uint32(b0 + origin)
             if code_m and code_u:

@@ -38,7 +38,7 @@ def hash32(x):
 def random_bits(step, index):
     """The rounding's random bits for one step: h = hash32(index ^ hash32(step)) (uint32),
     ``step`` the segment's step count and ``index`` the element's place in the flat buffer
-    (modulo 2^32); its low 16 bits round the moment (int8 codes: the low 14), its high 16
+    (modulo 2^32); its low 16 bits round the moment, its high 16
     bits the inf-norm."""
     key = hash32(np.uint32(int(step) % (1 << 32)))
     index = (np.asarray(index, np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
@@ -110,11 +110,6 @@ BLOCK = 256
 _NAN = np.float32(np.nan)
 
 
-def int8_moment_value(codes, scale):
-    """int8 codes of one block -> float32: code * (scale / 127)."""
-    return np.asarray(codes, np.float32) * (np.float32(scale) / np.float32(127))
-
-
 #: the inf-norm's uint8 log map: code c >= 1 stands for scale * F(c), F(c) the float32 with
 #: bits (c + LOG_BIAS) << 19, i.e. 16 codes per octave (4 mantissa bits) over the 16 octaves
 #: below the block's max: F(255) = 1.0, F(1) = 1.125 * 2^-16; code 0 is 0
@@ -122,56 +117,78 @@ LOG_SHIFT, LOG_BIAS = 19, (0x3F800000 >> 19) - 255
 LOG_MIN = np.uint32((1 + LOG_BIAS) << LOG_SHIFT).view(np.float32)  # F(1)
 #: x / F(1) in units of 2^-16 is x * LOG_MIN_STEPS (below F(1): the linear codes' rounding)
 LOG_MIN_STEPS = np.float32(65536) / LOG_MIN
-#: the moment codes are read off a float32's bits: z = x + 768 for x in [-127, 127] lies in
-#: the binade [512, 1024), where the float32 grid is 2^-14, so bits(z) >> 14 counts whole
-#: units and its low byte is floor(z) - 512 mod 256, i.e. floor(x) as an int8
-MOMENT_OFFSET, MOMENT_FRACTION = np.float32(768), 14
+#: the moment's map: a sign and 127 magnitudes, k >= 1 standing for scale * G(k), G(k) the
+#: float32 with bits (k + MOMENT_BIAS) << 20, i.e. 8 codes per octave (3 mantissa bits) over
+#: the ~16 octaves below the block's max: G(127) = 1.0, G(1) = 1.25 * 2^-16; code 0 is 0
+MOMENT_SHIFT, MOMENT_BIAS = 20, (0x3F800000 >> 20) - 127
+MOMENT_MIN = np.uint32((1 + MOMENT_BIAS) << MOMENT_SHIFT).view(np.float32)  # G(1)
+MOMENT_MIN_STEPS = np.float32(65536) / MOMENT_MIN
+
+
+def log_value(codes, shift, bias):
+    """Magnitude codes -> their map's float32 values: bits (code + bias) << shift; 0 for 0."""
+    c = np.asarray(codes, np.uint32)
+    f = ((c + np.uint32(bias)) << np.uint32(shift)).view(np.float32)
+    return np.where(c == 0, np.float32(0), f)
+
+
+def int8_moment_value(codes, scale):
+    """int8 codes of one block -> float32: sign(code) * (scale * G(|code|)), G the moment map
+    above (relative steps of 9-12.5% from the block max down to 2^-16 of it: a block's small
+    entries keep their size, where 127 linear steps of its max left them rounding noise)."""
+    c = np.asarray(codes, np.int32)
+    v = np.float32(scale) * log_value(np.abs(c), MOMENT_SHIFT, MOMENT_BIAS)
+    return np.where(c < 0, -v, v)
+
+
+def int8_moment_value_v2(codes, scale):
+    """The moment map of scheme "int8 v2" (checkpoints written before v3): code * (scale/127)."""
+    return np.asarray(codes, np.float32) * (np.float32(scale) / np.float32(127))
 
 
 def int8_inf_norm_value(codes, scale):
     """uint8 codes of one block -> float32: scale * F(code), F the log map above (relative
     steps of 3.1-6.25% from the block max down to 2^-16 of it, where linear codes would have
     none left; decoding is integer work and one multiply)."""
-    c = np.asarray(codes, np.uint32)
-    f = ((c + np.uint32(LOG_BIAS)) << np.uint32(LOG_SHIFT)).view(np.float32)
-    return np.float32(scale) * np.where(c == 0, np.float32(0), f)
+    return np.float32(scale) * log_value(codes, LOG_SHIFT, LOG_BIAS)
 
 
-def moment_code(x, r, stochastic):
-    """x = m * (127 / scale) in [-127, 127] (float32) -> int8 codes, floor(x + U) with U =
-    r14 * 2^-14 (r14: the low 14 bits of r) or 1/2 (nearest): x + 768 is rounded to the
-    2^-14 grid (to nearest even), U added to its bits, the whole part shifted out. Integer
-    work on the bits, and no clamp: |x| <= 127 * (1 + 2^-23) rounds to within [-127, 127]."""
-    z = (np.asarray(x, np.float32) + MOMENT_OFFSET).view(np.uint32)
-    add = np.asarray(r, np.uint32) & np.uint32(0x3FFF) if stochastic \
-        else np.uint32(1 << (MOMENT_FRACTION - 1))
-    with np.errstate(over="ignore"):
-        whole = (z + add) >> np.uint32(MOMENT_FRACTION)
-    return (whole & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
-
-
-def log_code(x, r, stochastic):
-    """x = u / scale in [0, 1] -> uint8 log-map codes. At or above F(1): rounding in the bit
-    pattern, as for bfloat16 (bits + r * 2^3, then >> 19: unbiased within an octave, where F
-    is linear), or + 2^18 (nearest); below F(1): linear between 0 and F(1), 1 where
-    x / F(1) * 2^16 > r (so with probability x / F(1)), or > 2^15 - 1/2 (nearest). NaN -> 0."""
+def log_code(x, r, stochastic, shift=LOG_SHIFT, bias=LOG_BIAS, minimum=LOG_MIN,
+             min_steps=LOG_MIN_STEPS):
+    """x in [0, 1] -> magnitude codes of a log map (the inf-norm's by default; the moment's with
+    its constants). At or above its code 1's value: rounding in the bit pattern, as for
+    bfloat16 (bits + r * 2^(shift - 16), then >> shift: unbiased within an octave, where the
+    map is linear), or + 2^(shift - 1) (nearest); below: linear between 0 and code 1's value,
+    1 where x / value(1) * 2^16 > r (so with probability x / value(1)), or > 2^15 - 1/2
+    (nearest). r: 16 random bits. NaN -> 0."""
     x = np.asarray(x, np.float32)
     bits = x.view(np.uint32)
     if stochastic:
         r = np.asarray(r, np.uint32)
-        add, below = r << np.uint32(3), r.astype(np.float32)
+        add, below = r << np.uint32(shift - 16), r.astype(np.float32)
     else:
-        add, below = np.uint32(1 << (LOG_SHIFT - 1)), np.float32(32767.5)
+        add, below = np.uint32(1 << (shift - 1)), np.float32(32767.5)
     with np.errstate(over="ignore", invalid="ignore"):
-        big = ((bits + add) >> np.uint32(LOG_SHIFT)).astype(np.int64) - LOG_BIAS
-        small = x * LOG_MIN_STEPS > below
-    code = np.where(x >= LOG_MIN, big, small)
+        big = ((bits + add) >> np.uint32(shift)).astype(np.int64) - bias
+        small = x * min_steps > below
+    code = np.where(x >= minimum, big, small)
     return np.where(x != x, 0, code).astype(np.uint8)
+
+
+def moment_code(x, r, stochastic):
+    """x = m * (1 / scale) in [-1, 1] (float32) -> int8 codes: the sign of x and log_code of
+    |x| under the moment map, with r's low 16 bits. No clamp: |x| <= 1 + 2^-23, the most the
+    scale's rounding allows, still rounds to 127."""
+    x = np.asarray(x, np.float32)
+    r = np.asarray(r, np.uint32) & np.uint32(0xFFFF) if stochastic else None
+    k = log_code(np.abs(x), r, stochastic, MOMENT_SHIFT, MOMENT_BIAS, MOMENT_MIN,
+                 MOMENT_MIN_STEPS).astype(np.int16)
+    return np.where(x < 0, -k, k).astype(np.int8)
 
 
 def encodable(scale, factor):
     """Whether a block's values can be coded against ``scale``: it is finite and > 0, and the
-    factor they are multiplied by (127 / scale, 1 / scale) is finite. Otherwise (a zero, inf or
+    factor they are multiplied by (1 / scale) is finite. Otherwise (a zero, inf or
     NaN scale, or one so small its reciprocal overflows) every code of the block is 0."""
     return bool(np.float32(0) < scale < np.float32(np.inf) and factor < np.float32(np.inf))
 
@@ -179,8 +196,8 @@ def encodable(scale, factor):
 def int8_quantize(m, u, rand, stochastic):
     """One block's fresh (moment codes, moment scale, inf-norm codes, inf-norm scale).
 
-    moment: scale = max |m|, code = moment_code(m * (127 / scale)) in [-127, 127] with the low
-    14 random bits; inf-norm: scale = max |u| (u >= +0 by construction), code =
+    moment: scale = max |m|, code = moment_code(m * (1 / scale)) in [-127, 127] with the low
+    16 random bits; inf-norm: scale = max |u| (u >= +0 by construction), code =
     log_code(u * (1 / scale)) with the high 16 random bits. Scales that are not ``encodable``
     give zero codes; a non-finite value makes its block's scale non-finite."""
     m, u = np.asarray(m, np.float32), np.asarray(u, np.float32)
@@ -189,7 +206,7 @@ def int8_quantize(m, u, rand, stochastic):
     su = _NAN if su != su else su  # would depend on which element came first)
     ru = rand >> np.uint32(16) if stochastic else None
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        tm, tu = np.float32(127) / sm, np.float32(1) / su
+        tm, tu = np.float32(1) / sm, np.float32(1) / su
         cm = moment_code(m * tm, rand, stochastic) if encodable(sm, tm) \
             else np.zeros(m.shape, np.int8)
         cu = log_code(u * tu, ru, stochastic) if encodable(su, tu) \
@@ -228,33 +245,41 @@ def sumsq_flat_int8(ops, flags):
     return sumsq_flat(ops, flags)
 
 
-def int8_decode(codes, scales, offset, kind):
+def int8_decode(codes, scales, offset, kind, scheme=None):
     """A segment's float32 values from its codes (the segment starts at ``offset``, a block
-    boundary) and the bucket's per-block scales; ``kind``: "moment" or "inf_norm"."""
+    boundary) and the bucket's per-block scales; ``kind``: "moment" or "inf_norm";
+    ``scheme``: the int8 scheme that wrote the codes (None: this version's)."""
     codes = np.asarray(codes).reshape(-1)
     out = np.empty(codes.shape[0], np.float32)
+    value = MOMENT_MAPS[scheme or SCHEMES["int8"]] if kind == "moment" else int8_inf_norm_value
     for b0 in range(0, codes.shape[0], BLOCK):
         sl, blk = slice(b0, b0 + BLOCK), (offset + b0) // BLOCK
-        value = int8_moment_value if kind == "moment" else int8_inf_norm_value
         out[sl] = value(codes[sl], scales[blk])
     return out
 
 
 #: the name a checkpoint records for how its low-bit state codes are to be read; a reader
-#: refuses codes written under another scheme (values can always be loaded)
+#: decodes codes written under an older int8 scheme it knows (MOMENT_MAPS) to values and
+#: refuses any other
 SCHEMES = {"bfloat16": "bfloat16 bits",
-           "int8": "int8 v2: blocks of 256; moment int8 * max|m|/127; inf_norm uint8 log map "
-                   "(16 codes an octave, 16 octaves)"}
+           "int8": "int8 v3: blocks of 256; moment sign + uint7 log map (8 codes an octave, 16 "
+                   "octaves); inf_norm uint8 log map (16 codes an octave, 16 octaves)"}
+INT8_V2 = ("int8 v2: blocks of 256; moment int8 * max|m|/127; inf_norm uint8 log map (16 codes "
+           "an octave, 16 octaves)")
+#: the int8 schemes this version reads, by their moment map (the inf-norm's is the same)
+MOMENT_MAPS = {SCHEMES["int8"]: int8_moment_value, INT8_V2: int8_moment_value_v2}
 #: the dtypes a state dtype's (moment, inf_norm) codes are held in
 CODE_DTYPES = {"bfloat16": (np.uint16, np.uint16), "int8": (np.int8, np.uint8)}
 
 
-def decode_codes(state_dtype, moment, inf_norm, moment_scale=None, inf_norm_scale=None):
-    """One parameter's held state -> its float32 (moment, inf_norm) values, exactly."""
+def decode_codes(state_dtype, moment, inf_norm, moment_scale=None, inf_norm_scale=None,
+                 scheme=None):
+    """One parameter's held state -> its float32 (moment, inf_norm) values, exactly
+    (``scheme``: an int8 scheme of MOMENT_MAPS, None for this version's)."""
     if state_dtype == "bfloat16":
         return bf16_value(moment).reshape(np.shape(moment)), \
             bf16_value(inf_norm).reshape(np.shape(inf_norm))
-    return (int8_decode(moment, moment_scale, 0, "moment").reshape(np.shape(moment)),
+    return (int8_decode(moment, moment_scale, 0, "moment", scheme).reshape(np.shape(moment)),
             int8_decode(inf_norm, inf_norm_scale, 0, "inf_norm").reshape(np.shape(inf_norm)))
 
 

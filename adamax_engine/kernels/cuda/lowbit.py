@@ -30,7 +30,7 @@ from numba import cuda
 
 from ..layout import ACTIVE
 from ..lowbit_reference import (BLOCK, LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT,
-                                MOMENT_FRACTION, MOMENT_OFFSET)
+                                MOMENT_BIAS, MOMENT_MIN, MOMENT_MIN_STEPS, MOMENT_SHIFT)
 from . import dense as K
 from .runtime import NTHREADS, simulated
 
@@ -104,31 +104,40 @@ def encodable(scale, factor):
 
 
 @cuda.jit(device=True, inline=True)
-def log_value(c):
-    """F(code) of the inf-norm's log map (lowbit_reference.int8_inf_norm_value)."""
+def log_value(c, shift, bias):
+    """A log map's value of magnitude code ``c`` (lowbit_reference.log_value)."""
     c = int(c)
     if c == 0:
         return np.float32(0)
-    return f32_from_bits((c + LOG_BIAS) << LOG_SHIFT)
+    return f32_from_bits((c + bias) << shift)
+
+
+@cuda.jit(device=True, inline=True)
+def moment_value(c, scale):
+    """An int8 moment code's value (lowbit_reference.int8_moment_value)."""
+    c = int(c)
+    v = scale * log_value(-c if c < 0 else c, MOMENT_SHIFT, MOMENT_BIAS)
+    return -v if c < 0 else v
+
+
+@cuda.jit(device=True, inline=True)
+def log_code(x, r, stochastic, shift, bias, minimum, min_steps):
+    """x in [0, 1] -> its magnitude code of a log map (lowbit_reference.log_code); ``r``: 16
+    random bits."""
+    if x >= minimum:
+        add = (int(r) << (shift - 16)) if stochastic else (1 << (shift - 1))
+        return ((((int(f32_bits(x)) + add) & _MASK) >> shift) - bias) & 0xFF
+    below = np.float32(r) if stochastic else np.float32(32767.5)
+    return 1 if x * min_steps > below else 0
 
 
 @cuda.jit(device=True, inline=True)
 def moment_code(x, r, stochastic):
-    """x = m * 127 / scale -> its int8 code (lowbit_reference.moment_code): floor(x + U), U
-    from the low 14 bits of r (or 1/2), by bit work on x + 768."""
-    add = (int(r) & 0x3FFF) if stochastic else (1 << (MOMENT_FRACTION - 1))
-    whole = (((int(f32_bits(x + MOMENT_OFFSET)) + add) & _MASK) >> MOMENT_FRACTION) & 0xFF
-    return whole - 256 if whole > 127 else whole
-
-
-@cuda.jit(device=True, inline=True)
-def log_code(x, r, stochastic):
-    """x = u / scale -> its uint8 log-map code (lowbit_reference.log_code)."""
-    if x >= LOG_MIN:
-        add = (int(r) << 3) if stochastic else (1 << (LOG_SHIFT - 1))
-        return ((((int(f32_bits(x)) + add) & _MASK) >> LOG_SHIFT) - LOG_BIAS) & 0xFF
-    below = np.float32(r) if stochastic else np.float32(32767.5)
-    return 1 if x * LOG_MIN_STEPS > below else 0
+    """x = m * (1 / scale) -> its int8 code (lowbit_reference.moment_code): the sign of x and
+    the moment map's code of |x|, rounded with r's low 16 bits."""
+    k = log_code(abs(x), int(r) & 0xFFFF, stochastic, MOMENT_SHIFT, MOMENT_BIAS, MOMENT_MIN,
+                 MOMENT_MIN_STEPS)
+    return -k if x < 0 else k
 
 
 @cuda.jit(device=True, inline=True)
@@ -219,15 +228,15 @@ def make_int8_update(load_param, load_grad, store):
                 while b0 < end:
                     n = end - b0 if end - b0 < BLOCK else BLOCK
                     blk = b0 // BLOCK
-                    m_unit, us = m_scale[blk] / np.float32(127), u_scale[blk]
+                    ms, us = m_scale[blk], u_scale[blk]
                     mmax, umax = 0, 0
                     j = t
                     while j < n:
                         i = b0 + j
                         p, m, u = K.element(load_param(params, seg, i, where),
                                             load_grad(grads, seg, i, where),
-                                            np.float32(mq[i]) * m_unit,
-                                            us * log_value(uq[i]), s)
+                                            moment_value(mq[i], ms),
+                                            us * log_value(uq[i], LOG_SHIFT, LOG_BIAS), s)
                         store(params, seg, i, where, p)
                         mbuf[j], ubuf[j] = m, u
                         am, au = abs_bits(m), abs_bits(u)
@@ -246,7 +255,7 @@ def make_int8_update(load_param, load_grad, store):
                         cuda.syncthreads()
                         half //= 2
                     sm, su = scale_from_bits(top[0, 0]), scale_from_bits(top[1, 0])
-                    tm = np.float32(127) / sm if sm > 0 else np.float32(0)  # (0: no code)
+                    tm = np.float32(1) / sm if sm > 0 else np.float32(0)  # (0: no code)
                     tu = np.float32(1) / su if su > 0 else np.float32(0)
                     code_m, code_u = encodable(sm, tm), encodable(su, tu)
                     j = t
@@ -254,7 +263,8 @@ def make_int8_update(load_param, load_grad, store):
                         i = b0 + j
                         r = hash32((int(i + origin) & _MASK) ^ key) if stochastic else 0
                         mq[i] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else 0
-                        uq[i] = log_code(ubuf[j] * tu, r >> 16, stochastic) if code_u else 0
+                        uq[i] = log_code(ubuf[j] * tu, r >> 16, stochastic, LOG_SHIFT, LOG_BIAS,
+                                         LOG_MIN, LOG_MIN_STEPS) if code_u else 0
                         j += nt
                     cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
                     if t == 0:
