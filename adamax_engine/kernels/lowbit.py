@@ -39,6 +39,13 @@ def hash32(x):
 
 
 @njit(inline="always")
+def scramble32(x):
+    """lowbit_reference.scramble32, in 32-bit lanes."""
+    x = np.uint32(np.uint32(x) * _MUL1)
+    return np.uint32(x ^ (x >> _S16))
+
+
+@njit(inline="always")
 def bf16_round(x, r, stochastic):
     """float32 -> bfloat16 bits: stochastic with the 16 random bits ``r``, or to nearest even;
     inf/NaN as to nearest (lowbit_reference.bf16_stochastic). Adding r < 2^16 leaves an inf's
@@ -91,7 +98,7 @@ def _make_loop(flavor, stochastic, generic):
             pj, m, u = adamax_element(p[j], gj, bf16_to_f32(mq[j]), bf16_to_f32(uq[j]), lr_t,
                                       b1, omb1, b2, eps, flavor)
             p[j] = pj
-            h = hash32(np.uint32(base + j) ^ key) if stochastic else np.uint32(0)
+            h = scramble32(np.uint32(base + j) ^ key) if stochastic else np.uint32(0)
             mq[j] = bf16_round(m, h & _LOW16, stochastic)
             uq[j] = bf16_round(u, h >> _S16, stochastic)
     return loop
@@ -241,7 +248,7 @@ def encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m
     ``code_m``/``code_u`` False: that state's codes are 0 (not encodable). Inlined with both
     True for the common case: a loop of bit work that vectorises, no per-element test."""
     for j in range(n):
-        r = hash32(counter ^ key) if stochastic else np.uint32(0)
+        r = scramble32(counter ^ key) if stochastic else np.uint32(0)
         counter = np.uint32(counter + np.uint32(1))  # 32-bit lanes (counter + j: 64-bit)
         mb[j] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else np.int8(0)
         ub[j] = np.uint8(log_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic, _U_MAP)

@@ -68,6 +68,13 @@ def hash32(x):
 
 
 @cuda.jit(device=True, inline=True)
+def scramble32(x):
+    """lowbit_reference.scramble32, the product cut back to 32 bits."""
+    x = ((int(x) & _MASK) * 0x7FEB352D) & _MASK
+    return x ^ (x >> 16)
+
+
+@cuda.jit(device=True, inline=True)
 def bf16_value(h):
     return f32_from_bits((int(h) & 0xFFFF) << 16)
 
@@ -145,7 +152,7 @@ def bf16_element(i, p, g, mbits, ubits, s, key, stochastic):
     """Element i's step from its loaded values: (new param, moment bits, inf-norm bits); ``i``
     counts from the bucket's start (the rounding's counter)."""
     p, m, u = K.element(p, g, bf16_value(mbits), bf16_value(ubits), s)
-    h = hash32((int(i) & _MASK) ^ key) if stochastic else 0
+    h = scramble32((int(i) & _MASK) ^ key) if stochastic else 0
     return p, bf16_round(m, h & 0xFFFF, stochastic), bf16_round(u, h >> 16, stochastic)
 
 
@@ -261,7 +268,7 @@ def make_int8_update(load_param, load_grad, store):
                     j = t
                     while j < n:
                         i = b0 + j
-                        r = hash32((int(i + origin) & _MASK) ^ key) if stochastic else 0
+                        r = scramble32((int(i + origin) & _MASK) ^ key) if stochastic else 0
                         mq[i] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else 0
                         uq[i] = log_code(ubuf[j] * tu, r >> 16, stochastic, LOG_SHIFT, LOG_BIAS,
                                          LOG_MIN, LOG_MIN_STEPS) if code_u else 0
