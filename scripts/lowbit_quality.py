@@ -9,9 +9,10 @@ state takes float32 parameters); (b) a small torch transformer trained for ``--s
 (default 1500) with ``adamax_engine.torch.Adamax`` and each state dtype, the three loss curves
 on one plot (``<out>/lowbit_quality.png``). Prints each final loss and its difference from the
 float32-state run; the issue's bar is within 2%. The same seeds and data order in every run:
-the runs differ only by the state's rounding. (c) configs/rosenbrock.yaml's and
-configs/teacher_student.yaml's runs over ``--streams`` rounding streams: a 2-D valley, and a
-plateau-driven learning rate, whose end points one rounding stream cannot tell.
+the runs differ only by the state's rounding. (c) configs/rosenbrock.yaml's,
+configs/teacher_student.yaml's and configs/quadratic.yaml's runs over ``--streams`` rounding
+streams: a 2-D valley, a plateau-driven learning rate and an ill-conditioned quadratic, whose
+end points one rounding stream cannot tell.
 """
 import argparse
 import contextlib
@@ -113,6 +114,15 @@ def teacher_student_run(state_dtype, offset=0, steps=800):
                        {"weight_decay": ae.L2Decay(1e-5)}, state_dtype, offset, steps)
 
 
+def quadratic_run(state_dtype, offset=0, steps=1000):
+    """configs/quadratic.yaml's run (dim 100, condition 1e4, float64 parameters; lr 0.2,
+    ExponentialDecay(0.998)) in the rounding stream ``offset``; the final loss."""
+    from adamax_engine import lr
+    from adamax_engine.experiments.problems import make_quadratic
+    sched = lr.ExponentialDecay(0.2, gamma=0.998)
+    return _stream_run(make_quadratic(0, 100, 10000.0), sched, {}, state_dtype, offset, steps)
+
+
 def _stream_run(problem, sched, options, state_dtype, offset, steps):
     import adamax_engine as ae
     from adamax_engine import lr
@@ -130,7 +140,8 @@ def _stream_run(problem, sched, options, state_dtype, offset, steps):
 
 
 #: the runs whose end point one rounding stream cannot tell, run over --streams streams
-STREAM_RUNS = {"rosenbrock": rosenbrock_run, "teacher_student": teacher_student_run}
+STREAM_RUNS = {"rosenbrock": rosenbrock_run, "teacher_student": teacher_student_run,
+               "quadratic": quadratic_run}
 
 
 def rounding_streams(state_dtype, n, steps=None, run=rosenbrock_run):
@@ -153,8 +164,8 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "lowbit_quality"))
     parser.add_argument("--skip-configs", action="store_true")
     parser.add_argument("--streams", type=int, default=20,
-                        help="rosenbrock's and teacher_student's final loss over N "
-                             "rounding streams (0: skip)")
+                        help="rosenbrock's, teacher_student's and quadratic's final loss "
+                             "over N rounding streams (0: skip)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps: expected an int >= 1, got {args.steps}")

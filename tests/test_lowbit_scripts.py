@@ -34,7 +34,7 @@ def test_quality_script_trains_three_state_dtypes_and_plots(tmp_path, capsys):
     assert (tmp_path / "lowbit_quality.png").stat().st_size > 10_000
     import matplotlib.image
     assert matplotlib.image.imread(tmp_path / "lowbit_quality.png").shape[2] in (3, 4)
-    for name in ("rosenbrock", "teacher_student"):
+    for name in ("rosenbrock", "teacher_student", "quadratic"):
         assert re.search(name + r" over 2 rounding streams.*\n  bfloat16 mean .*within 2%: "
                          r"\d of 2\n  int8 +mean ", out)
 
