@@ -367,6 +367,11 @@ def test_state_dict_and_checkpoint_round_trip(tmp_path):
     run(fresh, loaded, 2)
     for a, b in zip(params, fresh):  # resumed bit-identically (the rounding counts steps)
         np.testing.assert_array_equal(a.data, b.data)
+    meta["state_scheme"] = "bfloat16 bits v0"  # bits of another scheme: refused, naming both
+    archive.write(meta, arrays, tmp_path / "other.npz")
+    with pytest.raises(archive.CheckpointError,
+                       match="'bfloat16 bits v0'; this version reads 'bfloat16 bits'$"):
+        ae.Adamax.load(tmp_path / "other.npz", fresh)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -448,7 +453,8 @@ def test_int8_state_dict_and_checkpoint(tmp_path):
     # codes written under another scheme are refused, naming it
     meta["state_scheme"] = "int8 v1: power map"
     archive.write(meta, arrays, tmp_path / "old.npz")
-    with pytest.raises(archive.CheckpointError, match="int8 v1: power map.*this version reads"):
+    with pytest.raises(archive.CheckpointError,
+                       match="int8 v1: power map.*this version reads 'int8 v3.* or 'int8 v2"):
         ae.Adamax.load(tmp_path / "old.npz", fresh)
     # codes of the earlier int8 scheme (v2: linear moment codes) load as their values
     meta["state_scheme"] = R.INT8_V2

@@ -130,11 +130,11 @@ def restore(opt, path, match="name", params=True, check_values=True):
     # (an older int8 scheme's codes are read as their values, then quantized anew)
     held, scheme = meta.get("state_dtype", "float32"), meta.get("state_scheme")
     held = held if scheme else "float32"
-    if held in SCHEMES and scheme != SCHEMES[held] and not (held == "int8"
-                                                            and scheme in MOMENT_MAPS):
+    readable = list(MOMENT_MAPS) if held == "int8" else [SCHEMES.get(held)]
+    if held in SCHEMES and scheme not in readable:
         raise CheckpointError(f"{where}: its {held} state codes follow the scheme "
-                              f"{scheme!r}; this version reads {SCHEMES[held]!r} (and "
-                              f"{', '.join(repr(k) for k in MOMENT_MAPS if k != SCHEMES[held])})")
+                              f"{scheme!r}; this version reads "
+                              f"{' or '.join(repr(k) for k in readable)}")
     entries, records = opt.registry.entries, meta["parameters"]
     index = _pair([e.name for e in entries], records, match, where)
     plan = []
