@@ -315,7 +315,8 @@ class Adamax(torch.optim.Optimizer):
                         continue
                     moment = int8_decode(moment, scales[0], 0, "moment",
                                          scheme).reshape(p.shape)
-                    inf_norm = int8_decode(inf_norm, scales[1], 0, "inf_norm").reshape(p.shape)
+                    inf_norm = int8_decode(inf_norm, scales[1], 0, "inf_norm",
+                                           scheme).reshape(p.shape)
                 self._core.load_parameter_state(p, moment, inf_norm, pow_, steps, master)
                 self.state[p] = self._views(p)
         self._started = self._core.stepped_parameters

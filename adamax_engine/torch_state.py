@@ -3,7 +3,7 @@ a loaded state dict passes before anything is written, and the dtypes torch's lo
 import numpy as np
 import torch
 
-from .kernels.lowbit_reference import BLOCK, INT8_V2, MOMENT_MAPS, SCHEMES
+from .kernels.lowbit_reference import BLOCK, INT8_MAPS, INT8_V2, INT8_V3, SCHEMES
 
 
 def as_given(state_dict, groups):
@@ -68,11 +68,11 @@ def check_state(loaded, groups):
 #: an int8 entry's ``code_scheme``: the version of lowbit_reference's scheme its codes follow,
 #: a 0-d tensor (torch's load mangles strings, and casts it to the parameter's dtype, as it
 #: does the codes; state dicts before v3 had none)
-CODE_SCHEME, INT8_SCHEMES = 3, {2: INT8_V2, 3: SCHEMES["int8"]}
+CODE_SCHEME, INT8_SCHEMES = 4, {2: INT8_V2, 3: INT8_V3, 4: SCHEMES["int8"]}
 
 
 def code_scheme(s):
-    """The int8 scheme (its name in lowbit_reference.SCHEMES / MOMENT_MAPS) of an entry's
+    """The int8 scheme (its name in lowbit_reference.SCHEMES / INT8_MAPS) of an entry's
     codes: None for a ``code_scheme`` this version does not know."""
     version = s.get("code_scheme")
     if version is None:
@@ -85,7 +85,7 @@ def code_scheme(s):
 def check_codes(s, p, where):
     """An int8-state entry: a scheme this version reads, integral codes in range and one
     finite scale >= 0 per block."""
-    if code_scheme(s) not in MOMENT_MAPS:
+    if code_scheme(s) not in INT8_MAPS:
         raise ValueError(f"{where}['code_scheme']: expected a one-element tensor, one of "
                          f"{sorted(INT8_SCHEMES)} (the int8 scheme's version), got "
                          f"{s['code_scheme']!r}")

@@ -267,28 +267,39 @@ def test_blocks_their_scale_cannot_code_get_zero_codes(rounding):
         assert np.isfinite(fast_sd[name]).all()
 
 
-def test_the_inf_norm_log_map():
+def test_the_inf_norm_log_map_and_its_floor():
+    """255 log-spaced codes above a floor: 16 codes an octave from the block max down to
+    1.0625 * 2^-16 of it, code 0 that floor (no zero). Every code round-trips, nearest lands
+    next to any value in range, stochastic rounding is unbiased down to the floor, and a value
+    below the floor (or 0) codes as the floor: rounded up, never down."""
     codes = np.arange(256, dtype=np.uint8)
     values = R.int8_inf_norm_value(codes, np.float32(3.0)).astype(np.float64)
-    assert values[0] == 0 and values[255] == 3.0 and np.all(np.diff(values) > 0)
-    ratios = values[2:] / values[1:-1]  # 16 linear codes an octave: steps of 1/31 to 1/16
-    assert ratios.max() <= 1.0625 + 1e-9 and ratios.min() >= 1 + 1 / 31 - 1e-9
-    assert values[1] == pytest.approx(3 * 1.125 / 2**16)
+    assert values[255] == 3.0 and np.all(np.diff(values) > 0)
+    assert values[0] == 3 * 1.0625 / 2**16 and values[1] == 3 * 1.125 / 2**16
+    ratios = values[1:] / values[:-1]  # 16 linear codes an octave: steps of 1/32 to 1/16
+    assert ratios.max() <= 1 + 1 / 16 + 1e-9 and ratios.min() >= 1 + 1 / 32 - 1e-9
+    np.testing.assert_array_equal(values[16:], 2 * values[:-16])
     # nearest round-trips every code, and lands next to any value in range
     x = values / 3.0
-    np.testing.assert_array_equal(R.log_code(x.astype(np.float32), None, False), codes)
+    np.testing.assert_array_equal(R.floor_code(x.astype(np.float32), None, False), codes)
     rng = np.random.default_rng(1)
     y = np.exp(rng.uniform(np.log(2.0 ** -15), 0, 20_000)).astype(np.float32)
-    back = R.int8_inf_norm_value(R.log_code(y, None, False), np.float32(1)) / y
+    back = R.int8_inf_norm_value(R.floor_code(y, None, False), np.float32(1)) / y
     assert np.abs(back - 1).max() <= 1 / 32 + 1e-6
-    # stochastic: unbiased above and below the smallest code
-    for value in (np.float32(0.3), np.float32(R.LOG_MIN * 0.3)):
+    floor = np.float32(values[0] / 3)
+    for value in (np.float32(0.3), np.float32(floor * 1.03), np.float32(1e-3)):
         r = R.random_bits(5, np.arange(200_000)) >> np.uint32(16)
-        draws = R.int8_inf_norm_value(R.log_code(np.full(200_000, value), r, True), 1)
-        assert len(np.unique(draws)) == 2
+        draws = R.int8_inf_norm_value(R.floor_code(np.full(200_000, value), r, True), 1)
+        assert len(np.unique(draws)) == 2 and draws.min() <= value < draws.max()
         draws = draws.astype(np.float64)  # unbiased: within 4 standard errors
         assert abs(draws.mean() - float(value)) < 4 * draws.std() / np.sqrt(draws.size)
-    assert R.log_code(np.array([np.nan], np.float32), None, False)[0] == 0
+    for value in (np.float32(0), np.float32(1e-30), np.float32(floor * 0.99)):
+        r = R.random_bits(6, np.arange(1000)) >> np.uint32(16)
+        assert not R.floor_code(np.full(1000, value), r, True).any()  # the floor, up
+        assert R.floor_code(np.array([value]), None, False)[0] == 0
+    assert R.floor_code(np.array([np.nan], np.float32), None, False)[0] == 0
+    v3 = R.int8_inf_norm_value_v3(codes, np.float32(3.0))  # the earlier schemes' map: 0 at 0
+    assert v3[0] == 0 and np.array_equal(v3[1:], values[1:].astype(np.float32))
 
 
 def _decay_run(state_dtype, rounding, steps=10_000):
@@ -454,22 +465,30 @@ def test_int8_state_dict_and_checkpoint(tmp_path):
     meta["state_scheme"] = "int8 v1: power map"
     archive.write(meta, arrays, tmp_path / "old.npz")
     with pytest.raises(archive.CheckpointError,
-                       match="int8 v1: power map.*this version reads 'int8 v3.* or 'int8 v2"):
+                       match="int8 v1: power map.*this version reads 'int8 v4.* or 'int8 v3.* "
+                             "or 'int8 v2"):
         ae.Adamax.load(tmp_path / "old.npz", fresh)
-    # codes of the earlier int8 scheme (v2: linear moment codes) load as their values
-    meta["state_scheme"] = R.INT8_V2
-    archive.write(meta, arrays, tmp_path / "v2.npz")
-    v2_values = R.decode_codes("int8", *(arrays[f"{k}/p3"] for k in (
-        "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")), scheme=R.INT8_V2)
-    np.testing.assert_array_equal(v2_values[0], R.int8_decode(
-        arrays["moment_codes/p3"], arrays["moment_scale/p3"], 0, "moment", R.INT8_V2))
-    v2_fp32 = ae.Adamax.load(tmp_path / "v2.npz", fresh, state_dtype="float32")
-    np.testing.assert_array_equal(v2_fp32.state_dict()["p3_moment_0"], v2_values[0])
-    np.testing.assert_array_equal(v2_fp32.state_dict()["p3_inf_norm_0"], values[1])
-    v2_int8 = ae.Adamax.load(tmp_path / "v2.npz", fresh)  # quantized anew from those values
-    held_codes = v2_int8.parameter_codes(fresh[3])[0].reshape(-1)
-    np.testing.assert_array_equal(held_codes, R.int8_encode(*v2_values)[0])
-    assert not np.array_equal(held_codes, arrays["moment_codes/p3"].reshape(-1))
+    # codes of the earlier int8 schemes (v2: linear moment codes; v2 and v3: inf-norm code 0
+    # is 0, not the floor) load as their values, and are quantized anew
+    earlier = dict(arrays, **{"inf_norm_codes/p3": arrays["inf_norm_codes/p3"].copy()})
+    earlier["inf_norm_codes/p3"].reshape(-1)[:3] = 0
+    now = R.decode_codes("int8", *(earlier[f"{k}/p3"] for k in (
+        "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")))
+    for scheme in (R.INT8_V2, R.INT8_V3):
+        meta["state_scheme"] = scheme
+        archive.write(meta, earlier, tmp_path / "earlier.npz")
+        old_values = R.decode_codes("int8", *(earlier[f"{k}/p3"] for k in (
+            "moment_codes", "inf_norm_codes", "moment_scale", "inf_norm_scale")), scheme=scheme)
+        assert not old_values[1].reshape(-1)[:3].any() and now[1].reshape(-1)[:3].all()
+        assert not np.array_equal(old_values[0], now[0]) if scheme == R.INT8_V2 else \
+            np.array_equal(old_values[0], now[0])
+        old_fp32 = ae.Adamax.load(tmp_path / "earlier.npz", fresh, state_dtype="float32")
+        np.testing.assert_array_equal(old_fp32.state_dict()["p3_moment_0"], old_values[0])
+        np.testing.assert_array_equal(old_fp32.state_dict()["p3_inf_norm_0"], old_values[1])
+        old_int8 = ae.Adamax.load(tmp_path / "earlier.npz", fresh)
+        held_codes = old_int8.parameter_codes(fresh[3])
+        np.testing.assert_array_equal(held_codes[0].reshape(-1), R.int8_encode(*old_values)[0])
+        np.testing.assert_array_equal(held_codes[1].reshape(-1), R.int8_encode(*old_values)[2])
     meta["state_scheme"] = R.SCHEMES["int8"]
     arrays["moment_codes/p3"] = arrays["moment_codes/p3"].copy()
     arrays["moment_codes/p3"][0] = -128

@@ -119,7 +119,7 @@ def test_loads_across_state_dtypes_and_torch_optim():
     ("exp_avg_scale", float("nan"), r"state\[0\]\['exp_avg_scale'\]: expected finite scales"),
     ("exp_inf_scale", "shape", r"expected a tensor of shape \(3,\)"),
     ("code_scheme", 1, r"state\[0\]\['code_scheme'\]: expected a one-element tensor, one of "
-                       r"\[2, 3\]"),
+                       r"\[2, 3, 4\]"),
 ])
 def test_bad_int8_state_is_refused_and_nothing_changes(key, value, match):
     params, opt = make("int8")
@@ -142,13 +142,14 @@ def test_bad_int8_state_is_refused_and_nothing_changes(key, value, match):
         assert torch.equal(v, before[k])
 
 
-def test_codes_of_the_earlier_int8_scheme_load_as_their_values():
-    """State dicts of int8 v2 (linear moment codes, no ``code_scheme``) load as the values they
-    stand for: quantized anew into an int8-state optimizer, as they are into a float32 one."""
+def test_codes_of_the_earlier_int8_schemes_load_as_their_values():
+    """State dicts of int8 v2 (linear moment codes, no ``code_scheme``) and v3 (inf-norm code 0
+    is 0) load as the values they stand for: quantized anew into an int8-state optimizer, as
+    they are into a float32 one."""
     params, opt = make("int8")
     run(params, opt, 3)
     sd = opt.state_dict()
-    assert int(sd["state"][0]["code_scheme"]) == 3  # R.SCHEMES["int8"]
+    assert int(sd["state"][0]["code_scheme"]) == 4  # R.SCHEMES["int8"]
     old = {i: {k: v for k, v in e.items() if k != "code_scheme"} for i, e in sd["state"].items()}
     rng = np.random.default_rng(3)
     for e in old.values():  # v2 codes: any int8 in [-127, 127] stands for code * scale / 127
@@ -173,6 +174,23 @@ def test_codes_of_the_earlier_int8_scheme_load_as_their_values():
     assert np.all(np.abs(moment[:256] - want) <= 0.07 * np.abs(want))  # 8 codes an octave
     assert not np.array_equal(codes["exp_avg"].numpy().reshape(-1)[:256],
                               old[0]["exp_avg"].numpy().reshape(-1)[:256])  # not taken as is
+    v3 = {i: dict(e, code_scheme=torch.tensor(3)) for i, e in sd["state"].items()}
+    v3[0]["exp_inf"] = v3[0]["exp_inf"].clone()
+    v3[0]["exp_inf"].view(-1)[:3] = 0
+    for state_dtype in ("float32", "int8"):
+        _, loaded = make(state_dtype)
+        loaded.load_state_dict({"state": v3, "param_groups": sd["param_groups"]})
+        entry = loaded.state[loaded.param_groups[0]["params"][0]]
+        if state_dtype == "int8":
+            u = R.int8_decode(entry["exp_inf"].numpy(), entry["exp_inf_scale"].numpy(), 0,
+                              "inf_norm")
+            assert (u[:3] == u[:3].min()).all() and 0 < u[0] < 1e-4 * u.max()  # the floor
+        else:
+            u = entry["exp_inf"].numpy().reshape(-1)
+            np.testing.assert_array_equal(u, R.int8_decode(
+                v3[0]["exp_inf"].numpy(), v3[0]["exp_inf_scale"].numpy(), 0, "inf_norm",
+                R.INT8_V3))
+            assert not u[:3].any() and u[3:].all()
 
 
 def test_unsupported_combinations_are_refused():

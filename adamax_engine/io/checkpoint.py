@@ -9,7 +9,7 @@ import numpy as np
 
 from .archive import (FORMAT, VERSION, CheckpointError, Unencodable, decode,  # noqa: F401
                       encode, read, write)
-from ..kernels.lowbit_reference import (BLOCK, CODE_DTYPES, MOMENT_MAPS, SCHEMES, check_codes,
+from ..kernels.lowbit_reference import (BLOCK, CODE_DTYPES, INT8_MAPS, SCHEMES, check_codes,
                                         decode_codes)
 from .state import check_values
 
@@ -130,7 +130,7 @@ def restore(opt, path, match="name", params=True, check_values=True):
     # (an older int8 scheme's codes are read as their values, then quantized anew)
     held, scheme = meta.get("state_dtype", "float32"), meta.get("state_scheme")
     held = held if scheme else "float32"
-    readable = list(MOMENT_MAPS) if held == "int8" else [SCHEMES.get(held)]
+    readable = list(INT8_MAPS) if held == "int8" else [SCHEMES.get(held)]
     if held in SCHEMES and scheme not in readable:
         raise CheckpointError(f"{where}: its {held} state codes follow the scheme "
                               f"{scheme!r}; this version reads "

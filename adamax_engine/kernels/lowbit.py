@@ -1,12 +1,8 @@
-"""Numba CPU kernel for low-bit optimizer state: bfloat16 moments (kernels/lowbit_reference.py
-is the oracle and documents the rounding).
-
-One fused pass per chunk: read p, g and the 16-bit moment and inf-norm, step in float32 with
-the float32 path's own element code (``cpu.prepared_grad``, ``cpu.adamax_element``), write p
-and the moments rounded back to bfloat16. 4 + 4 + 2 + 2 bytes read and 4 + 2 + 2 written per
-element: 20 B instead of 28. No fastmath: bit-identical to the oracle, whatever the thread
-count (the random bits depend on the step and the element only).
-"""
+"""Numba CPU kernels for low-bit optimizer state (kernels/lowbit_reference.py is the oracle and
+documents the schemes): bfloat16 moments, one fused pass per chunk with the float32 path's
+element code (20 B an element instead of 28), and int8 block codes below. No fastmath:
+bit-identical to the oracle whatever the thread count (the random bits depend on the step and
+the element only)."""
 import numba
 import numpy as np
 from numba import njit, prange
@@ -15,8 +11,8 @@ from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, s
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
                        f32_to_bf16, from_f32, store_code, widen)
 from .mixed import sumsq_mixed_flat
-from .lowbit_reference import (LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT, MOMENT_BIAS,
-                               MOMENT_MIN, MOMENT_MIN_STEPS, MOMENT_SHIFT)
+from .lowbit_reference import (LOG_BIAS, LOG_SHIFT, MOMENT_BIAS, MOMENT_MIN, MOMENT_MIN_STEPS,
+                               MOMENT_SHIFT)
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1, PADDLE,
                      SCALE_GRAD, TORCH)
@@ -177,12 +173,12 @@ _ABS, _FINITE_MAX = np.uint32(0x7FFFFFFF), np.uint32(0x7F7FFFFF)
 _INF, _INF_BITS, _NAN = np.float32(np.inf), np.uint32(0x7F800000), np.float32(np.nan)
 _BYTE, _SIGN, _SIGN_BIT = np.uint32(0xFF), np.uint32(31), np.uint32(0x80000000)
 _NEAREST = np.float32(32767.5)
-#: (shift, bias, the random bits' shift, nearest's half, code 1's value, 2^16 / it) of the
-#: inf-norm's and the moment's log maps (lowbit_reference)
-_U_MAP = (np.uint32(LOG_SHIFT), np.uint32(LOG_BIAS), np.uint32(LOG_SHIFT - 16),
-          np.uint32(1 << (LOG_SHIFT - 1)), LOG_MIN, LOG_MIN_STEPS)
+#: (shift, bias, the random bits' shift, nearest's half) of the inf-norm's and the moment's
+#: maps (lowbit_reference)
+_U_MAP = (np.uint32(LOG_SHIFT), np.int32(LOG_BIAS), np.uint32(LOG_SHIFT - 16),
+          np.uint32(1 << (LOG_SHIFT - 1)))
 _M_MAP = (np.uint32(MOMENT_SHIFT), np.uint32(MOMENT_BIAS), np.uint32(MOMENT_SHIFT - 16),
-          np.uint32(1 << (MOMENT_SHIFT - 1)), MOMENT_MIN, MOMENT_MIN_STEPS)
+          np.uint32(1 << (MOMENT_SHIFT - 1)))
 
 
 @njit(inline="always")
@@ -201,35 +197,44 @@ def encodable(bits, factor):
 
 
 @njit(inline="always")
-def log_value(k, fmt):
-    """A log map's value of magnitude code ``k`` (lowbit_reference.log_value): integer work."""
-    bits = np.uint32(np.uint32(np.uint32(k) + fmt[1]) << fmt[0])
-    return f32_from_bits(bits if k != 0 else np.uint32(0))
+def inf_norm_value(k):
+    """An inf-norm code's map value F(k) (lowbit_reference.int8_inf_norm_value, scale 1): integer
+    work, no test (code 0 is the map's floor)."""
+    return f32_from_bits(np.uint32(np.uint32(np.uint32(k) + np.uint32(_U_MAP[1])) << _U_MAP[0]))
 
 
 @njit(inline="always")
-def moment_value(c, scale):
-    """An int8 moment code's value (lowbit_reference.int8_moment_value), in 32-bit lanes: the
-    code's sign put on G(|code|) before the multiply (exact: -(s * G) == s * -G)."""
+def moment_value(c):
+    """An int8 moment code's map value, sign(c) * G(|c|) (lowbit_reference.int8_moment_value,
+    scale 1), in 32-bit lanes: the code's sign put on G's bits."""
     c32 = np.int32(c)
     k = np.uint32(np.int32(-c32) if c32 < 0 else c32)
     g = np.uint32(np.uint32(np.uint32(k + _M_MAP[1]) << _M_MAP[0])
                   | np.uint32(np.uint32(c32) & _SIGN_BIT))
-    return scale * f32_from_bits(g if k != 0 else np.uint32(0))
+    return f32_from_bits(g if k != 0 else np.uint32(0))
 
 
 @njit(inline="always")
-def log_code(x, r, stochastic, fmt):
-    """x in [0, 1] -> its code of log map ``fmt`` (lowbit_reference.log_code), all in 32-bit
-    lanes; ``r``: 16 random bits."""
+def log_code(x, r, stochastic):
+    """x in [0, 1] -> its magnitude code of the moment's map (lowbit_reference.log_code), all in
+    32-bit lanes; ``r``: 16 random bits."""
     if stochastic:
-        add, below = np.uint32(r << fmt[2]), np.float32(np.int32(r))
+        add, below = np.uint32(r << _M_MAP[2]), np.float32(np.int32(r))
     else:
-        add, below = fmt[3], _NEAREST
-    big = np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> fmt[0]) - fmt[1])
+        add, below = _M_MAP[3], _NEAREST
+    big = np.uint32(np.uint32(np.uint32(f32_bits(x) + add) >> _M_MAP[0]) - _M_MAP[1])
     # x * min_steps > below, as the sign of their difference (+0 when equal): 2 ops
-    small = np.uint32(f32_bits(below - x * fmt[5]) >> _SIGN)
-    return big if x >= fmt[4] else small
+    small = np.uint32(f32_bits(below - x * MOMENT_MIN_STEPS) >> _SIGN)
+    return big if x >= MOMENT_MIN else small
+
+
+@njit(inline="always")
+def floor_code(x, r, stochastic):
+    """x in [0, 1] -> its inf-norm code (lowbit_reference.floor_code): the bit rounding, then a
+    signed max with 0; ``r``: 16 random bits."""
+    add = np.uint32(r << _U_MAP[2]) if stochastic else _U_MAP[3]
+    k = np.int32(np.int32(np.uint32(f32_bits(x) + add) >> _U_MAP[0]) - _U_MAP[1])
+    return np.uint8(np.uint32(k if k > 0 else np.int32(0)) & _BYTE)
 
 
 @njit(inline="always")
@@ -237,8 +242,7 @@ def moment_code(x, r, stochastic):
     """x = m * (1 / scale) -> its int8 code (lowbit_reference.moment_code): the sign of x and
     the moment map's code of |x|, all in 32-bit lanes."""
     bits = f32_bits(x)
-    k = log_code(f32_from_bits(np.uint32(bits & _ABS)), np.uint32(r & _LOW16), stochastic,
-                 _M_MAP)
+    k = log_code(f32_from_bits(np.uint32(bits & _ABS)), np.uint32(r & _LOW16), stochastic)
     return np.int8(np.uint8(np.uint32(np.uint32(0) - k) & _BYTE if bits >> _SIGN else k))
 
 
@@ -251,8 +255,8 @@ def encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m
         r = scramble32(counter ^ key) if stochastic else np.uint32(0)
         counter = np.uint32(counter + np.uint32(1))  # 32-bit lanes (counter + j: 64-bit)
         mb[j] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else np.int8(0)
-        ub[j] = np.uint8(log_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic, _U_MAP)
-                         & _BYTE) if code_u else np.uint8(0)
+        ub[j] = floor_code(ubuf[j] * tu, np.uint32(r >> _S16), stochastic) if code_u \
+            else np.uint8(0)
 
 
 def _make_int8_chunk(flavor, stochastic, generic):
@@ -267,19 +271,19 @@ def _make_int8_chunk(flavor, stochastic, generic):
         for b0 in range(start, end, BLOCK):
             n = min(BLOCK, end - b0)
             blk = b0 // BLOCK
-            ms, us = m_scale[blk], u_scale[blk]
+            # the scales folded into the betas (lowbit_reference.int8_update)
+            b1s, b2s = b1 * m_scale[blk], b2 * u_scale[blk]
             mmax, umax = np.uint32(0), np.uint32(0)
-            # block views: indices known >= 0 (an offset index would need numba's negative-
-            # index wrap, which stops vectorisation)
-            # (pc, gc: the chunk's params and grads, from its first element)
+            # block views (pc, gc start at the chunk's first element): indices known >= 0 (an
+            # offset index would need numba's negative-index wrap, which stops vectorisation)
             pb, gb = pc[b0 - start:b0 - start + n], gc[b0 - start:b0 - start + n]
             mb, ub = mq[b0:b0 + n], uq[b0:b0 + n]
             for j in range(n):
                 gj = loop_grad(gb[j], pb[j], lo, hi, scale, decay, clip_value, scale_grad,
                                decay_mode, generic)
-                pj, m, u = adamax_element(pb[j], gj, moment_value(mb[j], ms),
-                                          us * log_value(ub[j], _U_MAP), lr_t, b1, omb1, b2,
-                                          eps, flavor)
+                pj, m, u = adamax_element(pb[j], gj, moment_value(mb[j]),
+                                          inf_norm_value(ub[j]), lr_t, b1s, omb1, b2s, eps,
+                                          flavor)
                 pb[j] = pj
                 mbuf[j] = m
                 ubuf[j] = u
@@ -363,11 +367,7 @@ def update_borrow_int8(ops, flavor):
                 ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic, ops.offsets)
 
 
-def sumsq_flat_int8(ops, flags):
-    return sumsq_flat(ops, flags)
-
-
-sumsq_borrow_int8 = sumsq_borrow_bf16
+sumsq_flat_int8, sumsq_borrow_int8 = sumsq_flat_bf16, sumsq_borrow_bf16
 
 
 # --- mixed precision: float16/bfloat16 params and grads, float32 masters --------------------------

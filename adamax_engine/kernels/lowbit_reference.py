@@ -1,4 +1,4 @@
-"""The numpy oracle of low-bit optimizer state (bfloat16 moments), importing no fast code.
+"""The numpy oracle of low-bit optimizer state (bfloat16 and int8), importing no fast code.
 
 ``state_dtype="bfloat16"`` keeps moment and inf_norm as bfloat16 bits (uint16), computes each
 step in float32 exactly as the float32 path does (``reference.prepare_grad`` and
@@ -9,17 +9,17 @@ step in float32 exactly as the float32 path does (``reference.prepare_grad`` and
   rounding is unbiased. Without it, ``u <- max(b2*u + eps, |g|)`` with b2 = 0.999 moves u by
   0.1% a step, less than half a bfloat16 step (0.4%): round-to-nearest gives u back unchanged
   and the inf-norm never decays. inf and NaN are rounded to nearest (NaN stays NaN).
-* r is counter-based: one 32-bit hash of the element's index in the flat buffer and of the
-  segment's step count per element and step; its low half rounds the moment, its high half
-  the inf-norm. The same step and
-  element get the same r whatever thread runs them, so results are reproducible and
-  independent of the thread count.
+* r is counter-based (random_bits: the element's index under the step's key); its low half
+  rounds the moment, its high half the inf-norm. Whatever thread runs an element, it gets the
+  same r: results are reproducible and independent of the thread count.
 * ``rounding="nearest"``: round to nearest even (ml_dtypes' ``astype(bfloat16)``).
+
+``state_dtype="int8"``: block codes on log maps, the same rounding (int8_update, below).
 """
 import numpy as np
 
 from . import layout as L
-from .reference import adamax_update, prepare_grad
+from .reference import adamax_update, borrowed_sumsq, prepare_grad, sumsq_flat, sumsq_mixed_flat
 
 _MUL1, _MUL2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 
@@ -109,9 +109,7 @@ def update_flat_bf16(ops, flavor):
                 ops.flags, flavor, ops.steps, ops.stochastic, ops.origin)
 
 
-def sumsq_flat_bf16(ops, flags):
-    from .reference import sumsq_flat
-    return sumsq_flat(ops, flags)
+sumsq_flat_bf16 = sumsq_flat  # the norm pass reads the grads only
 
 
 # --- int8 block-quantized state -----------------------------------------------------------------
@@ -121,26 +119,28 @@ BLOCK = 256
 _NAN = np.float32(np.nan)
 
 
-#: the inf-norm's uint8 log map: code c >= 1 stands for scale * F(c), F(c) the float32 with
-#: bits (c + LOG_BIAS) << 19, i.e. 16 codes per octave (4 mantissa bits) over the 16 octaves
-#: below the block's max: F(255) = 1.0, F(1) = 1.125 * 2^-16; code 0 is 0
+#: the inf-norm's uint8 log map: code c stands for scale * F(c), F(c) the float32 with bits
+#: (c + LOG_BIAS) << 19, i.e. 16 codes per octave (4 mantissa bits) over the 16 octaves below
+#: the block's max: F(255) = 1.0, F(0) = 1.0625 * 2^-16, the map's floor (floor_code)
 LOG_SHIFT, LOG_BIAS = 19, (0x3F800000 >> 19) - 255
-LOG_MIN = np.uint32((1 + LOG_BIAS) << LOG_SHIFT).view(np.float32)  # F(1)
-#: x / F(1) in units of 2^-16 is x * LOG_MIN_STEPS (below F(1): the linear codes' rounding)
-LOG_MIN_STEPS = np.float32(65536) / LOG_MIN
 #: the moment's map: a sign and 127 magnitudes, k >= 1 standing for scale * G(k), G(k) the
 #: float32 with bits (k + MOMENT_BIAS) << 20, i.e. 8 codes per octave (3 mantissa bits) over
 #: the ~16 octaves below the block's max: G(127) = 1.0, G(1) = 1.25 * 2^-16; code 0 is 0
 MOMENT_SHIFT, MOMENT_BIAS = 20, (0x3F800000 >> 20) - 127
 MOMENT_MIN = np.uint32((1 + MOMENT_BIAS) << MOMENT_SHIFT).view(np.float32)  # G(1)
+#: x / G(1) in units of 2^-16 is x * MOMENT_MIN_STEPS (below G(1): the linear codes' rounding)
 MOMENT_MIN_STEPS = np.float32(65536) / MOMENT_MIN
 
 
-def log_value(codes, shift, bias):
-    """Magnitude codes -> their map's float32 values: bits (code + bias) << shift; 0 for 0."""
+def map_value(codes, shift, bias):
+    """Magnitude codes -> the float32 with bits (code + bias) << shift."""
     c = np.asarray(codes, np.uint32)
-    f = ((c + np.uint32(bias)) << np.uint32(shift)).view(np.float32)
-    return np.where(c == 0, np.float32(0), f)
+    return ((c + np.uint32(bias)) << np.uint32(shift)).view(np.float32)
+
+
+def log_value(codes, shift, bias):
+    """Magnitude codes -> their map's float32 values: map_value, and 0 for code 0."""
+    return np.where(np.asarray(codes) == 0, np.float32(0), map_value(codes, shift, bias))
 
 
 def int8_moment_value(codes, scale):
@@ -160,29 +160,47 @@ def int8_moment_value_v2(codes, scale):
 def int8_inf_norm_value(codes, scale):
     """uint8 codes of one block -> float32: scale * F(code), F the log map above (relative
     steps of 3.1-6.25% from the block max down to 2^-16 of it, where linear codes would have
-    none left; decoding is integer work and one multiply)."""
+    none left; decoding is integer work and one multiply, with no test for code 0)."""
+    return np.float32(scale) * map_value(codes, LOG_SHIFT, LOG_BIAS)
+
+
+def int8_inf_norm_value_v3(codes, scale):
+    """The inf-norm map of schemes "int8 v2" and "int8 v3": F(code), but code 0 is 0."""
     return np.float32(scale) * log_value(codes, LOG_SHIFT, LOG_BIAS)
 
 
-def log_code(x, r, stochastic, shift=LOG_SHIFT, bias=LOG_BIAS, minimum=LOG_MIN,
-             min_steps=LOG_MIN_STEPS):
-    """x in [0, 1] -> magnitude codes of a log map (the inf-norm's by default; the moment's with
-    its constants). At or above its code 1's value: rounding in the bit pattern, as for
-    bfloat16 (bits + r * 2^(shift - 16), then >> shift: unbiased within an octave, where the
-    map is linear), or + 2^(shift - 1) (nearest); below: linear between 0 and code 1's value,
-    1 where x / value(1) * 2^16 > r (so with probability x / value(1)), or > 2^15 - 1/2
-    (nearest). r: 16 random bits. NaN -> 0."""
+def bit_rounding(x, r, stochastic, shift):
+    """(bits(x) + r * 2^(shift - 16)) >> shift, or + 2^(shift - 1) (nearest), as int64: the
+    rounding of a map with 2^(23 - shift) codes an octave in the float's own bit pattern, as
+    for bfloat16 (unbiased within an octave, where the map is linear). r: 16 random bits."""
+    add = np.asarray(r, np.uint32) << np.uint32(shift - 16) if stochastic \
+        else np.uint32(1 << (shift - 1))
+    with np.errstate(over="ignore"):
+        return ((np.asarray(x, np.float32).view(np.uint32) + add)
+                >> np.uint32(shift)).astype(np.int64)
+
+
+def log_code(x, r, stochastic):
+    """x in [0, 1] -> magnitude codes of the moment's map. At or above G(1): bit_rounding;
+    below: linear between 0 and G(1), 1 where x * MOMENT_MIN_STEPS > r (so with probability
+    x / G(1)), or > 2^15 - 1/2 (nearest). r: 16 random bits. NaN -> 0."""
     x = np.asarray(x, np.float32)
-    bits = x.view(np.uint32)
-    if stochastic:
-        r = np.asarray(r, np.uint32)
-        add, below = r << np.uint32(shift - 16), r.astype(np.float32)
-    else:
-        add, below = np.uint32(1 << (shift - 1)), np.float32(32767.5)
+    below = np.asarray(r, np.uint32).astype(np.float32) if stochastic else np.float32(32767.5)
+    big = bit_rounding(x, r, stochastic, MOMENT_SHIFT) - MOMENT_BIAS
     with np.errstate(over="ignore", invalid="ignore"):
-        big = ((bits + add) >> np.uint32(shift)).astype(np.int64) - bias
-        small = x * min_steps > below
-    code = np.where(x >= minimum, big, small)
+        small = x * MOMENT_MIN_STEPS > below
+    code = np.where(x >= MOMENT_MIN, big, small)
+    return np.where(x != x, 0, code).astype(np.uint8)
+
+
+def floor_code(x, r, stochastic):
+    """x in [0, 1] -> inf-norm codes: bit_rounding all the way down to F(0) (F(0) and F(1)
+    share an octave, so it is unbiased there too) and code 0 below it: the map's floor,
+    rounding up. u divides the step, so rounding a small u up only shortens its element's
+    step; a map with no zero decodes with no test, and this code needs none either (two
+    selects and four operations less an element in the compute-bound CPU loop). NaN -> 0."""
+    x = np.asarray(x, np.float32)
+    code = np.maximum(bit_rounding(x, r, stochastic, LOG_SHIFT) - LOG_BIAS, 0)
     return np.where(x != x, 0, code).astype(np.uint8)
 
 
@@ -192,8 +210,7 @@ def moment_code(x, r, stochastic):
     scale's rounding allows, still rounds to 127."""
     x = np.asarray(x, np.float32)
     r = np.asarray(r, np.uint32) & np.uint32(0xFFFF) if stochastic else None
-    k = log_code(np.abs(x), r, stochastic, MOMENT_SHIFT, MOMENT_BIAS, MOMENT_MIN,
-                 MOMENT_MIN_STEPS).astype(np.int16)
+    k = log_code(np.abs(x), r, stochastic).astype(np.int16)
     return np.where(x < 0, -k, k).astype(np.int8)
 
 
@@ -209,7 +226,7 @@ def int8_quantize(m, u, rand, stochastic):
 
     moment: scale = max |m|, code = moment_code(m * (1 / scale)) in [-127, 127] with the low
     16 random bits; inf-norm: scale = max |u| (u >= +0 by construction), code =
-    log_code(u * (1 / scale)) with the high 16 random bits. Scales that are not ``encodable``
+    floor_code(u * (1 / scale)) with the high 16 random bits. Scales that are not ``encodable``
     give zero codes; a non-finite value makes its block's scale non-finite."""
     m, u = np.asarray(m, np.float32), np.asarray(u, np.float32)
     sm, su = np.float32(np.max(np.abs(m))), np.float32(np.max(np.abs(u)))
@@ -220,7 +237,7 @@ def int8_quantize(m, u, rand, stochastic):
         tm, tu = np.float32(1) / sm, np.float32(1) / su
         cm = moment_code(m * tm, rand, stochastic) if encodable(sm, tm) \
             else np.zeros(m.shape, np.int8)
-        cu = log_code(u * tu, ru, stochastic) if encodable(su, tu) \
+        cu = floor_code(u * tu, ru, stochastic) if encodable(su, tu) \
             else np.zeros(u.shape, np.uint8)
     return cm, sm, cu, su
 
@@ -229,7 +246,9 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
                 stochastic=True, origin=0):
     """One step of every active segment of a float32 (or float64) bucket with int8
     block-quantized state: per block, dequantize, step in the parameters' precision, requantize
-    (from float32) with fresh scales (kernels/lowbit.py)."""
+    (from float32) with fresh scales (kernels/lowbit.py). The held values enter the step as
+    (beta1 * scale) * G(code), not beta1 * (scale * G(code)): a rounding apart from the
+    values decode_codes gives."""
     for seg, start, end in chunks:
         if flags[seg, L.ACTIVE] == 0:
             continue
@@ -238,10 +257,15 @@ def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, f
             b1 = min(b0 + BLOCK, end)
             blk, sl = b0 // BLOCK, slice(b0, b1)
             g = prepare_grad(grads[sl], params[sl], h, flags[seg])
-            m = int8_moment_value(mq[sl], m_scale[blk]).astype(params.dtype)
-            u = int8_inf_norm_value(uq[sl], u_scale[blk]).astype(params.dtype)
+            # the maps' values; each block's scale goes into its betas, one multiply an
+            # element less than scaling the values (the step is compute-bound on a CPU)
+            m = int8_moment_value(mq[sl], 1).astype(params.dtype)
+            u = int8_inf_norm_value(uq[sl], 1).astype(params.dtype)
+            dt = params.dtype.type
             adamax_update(params[sl], g, m, u, lr_t=h[L.LR_T], beta1=h[L.BETA1],
-                          beta2=h[L.BETA2], epsilon=h[L.EPS], flavor=flavor)
+                          beta2=h[L.BETA2], epsilon=h[L.EPS], flavor=flavor,
+                          moment_factor=h[L.BETA1] * dt(m_scale[blk]),
+                          inf_norm_factor=h[L.BETA2] * dt(u_scale[blk]))
             rand = random_bits(steps[seg], np.arange(b0, b1, dtype=np.uint64) + origin)
             mq[sl], m_scale[blk], uq[sl], u_scale[blk] = int8_quantize(m, u, rand, stochastic)
 
@@ -251,9 +275,7 @@ def update_flat_int8(ops, flavor):
                 ops.chunks, ops.hyper, ops.flags, flavor, ops.steps, ops.stochastic, ops.origin)
 
 
-def sumsq_flat_int8(ops, flags):
-    from .reference import sumsq_flat
-    return sumsq_flat(ops, flags)
+sumsq_flat_int8 = sumsq_flat
 
 
 def int8_decode(codes, scales, offset, kind, scheme=None):
@@ -262,7 +284,7 @@ def int8_decode(codes, scales, offset, kind, scheme=None):
     ``scheme``: the int8 scheme that wrote the codes (None: this version's)."""
     codes = np.asarray(codes).reshape(-1)
     out = np.empty(codes.shape[0], np.float32)
-    value = MOMENT_MAPS[scheme or SCHEMES["int8"]] if kind == "moment" else int8_inf_norm_value
+    value = INT8_MAPS[scheme or SCHEMES["int8"]][0 if kind == "moment" else 1]
     for b0 in range(0, codes.shape[0], BLOCK):
         sl, blk = slice(b0, b0 + BLOCK), (offset + b0) // BLOCK
         out[sl] = value(codes[sl], scales[blk])
@@ -270,15 +292,20 @@ def int8_decode(codes, scales, offset, kind, scheme=None):
 
 
 #: the name a checkpoint records for how its low-bit state codes are to be read; a reader
-#: decodes codes written under an older int8 scheme it knows (MOMENT_MAPS) to values and
+#: decodes codes written under an older int8 scheme it knows (INT8_MAPS) to values and
 #: refuses any other
 SCHEMES = {"bfloat16": "bfloat16 bits",
-           "int8": "int8 v3: blocks of 256; moment sign + uint7 log map (8 codes an octave, 16 "
-                   "octaves); inf_norm uint8 log map (16 codes an octave, 16 octaves)"}
+           "int8": "int8 v4: blocks of 256; moment sign + uint7 log map (8 codes an octave, 16 "
+                   "octaves); inf_norm uint8 log map (16 codes an octave, 16 octaves, code 0 "
+                   "its floor)"}
+INT8_V3 = ("int8 v3: blocks of 256; moment sign + uint7 log map (8 codes an octave, 16 "
+           "octaves); inf_norm uint8 log map (16 codes an octave, 16 octaves)")
 INT8_V2 = ("int8 v2: blocks of 256; moment int8 * max|m|/127; inf_norm uint8 log map (16 codes "
            "an octave, 16 octaves)")
-#: the int8 schemes this version reads, by their moment map (the inf-norm's is the same)
-MOMENT_MAPS = {SCHEMES["int8"]: int8_moment_value, INT8_V2: int8_moment_value_v2}
+#: the int8 schemes this version reads: their (moment, inf-norm) maps
+INT8_MAPS = {SCHEMES["int8"]: (int8_moment_value, int8_inf_norm_value),
+             INT8_V3: (int8_moment_value, int8_inf_norm_value_v3),
+             INT8_V2: (int8_moment_value_v2, int8_inf_norm_value_v3)}
 #: the dtypes a state dtype's (moment, inf_norm) codes are held in
 CODE_DTYPES = {"bfloat16": (np.uint16, np.uint16), "int8": (np.int8, np.uint8)}
 
@@ -286,12 +313,13 @@ CODE_DTYPES = {"bfloat16": (np.uint16, np.uint16), "int8": (np.int8, np.uint8)}
 def decode_codes(state_dtype, moment, inf_norm, moment_scale=None, inf_norm_scale=None,
                  scheme=None):
     """One parameter's held state -> its float32 (moment, inf_norm) values, exactly
-    (``scheme``: an int8 scheme of MOMENT_MAPS, None for this version's)."""
+    (``scheme``: an int8 scheme of INT8_MAPS, None for this version's)."""
     if state_dtype == "bfloat16":
         return bf16_value(moment).reshape(np.shape(moment)), \
             bf16_value(inf_norm).reshape(np.shape(inf_norm))
     return (int8_decode(moment, moment_scale, 0, "moment", scheme).reshape(np.shape(moment)),
-            int8_decode(inf_norm, inf_norm_scale, 0, "inf_norm").reshape(np.shape(inf_norm)))
+            int8_decode(inf_norm, inf_norm_scale, 0, "inf_norm", scheme).reshape(
+                np.shape(inf_norm)))
 
 
 def check_codes(moment, inf_norm):
@@ -341,7 +369,6 @@ update_borrow_int8 = _borrowed(update_flat_int8)
 
 
 def sumsq_borrow_bf16(ops, flags):
-    from .reference import borrowed_sumsq
     return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags,
                           np.zeros(ops.moment.shape[0], ops.hyper.dtype))
 
@@ -365,9 +392,4 @@ update_mixed_flat_bf16 = _mixed(update_flat_bf16)
 update_mixed_flat_int8 = _mixed(update_flat_int8)
 
 
-def sumsq_mixed_flat_bf16(ops, flags):
-    from .reference import sumsq_mixed_flat
-    return sumsq_mixed_flat(ops, flags)
-
-
-sumsq_mixed_flat_int8 = sumsq_mixed_flat_bf16
+sumsq_mixed_flat_bf16 = sumsq_mixed_flat_int8 = sumsq_mixed_flat

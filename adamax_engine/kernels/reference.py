@@ -20,15 +20,20 @@ def paddle_max(a, b):
     return np.where(a < b, b, a)
 
 
-def adamax_update(param, grad, moment, inf_norm, *, lr_t, beta1, beta2, epsilon, flavor=L.PADDLE):
+def adamax_update(param, grad, moment, inf_norm, *, lr_t, beta1, beta2, epsilon, flavor=L.PADDLE,
+                  moment_factor=None, inf_norm_factor=None):
     """One Adamax step on one tensor, in place. Scalars must already be of the param dtype.
 
     ``grad`` is the final gradient (after clipping and decay). ``lr_t`` already holds the bias
     correction lr / (1 - beta1^t). ``flavor`` decides where epsilon goes (see layout.FLAVORS).
+    ``moment_factor``/``inf_norm_factor``: what the held moment and inf-norm are multiplied by
+    (beta1, beta2 by default; int8 state holds its codes' map values and folds each block's
+    scale into them: lowbit_reference.int8_update).
     """
     one_minus_beta1 = param.dtype.type(1) - beta1
-    moment[...] = beta1 * moment + one_minus_beta1 * grad
-    decayed = beta2 * inf_norm
+    moment[...] = (beta1 if moment_factor is None else moment_factor) * moment \
+        + one_minus_beta1 * grad
+    decayed = (beta2 if inf_norm_factor is None else inf_norm_factor) * inf_norm
     if flavor == L.PADDLE:
         inf_norm[...] = paddle_max(np.abs(grad), decayed + epsilon)
     elif flavor in (L.TORCH, L.OPTAX):

@@ -29,8 +29,8 @@ import numpy as np
 from numba import cuda
 
 from ..layout import ACTIVE
-from ..lowbit_reference import (BLOCK, LOG_BIAS, LOG_MIN, LOG_MIN_STEPS, LOG_SHIFT,
-                                MOMENT_BIAS, MOMENT_MIN, MOMENT_MIN_STEPS, MOMENT_SHIFT)
+from ..lowbit_reference import (BLOCK, LOG_BIAS, LOG_SHIFT, MOMENT_BIAS, MOMENT_MIN,
+                                MOMENT_MIN_STEPS, MOMENT_SHIFT)
 from . import dense as K
 from .runtime import NTHREADS, simulated
 
@@ -111,40 +111,54 @@ def encodable(scale, factor):
 
 
 @cuda.jit(device=True, inline=True)
-def log_value(c, shift, bias):
-    """A log map's value of magnitude code ``c`` (lowbit_reference.log_value)."""
-    c = int(c)
-    if c == 0:
-        return np.float32(0)
-    return f32_from_bits((c + bias) << shift)
+def inf_norm_value(c):
+    """An inf-norm code's map value F(c) (lowbit_reference.int8_inf_norm_value, scale 1)."""
+    return f32_from_bits((int(c) + LOG_BIAS) << LOG_SHIFT)
 
 
 @cuda.jit(device=True, inline=True)
-def moment_value(c, scale):
-    """An int8 moment code's value (lowbit_reference.int8_moment_value)."""
+def moment_value(c):
+    """An int8 moment code's map value (lowbit_reference.int8_moment_value, scale 1)."""
     c = int(c)
-    v = scale * log_value(-c if c < 0 else c, MOMENT_SHIFT, MOMENT_BIAS)
+    if c == 0:
+        return np.float32(0)
+    v = f32_from_bits(((-c if c < 0 else c) + MOMENT_BIAS) << MOMENT_SHIFT)
     return -v if c < 0 else v
 
 
 @cuda.jit(device=True, inline=True)
-def log_code(x, r, stochastic, shift, bias, minimum, min_steps):
-    """x in [0, 1] -> its magnitude code of a log map (lowbit_reference.log_code); ``r``: 16
-    random bits."""
-    if x >= minimum:
-        add = (int(r) << (shift - 16)) if stochastic else (1 << (shift - 1))
-        return ((((int(f32_bits(x)) + add) & _MASK) >> shift) - bias) & 0xFF
-    below = np.float32(r) if stochastic else np.float32(32767.5)
-    return 1 if x * min_steps > below else 0
+def bit_rounding(x, r, stochastic, shift):
+    """lowbit_reference.bit_rounding: x's bits, plus r's or nearest's offset, >> shift."""
+    add = (int(r) << (shift - 16)) if stochastic else (1 << (shift - 1))
+    return ((int(f32_bits(x)) + add) & _MASK) >> shift
 
 
 @cuda.jit(device=True, inline=True)
 def moment_code(x, r, stochastic):
     """x = m * (1 / scale) -> its int8 code (lowbit_reference.moment_code): the sign of x and
-    the moment map's code of |x|, rounded with r's low 16 bits."""
-    k = log_code(abs(x), int(r) & 0xFFFF, stochastic, MOMENT_SHIFT, MOMENT_BIAS, MOMENT_MIN,
-                 MOMENT_MIN_STEPS)
+    the moment map's code of |x| (lowbit_reference.log_code), rounded with r's low 16 bits."""
+    a, r = abs(x), int(r) & 0xFFFF
+    if a >= MOMENT_MIN:
+        k = (bit_rounding(a, r, stochastic, MOMENT_SHIFT) - MOMENT_BIAS) & 0xFF
+    else:
+        below = np.float32(r) if stochastic else np.float32(32767.5)
+        k = 1 if a * MOMENT_MIN_STEPS > below else 0
     return -k if x < 0 else k
+
+
+@cuda.jit(device=True, inline=True)
+def floor_code(x, r, stochastic):
+    """x in [0, 1] -> its inf-norm code (lowbit_reference.floor_code)."""
+    k = bit_rounding(x, r, stochastic, LOG_SHIFT) - LOG_BIAS
+    return k if k > 0 else 0
+
+
+@cuda.jit(device=True, inline=True)
+def folded(s, ms, us):
+    """``s`` with a block's scales folded into its betas (lowbit_reference.int8_update)."""
+    return K.SegmentScalars(s.lr_t, s.beta1 * ms, s.one_minus_beta1, s.beta2 * us, s.eps,
+                            s.decay, s.clip_min, s.clip_max, s.grad_scale, s.clip_value,
+                            s.scale_grad, s.decay_mode, s.flavor)
 
 
 @cuda.jit(device=True, inline=True)
@@ -235,15 +249,14 @@ def make_int8_update(load_param, load_grad, store):
                 while b0 < end:
                     n = end - b0 if end - b0 < BLOCK else BLOCK
                     blk = b0 // BLOCK
-                    ms, us = m_scale[blk], u_scale[blk]
+                    sb = folded(s, m_scale[blk], u_scale[blk])
                     mmax, umax = 0, 0
                     j = t
                     while j < n:
                         i = b0 + j
                         p, m, u = K.element(load_param(params, seg, i, where),
                                             load_grad(grads, seg, i, where),
-                                            moment_value(mq[i], ms),
-                                            us * log_value(uq[i], LOG_SHIFT, LOG_BIAS), s)
+                                            moment_value(mq[i]), inf_norm_value(uq[i]), sb)
                         store(params, seg, i, where, p)
                         mbuf[j], ubuf[j] = m, u
                         am, au = abs_bits(m), abs_bits(u)
@@ -270,8 +283,7 @@ def make_int8_update(load_param, load_grad, store):
                         i = b0 + j
                         r = scramble32((int(i + origin) & _MASK) ^ key) if stochastic else 0
                         mq[i] = moment_code(mbuf[j] * tm, r, stochastic) if code_m else 0
-                        uq[i] = log_code(ubuf[j] * tu, r >> 16, stochastic, LOG_SHIFT, LOG_BIAS,
-                                         LOG_MIN, LOG_MIN_STEPS) if code_u else 0
+                        uq[i] = floor_code(ubuf[j] * tu, r >> 16, stochastic) if code_u else 0
                         j += nt
                     cuda.syncthreads()  # every thread has read top[.., 0] and the old scales
                     if t == 0:
