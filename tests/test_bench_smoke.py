@@ -31,13 +31,13 @@ def test_bench_command_tiny_as_documented(tmp_path):
     assert any(p.suffix == ".png" for p in (tmp_path / "bench_tiny").iterdir())
 
 
-def test_bench_cuda_tiny_runs_in_the_simulator():
+def test_bench_cuda_tiny_runs_in_the_simulator(tmp_path):
     """Every launch of ``bench --device cuda`` (the engine, its bare update launch, clip+L2, the
     copy ceiling, the host-time loop) runs end to end in the CUDA simulator."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     out = subprocess.run([sys.executable, "-m", "adamax_engine.cli", "bench", "--device", "cuda",
                           "--tiny", "--reps", "2"], capture_output=True, text=True, timeout=600,
-                         env=env, cwd=ROOT)
+                         env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "numba CUDA simulator" in out.stdout
     for line in ("engine (adopt, fused)", "its update launch alone", "device-to-device copy",
