@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .specialise import specialised
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                      EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
                      PADDLE, SCALE_GRAD, TORCH)
@@ -82,7 +83,7 @@ def _make_loop(flavor, generic):
     LLVM, is what makes a kernel slow to compile.
     """
 
-    @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
+    @specialised(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorising)
     def loop(p, g, m, u, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value, scale_grad,
              decay_mode):
         for i in range(p.shape[0]):

@@ -11,6 +11,7 @@ from .cpu import adamax_element, borrowed_sumsq, borrowed_view, prepared_grad, s
 from .halfbits import (bf16_quiet, bf16_to_f32, f32_bits, f32_from_bits, f32_is_nan,
                        f32_to_bf16, from_f32, store_code, widen)
 from .mixed import sumsq_mixed_flat
+from .specialise import specialised
 from .lowbit_reference import (LOG_BIAS, LOG_SHIFT, MOMENT_BIAS, MOMENT_MIN, MOMENT_MIN_STEPS,
                                MOMENT_SHIFT)
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
@@ -85,7 +86,7 @@ def _make_loop(flavor, stochastic, generic):
     a loop the flags are hoisted out of, which LLVM vectorises). ``base``: the chunk's first
     index in the flat buffer (the random bits' counter)."""
 
-    @njit(error_model="numpy")
+    @specialised(error_model="numpy")
     def loop(p, g, mq, uq, base, lr_t, b1, omb1, b2, eps, lo, hi, scale, decay, clip_value,
              scale_grad, decay_mode, key):
         for j in range(p.shape[0]):
@@ -107,7 +108,7 @@ def _make_kernel(flavor, stochastic, chunk_views):
     generic one: the same bits either way."""
     fast, generic = _make_loop(flavor, stochastic, False), _make_loop(flavor, stochastic, True)
 
-    @njit(parallel=True, error_model="numpy")
+    @specialised(parallel=True, error_model="numpy")
     def kernel(params, grads, mq, uq, offsets, chunks, hyper, flags, steps, origin):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
@@ -265,7 +266,7 @@ def _make_int8_chunk(flavor, stochastic, generic):
     the new moments in two block buffers (in L1) while reducing their max |.|; pass 2 writes
     the codes from those fresh scales. p, g and the codes are read and written once."""
 
-    @njit(error_model="numpy")
+    @specialised(error_model="numpy")
     def chunk(pc, gc, mq, uq, m_scale, u_scale, mbuf, ubuf, start, end, origin, key, lr_t, b1,
               omb1, b2, eps, lo, hi, scale, decay, clip_value, scale_grad, decay_mode):
         for b0 in range(start, end, BLOCK):
@@ -313,7 +314,7 @@ def _make_int8_kernel(flavor, stochastic, chunk_views):
     fast = _make_int8_chunk(flavor, stochastic, False)
     generic = _make_int8_chunk(flavor, stochastic, True)
 
-    @njit(parallel=True, error_model="numpy")
+    @specialised(parallel=True, error_model="numpy")
     def kernel(params, grads, mq, uq, m_scale, u_scale, offsets, chunks, hyper, flags, steps,
                origin, scratch):
         for c in prange(chunks.shape[0]):

@@ -15,6 +15,7 @@ import numpy as np
 from .cpu import (adamax_element, borrowed_view, chunk_stats, combine_partials, prepared_grad,
                   slp_vectorizer)
 from .halfbits import BFLOAT16, FLOAT16, from_f32, store_code, to_f32
+from .specialise import specialised
 from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE, EPS,
                      GRAD_SCALE, L1_DECAY, L2_DECAY, LR_T, ONE_MINUS_BETA1,
                      SCALE_GRAD)
@@ -60,7 +61,7 @@ def _make_loop(store):
     flavor and type (~0.95 in a kernel-only test) would cost ~1 s of compile each. Called,
     not inlined (numba's IR inliner is slow to compile)."""
 
-    @njit(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorisation)
+    @specialised(error_model="numpy")  # x/0 -> inf as numpy (a raise would stop vectorising)
     def loop(p16, g16, master, m, u, lr_t, b1, omb1, b2, eps, scale, decay, l2_decay, flavor):
         for i in range(p16.shape[0]):
             gi = to_f32(g16[i], store) * scale

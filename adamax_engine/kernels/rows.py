@@ -14,11 +14,9 @@ increments sum_k lr_t_k * m_k / u_k do not, so exactness needs the replay: O(mis
 touched row, paid only for rows that are touched again (or flushed).
 Lazy mode (``replay=False``): touched rows take this step, other rows do nothing at all.
 
-Not cached on disk: in a test run (CI, 2026-11-29) a cached rows kernel written earlier in the
-run, once loaded, gave results one ulp off the oracle's, while a fresh compile of the same
-signature was exact (reproduced, not yet explained; the kernels call the flavor loops that
-kernels.cpu builds with a factory). Compiling them per process costs a few seconds at the first
-row-sparse step.
+Cached on disk like kernels.cpu's: a cached rows kernel once loaded one ulp off, because
+numba gave another flavor's loop the same symbol in the loading process; the loops now carry
+their specialisation in their names (kernels/specialise.py).
 """
 import numpy as np
 from numba import njit, prange
@@ -27,7 +25,7 @@ from .cpu import update_slices
 from .layout import SCALE_GRAD
 
 
-@njit(parallel=True)  # not cached: see the module docstring
+@njit(parallel=True, cache=True)
 def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, flags, flavor,
                 replay):
     """Step ``now`` for each (unique) row in ``rows`` with ``values[i]`` as its grad."""
@@ -45,7 +43,7 @@ def rows_update(param, moment, inf_norm, rows, values, last, hist, base, now, fl
         last[r] = now
 
 
-@njit(parallel=True)  # not cached: see the module docstring
+@njit(parallel=True, cache=True)
 def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, flavor):
     """catch_up for the (unique) rows ``rows`` only: before a forward pass reads them."""
     zero = np.zeros(param.shape[1], param.dtype)
@@ -59,7 +57,7 @@ def rows_catch_up(param, moment, inf_norm, rows, last, hist, base, upto, flags, 
             last[r] = upto
 
 
-@njit(parallel=True)  # not cached: see the module docstring
+@njit(parallel=True, cache=True)
 def catch_up(param, moment, inf_norm, last, hist, base, upto, flags, flavor):
     """Replay, with zero grads, every step up to ``upto`` that a row missed (exact mode)."""
     zero = np.zeros(param.shape[1], param.dtype)
