@@ -6,7 +6,10 @@
   load N       counter set to N, compile the torch loop alone, then run the cached
                fused_update in paddle's flavor: print its uid, whether the cache was hit and
                whether params and state equal the oracle's bit for bit
+  lowbit DTYPE three steps with bfloat16 or int8 state: print a digest of the params and
+               the state, and how many kernels came from the cache
 """
+import hashlib
 import itertools
 import json
 import sys
@@ -51,7 +54,31 @@ def compile_torch_loop_alone():
     return loop_uids(LOOPS["torch"])
 
 
+def lowbit_steps(state_dtype):
+    import adamax_engine as ae
+    from adamax_engine.kernels import lowbit
+    rng = np.random.default_rng(11)
+    params = [ae.Parameter(rng.standard_normal(n).astype(np.float32), name=f"p{i}")
+              for i, n in enumerate([300, 1000, 17])]
+    opt = ae.Adamax(learning_rate=0.01, parameters=params, state_dtype=state_dtype,
+                    grad_clip=ae.ClipGradByGlobalNorm(1.0))
+    for _ in range(3):
+        for p in params:
+            p.grad = rng.standard_normal(p.shape).astype(np.float32)
+        opt.step()
+    digest = hashlib.sha256()
+    for value in [p.data for p in params] + list(opt.state_dict().values()):
+        if isinstance(value, np.ndarray):
+            digest.update(value.tobytes())
+    kernels = list(lowbit._KERNELS.values()) + list(lowbit._INT8_KERNELS.values())
+    print(json.dumps({"digest": digest.hexdigest(), "kernels": len(kernels),
+                      "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in kernels)}))
+
+
 def main(mode, start=None):
+    if mode == "lowbit":
+        lowbit_steps(start)
+        return
     chunks, hyper, flags, arrays = problem()
     if mode == "write":
         cpu.fused_update(*[a.copy() for a in arrays], chunks, hyper, flags, L.PADDLE)

@@ -101,14 +101,15 @@ def _make_loop(flavor, stochastic, generic):
     return loop
 
 
-def _make_kernel(flavor, stochastic, chunk_views):
-    """The fused bfloat16-state update for one flavor and rounding, compiled on first use;
-    ``chunk_views``: flat_chunk or borrowed_chunk. Chunks without value clip or L1 decay take
-    the fast loop (the norm scale always applied, x * 1 == x; L2 as one select), the others the
-    generic one: the same bits either way."""
-    fast, generic = _make_loop(flavor, stochastic, False), _make_loop(flavor, stochastic, True)
+def _make_kernel(flavor, stochastic, views):
+    """The fused bfloat16-state update for one flavor and rounding, compiled on first use or
+    loaded from numba's cache; ``views``: flat_chunk or borrowed_chunk. Chunks without value
+    clip or L1 decay take the fast loop (the norm scale always applied, x * 1 == x; L2 as one
+    select), the others the generic one: the same bits either way."""
+    calls = {"chunk_views": views, "fast": _make_loop(flavor, stochastic, False),
+             "generic": _make_loop(flavor, stochastic, True)}  # globals of the kernel
 
-    @specialised(parallel=True, error_model="numpy")
+    @specialised(calls, parallel=True, error_model="numpy", cache=True)
     def kernel(params, grads, mq, uq, offsets, chunks, hyper, flags, steps, origin):
         for c in prange(chunks.shape[0]):
             seg, start, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
@@ -308,13 +309,13 @@ def _make_int8_chunk(flavor, stochastic, generic):
     return chunk
 
 
-def _make_int8_kernel(flavor, stochastic, chunk_views):
+def _make_int8_kernel(flavor, stochastic, views):
     """Every active chunk of the bucket in parallel; the generic loop only for chunks with value
     clip or L1 decay (the fast one applies the norm scale always, x * 1 == x: the same bits)."""
-    fast = _make_int8_chunk(flavor, stochastic, False)
-    generic = _make_int8_chunk(flavor, stochastic, True)
+    calls = {"chunk_views": views, "fast": _make_int8_chunk(flavor, stochastic, False),
+             "generic": _make_int8_chunk(flavor, stochastic, True)}  # globals of the kernel
 
-    @specialised(parallel=True, error_model="numpy")
+    @specialised(calls, parallel=True, error_model="numpy", cache=True)
     def kernel(params, grads, mq, uq, m_scale, u_scale, offsets, chunks, hyper, flags, steps,
                origin, scratch):
         for c in prange(chunks.shape[0]):

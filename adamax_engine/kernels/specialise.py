@@ -10,6 +10,7 @@ off, or a crash: numba/numba#10486, reproduced in tests/test_kernel_cache.py). W
 specialisation in the name, equal symbols mean equal code in every process.
 """
 import re
+import types
 
 import numpy as np
 from numba import njit
@@ -21,20 +22,32 @@ def _tag(value):
     if isinstance(value, (bool, int, np.integer)):
         return str(int(value))
     func = getattr(value, "py_func", value)  # a numba dispatcher: its Python function
-    if callable(func) and hasattr(func, "__qualname__"):
-        return func.__qualname__
+    if callable(func) and hasattr(func, "__name__"):
+        return func.__name__
     raise TypeError(f"specialised: cannot name a free variable of type {type(value).__name__}"
                     " (expected a number or a function)")
 
 
-def specialised(**options):
-    """``njit(**options)`` on a factory's inner function, its qualified name extended with
-    each free variable: ``loop`` of ``_make_loop(flavor=1, generic=True)`` compiles as
-    ``loop__flavor_1__generic_1``."""
+def specialised(calls=None, **options):
+    """``njit(**options)`` on a factory's inner function, its name extended with each free
+    variable: ``loop`` of ``_make_loop(flavor=1, generic=True)`` compiles as
+    ``loop__flavor_1__generic_1``.
+
+    ``calls``: {name: function} that the function calls by those (global) names, bound in a
+    copy of its globals rather than in its closure. For ``cache=True``: numba's cache key
+    hashes a closure's cells, and a dispatcher there pickles differently in every process
+    (a random id), so a kernel that closed over its loops would never be found again.
+    """
     def wrap(func):
-        cells = func.__closure__ or ()
-        parts = [f"{name}_{_tag(cell.cell_contents)}"
-                 for name, cell in zip(func.__code__.co_freevars, cells)]
-        func.__qualname__ = re.sub(r"\W", "_", "__".join([func.__qualname__, *parts]))
+        bound = {**dict(zip(func.__code__.co_freevars,
+                            (c.cell_contents for c in func.__closure__ or ()))),
+                 **(calls or {})}
+        if calls:
+            func = types.FunctionType(func.__code__, {**func.__globals__, **calls},
+                                      func.__name__, func.__defaults__, func.__closure__)
+        name = re.sub(r"\W", "_", "__".join([func.__name__, *(f"{k}_{_tag(v)}"
+                                                              for k, v in bound.items())]))
+        prefix = func.__qualname__.rpartition(".")[0]
+        func.__name__, func.__qualname__ = name, f"{prefix}.{name}" if prefix else name
         return njit(**options)(func)
     return wrap
