@@ -65,6 +65,7 @@ def test_every_specialisation_compiles_under_its_own_name():
     names = [f.py_func.__qualname__ for f in _factory_functions()]
     assert len(set(names)) == len(names) == 32
     assert cpu._TORCH_FAST.py_func.__name__ == "loop__flavor_1__generic_0"
+    assert max(len(f.py_func.__name__) for f in _factory_functions()) <= 64
     assert all(f.py_func.__name__.isidentifier() for f in _factory_functions())
 
 

@@ -9,11 +9,14 @@ body for both, and the cached kernel calls the other flavor's loop (results an u
 off, or a crash: numba/numba#10486, reproduced in tests/test_kernel_cache.py). With the
 specialisation in the name, equal symbols mean equal code in every process.
 """
+import hashlib
 import re
 import types
 
 import numpy as np
 from numba import njit
+
+MAX_NAME = 64
 
 
 def _tag(value):
@@ -31,7 +34,8 @@ def _tag(value):
 def specialised(calls=None, **options):
     """``njit(**options)`` on a factory's inner function, its name extended with each free
     variable: ``loop`` of ``_make_loop(flavor=1, generic=True)`` compiles as
-    ``loop__flavor_1__generic_1``.
+    ``loop__flavor_1__generic_1`` (a name longer than MAX_NAME: the function's own name and
+    a digest of the long one).
 
     ``calls``: {name: function} that the function calls by those (global) names, bound in a
     copy of its globals rather than in its closure. For ``cache=True``: numba's cache key
@@ -47,6 +51,8 @@ def specialised(calls=None, **options):
                                       func.__name__, func.__defaults__, func.__closure__)
         name = re.sub(r"\W", "_", "__".join([func.__name__, *(f"{k}_{_tag(v)}"
                                                               for k, v in bound.items())]))
+        if len(name) > MAX_NAME:  # numba's cache file names hold it (Windows: 260-char paths)
+            name = f"{func.__name__}__{hashlib.sha1(name.encode()).hexdigest()[:16]}"
         prefix = func.__qualname__.rpartition(".")[0]
         func.__name__, func.__qualname__ = name, f"{prefix}.{name}" if prefix else name
         return njit(**options)(func)
