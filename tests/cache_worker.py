@@ -4,7 +4,8 @@
                loop's numba uid
   probe N      numba's uid counter set to N, compile the torch loop alone: print its uid
   load N       counter set to N, compile the torch loop alone, then run the cached
-               fused_update in paddle's flavor: print its uid, whether the cache was hit and
+               fused_update in paddle's flavor: print the loop's uid and signature, whether
+               the cache was hit and
                whether params and state equal the oracle's bit for bit
   lowbit DTYPE three steps with bfloat16 or int8 state: print a digest of the params and
                the state, and how many kernels came from the cache
@@ -46,6 +47,10 @@ def loop_uids(loop):
     return [result.fndesc.uid for result in loop.overloads.values()]
 
 
+def loop_signatures(loop):
+    return [str(sig) for sig in loop.signatures]
+
+
 def compile_torch_loop_alone():
     one = np.ones(8, np.float32)
     half = np.float32(0.5)
@@ -82,7 +87,8 @@ def main(mode, start=None):
     chunks, hyper, flags, arrays = problem()
     if mode == "write":
         cpu.fused_update(*[a.copy() for a in arrays], chunks, hyper, flags, L.PADDLE)
-        print(json.dumps({name: loop_uids(loop) for name, loop in LOOPS.items()}))
+        print(json.dumps({"uids": {name: loop_uids(loop) for name, loop in LOOPS.items()},
+                          "paddle_signatures": loop_signatures(LOOPS["paddle"])}))
         return
     FunctionIdentity._unique_ids = itertools.count(int(start))
     torch_uids = compile_torch_loop_alone()
@@ -93,6 +99,7 @@ def main(mode, start=None):
     ref.fused_update(*expect, chunks, hyper, flags, L.PADDLE)
     cpu.fused_update(*got, chunks, hyper, flags, L.PADDLE)
     print(json.dumps({"torch_uids": torch_uids,
+                      "torch_signatures": loop_signatures(LOOPS["torch"]),
                       "cache_hits": sum(cpu.fused_update.stats.cache_hits.values()),
                       "exact": all(np.array_equal(e, g) for e, g in zip(expect, got))}))
 

@@ -29,12 +29,15 @@ def test_a_cached_kernel_keeps_its_flavor_when_the_loader_compiled_another(tmp_p
     is set to force one), then loads fused_update from the cache and steps in paddle's
     flavor. Under one shared loop name the linker gave the cached kernel the torch loop (19
     of 317 params off); the kernel must equal the oracle bit for bit."""
-    uids = _worker(tmp_path, "write")
+    written = _worker(tmp_path, "write")
+    uids = written["uids"]
     assert len(set(sum(uids.values(), []))) == 3  # three loops, one float32 signature each
     offset = _worker(tmp_path, "probe", 1000)[0] - 1000  # uids the compile takes before its own
     target = uids["paddle"][0]
     result = _worker(tmp_path, "load", target - offset)
-    assert result["torch_uids"] == [target]  # the meeting happened
+    # the meeting happened: the same uid and argument types (the symbol's other parts)
+    assert result["torch_uids"] == [target]
+    assert result["torch_signatures"] == written["paddle_signatures"]
     assert result["cache_hits"] >= 1  # fused_update came from the cache
     assert result["exact"]
 
