@@ -3,6 +3,8 @@ documents the schemes): bfloat16 moments, one fused pass per chunk with the floa
 element code (20 B an element instead of 28), and int8 block codes below. No fastmath:
 bit-identical to the oracle whatever the thread count (the random bits depend on the step and
 the element only)."""
+import functools
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -81,6 +83,7 @@ def borrowed_chunk(params, grads, offsets, seg, start, end, like):
             borrowed_view(grads, offsets, seg, start, end, like))
 
 
+@functools.cache  # one compiled loop, shared by the flat and the borrow kernels
 def _make_loop(flavor, stochastic, generic):
     """One chunk's element loop, its own small compiled function (as kernels.cpu._make_loop:
     a loop the flags are hoisted out of, which LLVM vectorises). ``base``: the chunk's first
@@ -101,6 +104,7 @@ def _make_loop(flavor, stochastic, generic):
     return loop
 
 
+@functools.cache
 def _make_kernel(flavor, stochastic, views):
     """The fused bfloat16-state update for one flavor and rounding, compiled on first use or
     loaded from numba's cache; ``views``: flat_chunk or borrowed_chunk. Chunks without value
@@ -132,9 +136,6 @@ def _make_kernel(flavor, stochastic, views):
     return kernel
 
 
-_KERNELS = {}
-
-
 def _flavor(flavor):
     return int(flavor) if int(flavor) in (PADDLE, KERAS) else TORCH
 
@@ -143,10 +144,8 @@ def bf16_update(params, grads, mq, uq, chunks, hyper, flags, flavor, steps, stoc
                 offsets=None, origin=0):
     """One step of every active segment of a float32 bucket whose state is bfloat16 bits;
     with ``offsets``, params and grads are borrow mode's address tables."""
-    key = (_flavor(flavor), bool(stochastic), offsets is not None)
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        kernel = _KERNELS[key] = _make_kernel(*key[:2], borrowed_chunk if key[2] else flat_chunk)
+    kernel = _make_kernel(_flavor(flavor), bool(stochastic),
+                          flat_chunk if offsets is None else borrowed_chunk)
     kernel(params, grads, mq, uq, offsets if offsets is not None else chunks[:0, 0], chunks,
            hyper, flags, steps, origin)
 # --- the host stepper's entry points (step/host.py KERNELS), one signature per operation ------
@@ -165,8 +164,7 @@ def sumsq_borrow_bf16(ops, flags):
     return borrowed_sumsq(ops.grads, ops.offsets, ops.chunks, flags, ops.hyper)
 
 
-def sumsq_flat_bf16(ops, flags):
-    return sumsq_flat(ops, flags)  # the norm pass reads the grads only: the float32 one
+sumsq_flat_bf16 = sumsq_flat  # the norm pass reads the grads only: the float32 one
 
 
 # --- int8 block-quantized state (lowbit_reference.int8_update documents it) -------------------
@@ -261,6 +259,7 @@ def encode_block(mbuf, ubuf, mb, ub, n, tm, tu, counter, key, stochastic, code_m
             else np.uint8(0)
 
 
+@functools.cache  # shared by the flat and the borrow kernels, compiled once
 def _make_int8_chunk(flavor, stochastic, generic):
     """One chunk, block by block, as its own compiled function with the flags hoisted (as the
     float32 loops): pass 1 dequantizes, steps in float32 with the float32 element code and keeps
@@ -309,6 +308,7 @@ def _make_int8_chunk(flavor, stochastic, generic):
     return chunk
 
 
+@functools.cache
 def _make_int8_kernel(flavor, stochastic, views):
     """Every active chunk of the bucket in parallel; the generic loop only for chunks with value
     clip or L1 decay (the fast one applies the norm scale always, x * 1 == x: the same bits)."""
@@ -328,9 +328,8 @@ def _make_int8_kernel(flavor, stochastic, views):
                 f[DECAY_MODE]
             scale = h[GRAD_SCALE] if scale_grad else h.dtype.type(1)
             args = (start, end, origin, hash32(np.uint32(steps[seg] & 0xFFFFFFFF)), h[LR_T],
-                    h[BETA1],
-                    h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX], scale,
-                    h[DECAY], clip_value, scale_grad, decay_mode)
+                    h[BETA1], h[ONE_MINUS_BETA1], h[BETA2], h[EPS], h[CLIP_MIN], h[CLIP_MAX],
+                    scale, h[DECAY], clip_value, scale_grad, decay_mode)
             p, g = chunk_views(params, grads, offsets, seg, start, end, hyper)
             own = scratch[numba.get_thread_id()]  # this thread's two block buffers (no
             if clip_value or decay_mode == L1_DECAY:  # allocation per chunk)
@@ -340,22 +339,15 @@ def _make_int8_kernel(flavor, stochastic, views):
     return kernel
 
 
-_INT8_KERNELS = {}
-
-
 def int8_update(params, grads, mq, uq, m_scale, u_scale, chunks, hyper, flags, flavor, steps,
                 stochastic, offsets=None, origin=0):
     """One step of every active segment of a float32 bucket with int8 block-quantized state;
     with ``offsets``, params and grads are borrow mode's address tables."""
-    key = (_flavor(flavor), bool(stochastic), offsets is not None)
-    kernel = _INT8_KERNELS.get(key)
-    if kernel is None:
-        kernel = _INT8_KERNELS[key] = _make_int8_kernel(
-            *key[:2], borrowed_chunk if key[2] else flat_chunk)
+    kernel = _make_int8_kernel(_flavor(flavor), bool(stochastic),
+                               flat_chunk if offsets is None else borrowed_chunk)
     scratch = np.empty((numba.config.NUMBA_NUM_THREADS, 2, BLOCK), np.float32)
-    kernel(params, grads, mq, uq, m_scale, u_scale,
-           offsets if offsets is not None else chunks[:0, 0], chunks, hyper, flags, steps, origin,
-           scratch)
+    kernel(params, grads, mq, uq, m_scale, u_scale, offsets if offsets is not None else
+           chunks[:0, 0], chunks, hyper, flags, steps, origin, scratch)
 
 
 def update_flat_int8(ops, flavor):
