@@ -7,14 +7,14 @@
 
 ``init``/``update`` are optax's pair; the state (``ScaleByAdamaxState``: ``count``, ``mu``,
 ``nu``, pytrees shaped like the params) is what optax's tree utilities, ``inject_hyperparams``,
-``MultiSteps`` and ``apply_if_finite`` expect. ``update`` works inside ``jax.jit``: the step runs
-on the host through ``jax.pure_callback``: XLA packs the leaves into one flat buffer per dtype
-and unpacks the results, the callback makes one fused numba kernel call per dtype (the
-callback's copies make it slower than optax.adamax under jit: docs/performance.md). The kernel steps a zero parameter, so the
-update it writes is exactly ``-lr_t * m / u``, optax.adamax's update (flavor "optax":
-u = max(b2*u, |g| + eps), lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are widened to
-float32 (exact), stepped there with float32 ``mu``/``nu``, and their updates rounded back.
-``learning_rate`` may be a float or an optax schedule (a callable of the step count).
+``MultiSteps`` and ``apply_if_finite`` expect. On the CPU the step is one XLA FFI call per
+state dtype into a fused numba kernel (kernels/xla_ffi.py) that works on XLA's own buffers,
+``mu`` and ``nu`` in place; on other platforms a ``jax.pure_callback`` (copies to the host
+and back). The kernel steps a zero parameter, so the update it writes is exactly
+``-lr_t * m / u``, optax.adamax's update (flavor "optax": u = max(b2*u, |g| + eps),
+lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are widened to float32 (exact), stepped
+there with float32 ``mu``/``nu``, and their updates rounded back. ``learning_rate`` may be a
+float or an optax schedule (a callable of the step count).
 """
 import functools
 from typing import NamedTuple
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .kernels import cpu
+from .kernels import cpu, xla_ffi
 from .kernels import layout as L
 from .kernels.reference import paddle_hyper
 from .step.tables import begin_step
@@ -79,23 +79,20 @@ def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, flavor="optax"):
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         scalars = jnp.asarray([lr, b1, b2, eps], jnp.float64 if jax.config.jax_enable_x64
                               else jnp.float32)
-        groups = {}  # state dtype -> leaf indices; packed and unpacked by XLA, not Python
+        count = jnp.asarray(state.count, jnp.int32)
+        groups = {}  # state dtype -> leaf indices: one call each
         for i, m in enumerate(mu):
             groups.setdefault(jnp.dtype(m.dtype), []).append(i)
-        flats = [[jnp.concatenate([jnp.ravel(x[i]).astype(dt) for i in idx])
-                  for dt, idx in groups.items()] for x in (leaves, mu, nu)]
-        lengths = [tuple(int(np.size(leaves[i])) for i in idx) for idx in groups.values()]
-        shapes = [[jax.ShapeDtypeStruct(f.shape, f.dtype) for f in flats[0]]] * 3
-        new = jax.pure_callback(functools.partial(host_step, lengths=tuple(lengths)), shapes,
-                                *flats, state.count, scalars, vmap_method="sequential")
         out = [[None] * len(leaves) for _ in range(3)]
-        for k, (dt, idx) in enumerate(groups.items()):
-            bounds = np.cumsum(lengths[k])[:-1].tolist()
-            for which in range(3):
-                parts = jnp.split(new[which][k], bounds)
-                for i, part in zip(idx, parts):
-                    like = leaves[i] if which == 0 else mu[i]
-                    out[which][i] = part.reshape(jnp.shape(like)).astype(like.dtype)
+        for dt, idx in groups.items():
+            grads = [jnp.asarray(leaves[i]).astype(dt) for i in idx]
+            new = jax.lax.platform_dependent(
+                scalars, count, grads, [mu[i] for i in idx], [nu[i] for i in idx],
+                cpu=functools.partial(_ffi_step, code, dt),
+                default=functools.partial(_callback_step, host_step, dt))
+            for k, i in enumerate(idx):
+                out[0][i] = new[0][k].astype(leaves[i].dtype)
+                out[1][i], out[2][i] = new[1][k], new[2][k]
         count = optax.safe_int32_increment(state.count)
         return (treedef.unflatten(out[0]),
                 ScaleByAdamaxState(count, treedef.unflatten(out[1]), treedef.unflatten(out[2])))
@@ -103,30 +100,66 @@ def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, flavor="optax"):
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@functools.cache
+def _target(flavor, dtype_name):
+    """The XLA FFI target of one flavor and state dtype, registered on first use (the
+    handler compiles then, or loads from numba's cache)."""
+    name = f"adamax_engine_{flavor}_{dtype_name}"
+    handler = xla_ffi.handler(flavor, getattr(np, dtype_name))
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler.ctypes), platform="cpu")
+    return name
+
+
+def _ffi_step(flavor, dt, scalars, count, grads, mu, nu):
+    """One dtype's step as one XLA FFI call (kernels/xla_ffi.py has the operands' layout), in
+    place: each grad, ``mu`` and ``nu`` aliases its result. Inside a training step the grads
+    are XLA's own temporaries, so no buffer is copied; a caller that keeps its grads (an
+    optimizer-only jit) gets them copied by XLA first."""
+    sizes = [int(np.size(g)) for g in grads]
+    if max(sizes) >= 2 ** 31:
+        raise ValueError(f"updates: a leaf of {max(sizes)} elements; the optax front steps "
+                         "leaves of fewer than 2**31")
+    chunks = jnp.asarray(xla_ffi.chunk_rows(sizes, L.CHUNK))
+    n = len(grads)
+    shapes = [jax.ShapeDtypeStruct(jnp.shape(g), dt) for g in grads] * 3
+    aliases = {3 + k: k for k in range(3 * n)}
+    new = jax.ffi.ffi_call(_target(flavor, dt.name), shapes, input_output_aliases=aliases,
+                           vmap_method="sequential")(scalars, count, chunks, *grads, *mu, *nu)
+    return new[:n], new[n:2 * n], new[2 * n:]
+
+
+def _callback_step(host_step, dt, scalars, count, grads, mu, nu):
+    """One dtype's step through ``jax.pure_callback``, where no FFI handler is registered (not
+    the CPU): XLA packs each role's leaves into one flat buffer and unpacks the results."""
+    lengths = tuple(int(np.size(g)) for g in grads)
+    flats = [jnp.concatenate([jnp.ravel(x) for x in xs]) for xs in (grads, mu, nu)]
+    shapes = [jax.ShapeDtypeStruct(flats[0].shape, dt)] * 3
+    new = jax.pure_callback(functools.partial(host_step, lengths=lengths), shapes, *flats,
+                            count, scalars, vmap_method="sequential")
+    bounds = np.cumsum(lengths)[:-1].tolist()
+    return tuple([part.reshape(jnp.shape(g)) for part, g in zip(jnp.split(flat, bounds), grads)]
+                 for flat in new)
+
+
 class _HostStep:
-    """The host side of one update: one fused kernel call per dtype over the flat buffers that
+    """The host side of ``_callback_step``: one fused kernel call over the flat buffers that
     XLA packed (chunk tables cached per layout)."""
 
     def __init__(self, flavor):
         self.flavor = flavor
         self.chunk_tables = {}
 
-    def __call__(self, grads, mu, nu, count, scalars, lengths):
+    def __call__(self, g, m, u, count, scalars, lengths):
         lr, b1, b2, eps = (float(x) for x in np.asarray(scalars))
-        out = ([], [], [])
-        for g, m, u, lens in zip(grads, mu, nu, lengths):
-            g, m, u = np.asarray(g), np.array(m), np.array(u)  # state: fresh, writeable copies
-            chunks = self.chunk_tables.get(lens)
-            if chunks is None:
-                lens_arr = np.array(lens, np.int64)
-                offsets, _ = L.segment_offsets(lens_arr, align=1)
-                chunks = self.chunk_tables[lens] = L.build_chunk_table(offsets, lens_arr)
-            p = np.zeros(len(g), m.dtype)  # a zero parameter: the kernel writes -lr_t * m / u
-            self._step(p, g.astype(m.dtype, copy=False), m, u, chunks, len(lens), m.dtype, lr,
-                       b1, b2, eps, int(count))
-            for target, value in zip(out, (p, m, u)):
-                target.append(value)
-        return out
+        g, m, u = np.asarray(g), np.array(m), np.array(u)  # state: fresh, writeable copies
+        chunks = self.chunk_tables.get(lengths)
+        if chunks is None:
+            lens_arr = np.array(lengths, np.int64)
+            offsets, _ = L.segment_offsets(lens_arr, align=1)
+            chunks = self.chunk_tables[lengths] = L.build_chunk_table(offsets, lens_arr)
+        p = np.zeros(len(g), m.dtype)  # a zero parameter: the kernel writes -lr_t * m / u
+        self._step(p, g, m, u, chunks, len(lengths), m.dtype, lr, b1, b2, eps, int(count))
+        return p, m, u
 
     def _step(self, p, g, m, u, chunks, n, dt, lr, b1, b2, eps, step):
         T = dt.type

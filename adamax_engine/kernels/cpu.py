@@ -22,7 +22,7 @@ from .layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY
 
 
 @intrinsic
-def _as_pointer(typingctx, address, like):
+def as_pointer(typingctx, address, like):
     """Reinterpret an integer address as a pointer to ``like``'s dtype (for the borrow table)."""
     if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
         return None
@@ -147,7 +147,7 @@ def fused_update(params, grads, moment, inf_norm, chunks, hyper, flags, flavor):
 @njit(inline="always")
 def borrowed_view(addresses, offsets, seg, start, end, like):
     """The [start, end) slice (state coordinates) of a borrowed array given by its address."""
-    base = _as_pointer(addresses[seg] + (start - offsets[seg]) * like.itemsize, like)
+    base = as_pointer(addresses[seg] + (start - offsets[seg]) * like.itemsize, like)
     return numba.carray(base, (end - start,))
 
 

@@ -31,7 +31,7 @@ def _tag(value):
                     " (expected a number or a function)")
 
 
-def specialised(calls=None, **options):
+def specialised(calls=None, compile_with=njit, **options):
     """``njit(**options)`` on a factory's inner function, its name extended with each free
     variable: ``loop`` of ``_make_loop(flavor=1, generic=True)`` compiles as
     ``loop__flavor_1__generic_1`` (a name longer than MAX_NAME: the function's own name and
@@ -41,6 +41,7 @@ def specialised(calls=None, **options):
     copy of its globals rather than in its closure. For ``cache=True``: numba's cache key
     hashes a closure's cells, and a dispatcher there pickles differently in every process
     (a random id), so a kernel that closed over its loops would never be found again.
+    ``compile_with``: the decorator factory, ``njit`` or e.g. a ``numba.cfunc`` of a signature.
     """
     def wrap(func):
         bound = {**dict(zip(func.__code__.co_freevars,
@@ -55,5 +56,5 @@ def specialised(calls=None, **options):
             name = f"{func.__name__}__{hashlib.sha1(name.encode()).hexdigest()[:16]}"
         prefix = func.__qualname__.rpartition(".")[0]
         func.__name__, func.__qualname__ = name, f"{prefix}.{name}" if prefix else name
-        return njit(**options)(func)
+        return compile_with(**options)(func)
     return wrap
