@@ -7,10 +7,10 @@
 
 ``init``/``update`` are optax's pair; the state (``ScaleByAdamaxState``: ``count``, ``mu``,
 ``nu``, pytrees shaped like the params) is what optax's tree utilities, ``inject_hyperparams``,
-``MultiSteps`` and ``apply_if_finite`` expect. On the CPU the step is one XLA FFI call per
-state dtype into a fused numba kernel (kernels/xla_ffi.py) that works on XLA's own buffers,
-``mu`` and ``nu`` in place; on other platforms a ``jax.pure_callback`` (copies to the host
-and back). The kernel steps a zero parameter, so the update it writes is exactly
+``MultiSteps`` and ``apply_if_finite`` expect. On the CPU the step is XLA FFI calls (per
+state dtype, layout.FFI_LEAVES leaves each) into a fused numba kernel (kernels/xla_ffi.py)
+that works in place on XLA's own buffers; on other platforms a ``jax.pure_callback`` (copies
+to the host and back). The kernel steps a zero parameter, so the update it writes is exactly
 ``-lr_t * m / u``, optax.adamax's update (flavor "optax": u = max(b2*u, |g| + eps),
 lr_t = lr / (1 - b1**t)). float16/bfloat16 leaves are widened to float32 (exact), stepped
 there with float32 ``mu``/``nu``, and their updates rounded back. ``learning_rate`` may be a
@@ -111,21 +111,27 @@ def _target(flavor, dtype_name):
 
 
 def _ffi_step(flavor, dt, scalars, count, grads, mu, nu):
-    """One dtype's step as one XLA FFI call (kernels/xla_ffi.py has the operands' layout), in
-    place: each grad, ``mu`` and ``nu`` aliases its result. Inside a training step the grads
-    are XLA's own temporaries, so no buffer is copied; a caller that keeps its grads (an
-    optimizer-only jit) gets them copied by XLA first."""
+    """One dtype's step as XLA FFI calls of up to layout.FFI_LEAVES leaves each
+    (kernels/xla_ffi.py has the operands' layout), in place: each grad, ``mu`` and ``nu``
+    aliases its result. Inside a training step the grads are XLA's own temporaries, so no
+    buffer is copied; a caller that keeps its grads (an optimizer-only jit) gets them copied
+    by XLA first."""
     sizes = [int(np.size(g)) for g in grads]
     if max(sizes) >= 2 ** 31:
         raise ValueError(f"updates: a leaf of {max(sizes)} elements; the optax front steps "
                          "leaves of fewer than 2**31")
-    chunks = jnp.asarray(xla_ffi.chunk_rows(sizes, L.CHUNK))
-    n = len(grads)
-    shapes = [jax.ShapeDtypeStruct(jnp.shape(g), dt) for g in grads] * 3
-    aliases = {3 + k: k for k in range(3 * n)}
-    new = jax.ffi.ffi_call(_target(flavor, dt.name), shapes, input_output_aliases=aliases,
-                           vmap_method="sequential")(scalars, count, chunks, *grads, *mu, *nu)
-    return new[:n], new[n:2 * n], new[2 * n:]
+    target, out = _target(flavor, dt.name), ([], [], [])
+    for lo in range(0, len(grads), L.FFI_LEAVES):
+        part = slice(lo, lo + L.FFI_LEAVES)
+        n = len(sizes[part])
+        shapes = [jax.ShapeDtypeStruct(jnp.shape(g), dt) for g in grads[part]] * 3
+        call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential",
+                                input_output_aliases={3 + k: k for k in range(3 * n)})
+        new = call(scalars, count, jnp.asarray(xla_ffi.chunk_rows(sizes[part], L.CHUNK)),
+                   *grads[part], *mu[part], *nu[part])
+        for role in range(3):
+            out[role].extend(new[role * n:(role + 1) * n])
+    return out
 
 
 def _callback_step(host_step, dt, scalars, count, grads, mu, nu):

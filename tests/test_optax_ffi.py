@@ -103,6 +103,23 @@ def test_the_update_is_one_ffi_call_per_state_dtype_and_in_place():
     assert hlo.count("output_to_operand_aliasing={") == 1 and hlo.count(": (") >= 9
 
 
+def test_many_leaves_take_calls_of_ffi_leaves_each_with_the_same_bits():
+    n = 2 * L.FFI_LEAVES + 5
+    rng = np.random.default_rng(2)
+    grads = [jnp.asarray(rng.standard_normal(int(k)), jnp.float32)
+             for k in rng.integers(1, 300, n)]
+    mu = [jnp.asarray(rng.standard_normal(g.shape), jnp.float32) for g in grads]
+    nu = [jnp.abs(m) + 0.5 for m in mu]
+    args = (jnp.asarray([0.01, 0.9, 0.999, 1e-8], jnp.float32), jnp.asarray(3, jnp.int32),
+            grads, mu, nu)
+    ffi = jax.jit(front._ffi_step, static_argnums=(0, 1))
+    dt = jnp.dtype("float32")
+    assert ffi.lower(L.OPTAX, dt, *args).as_text().count("custom_call @adamax_engine_2_") == 3
+    ours, theirs = ffi(L.OPTAX, dt, *args), callback_step(L.OPTAX, dt, *args)
+    for a, b in zip(ours, theirs):
+        assert len(a) == n and all(np.array_equal(bits(x), bits(y)) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_paddle_beta1_pow_and_lr_t_follow_numpy_in_the_state_dtype(dtype):
     """front_hyper (numba) against the formula in numpy scalars, over 4000 steps."""

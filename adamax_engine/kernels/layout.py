@@ -14,6 +14,10 @@ import numpy as np
 
 #: elements per chunk; also the block size of the deterministic sum-of-squares reduction.
 CHUNK = 16384
+#: leaves per XLA FFI call of the optax front: XLA's compile time grows faster than linearly
+#: in one call's aliased operands (2000 leaves in one call: 393 s; 1000: 67 s, and 22 s in
+#: calls of 100 or 25, where optax.adamax takes 31 s)
+FFI_LEAVES = 64
 #: every segment starts at a multiple of this many elements (128 B in fp32): a warp's accesses
 #: then fall on whole cache lines. Unaligned starts cost a GPU about a third of its bandwidth
 #: (H200, 64 tensors of 15.6M fp32: 0.55 of a copy's bandwidth; 64 x 4.19M aligned: 0.82).
