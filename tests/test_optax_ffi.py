@@ -172,3 +172,32 @@ def test_a_leaf_of_2_31_elements_is_refused_by_name():
     tx = front.adamax(1e-3)
     with pytest.raises(ValueError, match="updates: a leaf of 2147483648 elements"):
         jax.eval_shape(tx.update, [big], jax.eval_shape(tx.init, [big]))
+
+
+_PMAP = """
+import numpy as np, jax, jax.numpy as jnp, numba, optax
+from adamax_engine.optax import adamax
+assert jax.device_count() == 2
+tx, ref = adamax(1e-2), optax.adamax(1e-2)
+rng = np.random.default_rng(0)
+params = {"w": jnp.asarray(rng.standard_normal((2, 70000)), jnp.float32)}
+ours, theirs = jax.pmap(tx.init)(params), jax.pmap(ref.init)(params)
+for _ in range(5):
+    g = {"w": jnp.asarray(rng.standard_normal((2, 70000)), jnp.float32)}
+    u, ours = jax.pmap(tx.update)(g, ours)
+    v, theirs = jax.pmap(ref.update)(g, theirs)
+np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(v["w"]), rtol=2e-6, atol=2e-7)
+print(numba.threading_layer())
+"""
+
+
+def test_two_cpu_devices_step_at_once_under_pmap():
+    """XLA runs each device's call on its own thread: numba's OpenMP and TBB layers take
+    concurrent kernel launches (its workqueue layer aborts: docs/frameworks.md)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run([sys.executable, "-c", _PMAP], env=env, text=True,
+                          capture_output=True, timeout=600)
+    if done.returncode != 0 and "workqueue threading layer" in done.stderr:
+        pytest.skip("numba's workqueue threading layer: no concurrent kernel launches")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] in ("omp", "tbb")
