@@ -201,3 +201,20 @@ def test_two_cpu_devices_step_at_once_under_pmap():
         pytest.skip("numba's workqueue threading layer: no concurrent kernel launches")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] in ("omp", "tbb")
+
+
+def test_vmap_over_a_batch_of_states_matches_optax():
+    """vmap_method="sequential": one FFI call per batch element, each in place."""
+    optax = pytest.importorskip("optax")
+    tx, ref = front.adamax(1e-2), optax.adamax(1e-2)
+    rng = np.random.default_rng(4)
+    params = {"w": jnp.asarray(rng.standard_normal((3, 50)), jnp.float32),
+              "b": jnp.asarray(rng.standard_normal(3), jnp.float32)}
+    ours, theirs = jax.vmap(tx.init)(params), jax.vmap(ref.init)(params)
+    for _ in range(4):
+        g = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+        u, ours = jax.jit(jax.vmap(tx.update))(g, ours)
+        v, theirs = jax.vmap(ref.update)(g, theirs)
+        for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-7)
+    assert np.array_equal(np.asarray(ours.count), [4, 4, 4])
