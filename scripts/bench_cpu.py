@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU benchmark of the two workloads the core issue names, every ratio from this one run.
 
-  python3 scripts/bootstrap.py python scripts/bench_cpu.py [--tiny] [--reps N]
+  python3 scripts/bootstrap.py python scripts/bench_cpu.py [--tiny] [--reps N] [--parts P,..]
 
 (a) a transformer-shaped model (73 tensors, 23M fp32 params) and (b) 2000 tensors of 16-4096
 elements: the engine's step (adopt/flat, borrow, global-norm clip + L2 + scheduler), its
@@ -10,15 +10,19 @@ torch.optim.Adamax (default, foreach) and paddle.optimizer.Adamax, and the engin
 those frameworks' own parameters. ``adamax-engine bench`` runs the wider sweep (sizes 1e3-1e8,
 thread counts, numpy reference, optax) with the same code (adamax_engine/bench/).
 
-Two round-robin loops per workload: first the engine's variants against the ceiling, alone (so
+Round-robin loops per workload (``--parts``): the engine's float32 variants against the
+ceiling; its low-bit states against the float32 step and their own ceilings; both alone (so
 that a framework's thread pool still spinning after its call, e.g. paddle's Intel OpenMP for
 200 ms, cannot slow whichever of them runs next); then the engine against the frameworks, all
-in one loop. Every ratio is the median over rounds of the two times in the same round (load
-that comes and goes cancels). Ratios to the ceiling come from the first loop, speed-ups from
-the second, which also times the ceiling: no implementation can beat it, so peer / ceiling
-bounds any speed-up. The read ceiling (one pass over the grads) bounds the clip pipeline.
+in one loop, and against optax in its own. Every ratio is the median over rounds of the two
+times in the same round (load that comes and goes cancels); a loop of few implementations
+keeps a round short, so its pairs are timed close together. Speed-ups come from the
+frameworks' loop, which also times the ceiling: no implementation can beat it, so peer /
+ceiling bounds any speed-up. The read ceiling (one pass over the grads) bounds the clip
+pipeline.
 """
 import argparse
+import functools
 import os
 import sys
 
@@ -31,8 +35,8 @@ from adamax_engine.bench.startup import cold_start, describe  # noqa: E402
 from adamax_engine.bench.timing import (machine_info, paired_ratio, summary,  # noqa: E402
                                         timeit_rounds)
 
-OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling", "engine_bf16",
-       "ceiling_bf16", "engine_int8", "ceiling_int8"]
+OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling"]
+LOWBIT = ["engine", "engine_bf16", "ceiling_bf16", "engine_int8", "ceiling_int8"]
 PEERS = ["engine", "ceiling", "torch", "torch_foreach", "paddle", "engine_on_torch",
          "engine_on_paddle", "torch_front"]
 JAX = ["optax_jit", "optax_front_jit", "ceiling"]  # their own loop: XLA's thread pool
@@ -63,11 +67,82 @@ def fmt(t):
     return "skipped (not installed)" if t is None else f"{t[0] * 1e3:9.3f} ms (±{t[1] * 1e3:.3f})"
 
 
+def _loop(impls, shapes, rng, reps):
+    """One round-robin loop: its rounds, and its medians printed."""
+    rounds = timeit_rounds(_build(impls, shapes, rng), reps)
+    res = summary(rounds)
+    for impl in impls:
+        print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
+    return rounds, res
+
+
+def engine_part(shapes, rng, reps):
+    rounds, _ = _loop(OWN, shapes, rng, reps)
+    r = functools.partial(paired_ratio, rounds)
+    floor = (rounds["ceiling"] + rounds["read_ceiling"]) / rounds["ceiling"]
+    print(f"ratios (medians of same-round ratios): flat/ceiling = {r('ceiling', 'engine'):.2f}"
+          f" of ceiling (target >= 0.9); borrow/flat = {r('engine_borrow', 'engine'):.2f}x "
+          f"(target <= 1.3); clip+L2+sched/bare = {r('engine_full', 'engine'):.2f}x (target "
+          f"<= 1.25; floor here {np.median(floor):.2f}x: the norm pass's read of the grads)")
+
+
+def lowbit_part(shapes, rng, reps):
+    print("low-bit state, in its own loop:")
+    rounds, _ = _loop(LOWBIT, shapes, rng, reps)
+    r = functools.partial(paired_ratio, rounds)
+    print(f"bfloat16 state: {r('engine_bf16', 'engine'):.2f}x the float32 step's time "
+          f"(target <= 0.80), {r('ceiling_bf16', 'engine_bf16'):.2f} of its own ceiling "
+          f"(target >= 0.85)")
+    print(f"int8 state: {r('engine_int8', 'engine'):.2f}x the float32 step's time "
+          f"(target <= 0.70), {r('ceiling_int8', 'engine_int8'):.2f} of its own ceiling "
+          f"(target >= 0.85)")
+
+
+def peers_part(shapes, rng, reps):
+    print("with the frameworks, in one loop:")
+    rounds, res = _loop(PEERS, shapes, rng, reps)
+    r = functools.partial(paired_ratio, rounds)
+    for peer in ("torch", "torch_foreach", "paddle"):
+        if peer in res:
+            print(f"speed-up vs {LABELS[peer]}: {r(peer, 'engine'):.1f}x (the memory "
+                  f"ceiling itself: {r(peer, 'ceiling'):.1f}x)")
+    for mine, theirs in (("engine_on_torch", "torch"), ("engine_on_torch", "torch_foreach"),
+                         ("engine_on_paddle", "paddle")):
+        if mine in res and theirs in res:
+            print(f"same model: {LABELS[mine]} {r(theirs, mine):.1f}x faster "
+                  f"than {LABELS[theirs]}")
+    if "torch_front" in res:
+        for theirs in ("torch", "torch_foreach"):
+            print(f"torch front: {r(theirs, 'torch_front'):.1f}x faster than {LABELS[theirs]}")
+        print(f"torch front / engine on torch params: "
+              f"{r('torch_front', 'engine_on_torch'):.2f} (target <= 1.10)")
+
+
+def jax_part(shapes, rng, reps):
+    rounds = timeit_rounds(_build(JAX, shapes, rng), reps)
+    res = summary(rounds)
+    if "optax_jit" in res:
+        print("jax, in their own loop:")
+        for impl in JAX:
+            print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
+        print(f"optax front under jit: {paired_ratio(rounds, 'optax_jit', 'optax_front_jit'):.2f}x"
+              " the speed of optax.adamax under jit (>1: faster)")
+
+
+PARTS = {"engine": engine_part, "lowbit": lowbit_part, "peers": peers_part, "jax": jax_part}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"which loops to run, comma-separated (default: all of {','.join(PARTS)})")
     args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        ap.error(f"--parts: expected names from {','.join(PARTS)}, got {args.parts!r}")
     rng = np.random.default_rng(0)
     workloads = {"(a) transformer 73 tensors": peers.transformer_shapes(),
                  "(b) 2000 small tensors": peers.small_shapes()}
@@ -80,52 +155,8 @@ def main(argv=None):
     for title, shapes in workloads.items():
         n = int(sum(np.prod(s) for s in shapes))
         print(f"\n## {title}: {len(shapes)} tensors, {n / 1e6:.2f}M fp32 params, 28 B/element")
-        rounds = timeit_rounds(_build(OWN, shapes, rng), args.reps)
-        own = summary(rounds)
-        for impl in OWN:
-            print(f"{LABELS[impl]:30s} {fmt(own.get(impl))}")
-
-        def r(num, den, rounds=rounds):
-            return paired_ratio(rounds, num, den)
-        floor = (rounds["ceiling"] + rounds["read_ceiling"]) / rounds["ceiling"]
-        print(f"ratios (medians of same-round ratios): flat/ceiling = {r('ceiling', 'engine'):.2f}"
-              f" of ceiling (target >= 0.9); borrow/flat = {r('engine_borrow', 'engine'):.2f}x "
-              f"(target <= 1.3); clip+L2+sched/bare = {r('engine_full', 'engine'):.2f}x (target "
-              f"<= 1.25; floor here {np.median(floor):.2f}x: the norm pass's read of the grads)")
-        print(f"bfloat16 state: {r('engine_bf16', 'engine'):.2f}x the float32 step's time "
-              f"(target <= 0.80), {r('ceiling_bf16', 'engine_bf16'):.2f} of its own ceiling "
-              f"(target >= 0.85)")
-        print(f"int8 state: {r('engine_int8', 'engine'):.2f}x the float32 step's time "
-              f"(target <= 0.70), {r('ceiling_int8', 'engine_int8'):.2f} of its own ceiling "
-              f"(target >= 0.85)")
-        rounds = timeit_rounds(_build(PEERS, shapes, rng), args.reps)
-        res = summary(rounds)
-        print("with the frameworks, in one loop:")
-        for impl in PEERS:
-            print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
-        for peer in ("torch", "torch_foreach", "paddle"):
-            if peer in res:
-                print(f"speed-up vs {LABELS[peer]}: {r(peer, 'engine', rounds):.1f}x (the memory "
-                      f"ceiling itself: {r(peer, 'ceiling', rounds):.1f}x)")
-        for mine, theirs in (("engine_on_torch", "torch"), ("engine_on_torch", "torch_foreach"),
-                             ("engine_on_paddle", "paddle")):
-            if mine in res and theirs in res:
-                print(f"same model: {LABELS[mine]} {r(theirs, mine, rounds):.1f}x faster "
-                      f"than {LABELS[theirs]}")
-        if "torch_front" in res:
-            for theirs in ("torch", "torch_foreach"):
-                print(f"torch front: {r(theirs, 'torch_front', rounds):.1f}x faster than "
-                      f"{LABELS[theirs]}")
-            print(f"torch front / engine on torch params: "
-                  f"{r('torch_front', 'engine_on_torch', rounds):.2f} (target <= 1.10)")
-        rounds = timeit_rounds(_build(JAX, shapes, rng), args.reps)
-        res = summary(rounds)
-        if "optax_jit" in res:
-            print("jax, in their own loop:")
-            for impl in JAX:
-                print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
-            print(f"optax front under jit: {r('optax_jit', 'optax_front_jit', rounds):.2f}x the "
-                  "speed of optax.adamax under jit (>1: faster)")
+        for part in parts:
+            PARTS[part](shapes, rng, args.reps)
     print("\n" + describe(cold_start(warm_only=True)))
 
 

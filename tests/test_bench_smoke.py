@@ -15,6 +15,22 @@ def test_bench_cpu_tiny_runs():
     assert "engine flat (adopt)" in out.stdout and "of ceiling" in out.stdout
     assert "floor here" in out.stdout and "the memory ceiling itself" in out.stdout
     assert "import + first step" in out.stdout
+    assert "int8 state:" in out.stdout and "low-bit state, in its own loop" in out.stdout
+
+
+def test_bench_cpu_parts_runs_only_the_named_loops():
+    """``--parts lowbit``: the low-bit loop alone (the device check's 16-core CPU run); an
+    unknown part is one usage error naming the flag."""
+    script = os.path.join(ROOT, "scripts", "bench_cpu.py")
+    out = subprocess.run([sys.executable, script, "--tiny", "--reps", "2", "--parts", "lowbit"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("int8 state:") == 2  # both workloads
+    assert "flat/ceiling" not in out.stdout and "with the frameworks" not in out.stdout
+    bad = subprocess.run([sys.executable, script, "--tiny", "--parts", "lowbit,gpu"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--parts: expected names from engine,lowbit,peers,jax" in bad.stderr
 
 
 def test_bench_command_tiny_as_documented(tmp_path):
