@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
@@ -61,3 +63,29 @@ def test_bench_cuda_tiny_runs_in_the_simulator(tmp_path):
                  "engine, int8 state"):
         assert line in out.stdout, line
     assert out.stdout.count("ms (±") >= 8  # every engine row timed, in both workloads
+
+
+def test_bench_cuda_goes_on_past_a_model_that_does_not_fit(monkeypatch, capsys):
+    """A model too large for the card (1B params beside the peers' copies) is reported as
+    skipped and the next workloads still run; any other error still stops the run."""
+    from adamax_engine.bench import cuda as bench
+    ran, real = [], bench.workload
+
+    def first_does_not_fit(title, *args):
+        if not ran:
+            ran.append(title)
+            raise MemoryError("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+        ran.append(title)
+        return real(title, *args)
+    monkeypatch.setattr(bench, "workload", first_does_not_fit)
+    monkeypatch.setattr(bench, "host_time_per_step", lambda torch, counts, reps: [])
+    assert bench.main(["--tiny", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: out of device memory (MemoryError" in out
+    assert len(ran) == 2 and "small tensors" in ran[1] and "engine, int8 state" in out
+
+    def broken(*args):
+        raise RuntimeError("a real bug")
+    monkeypatch.setattr(bench, "workload", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        bench.main(["--tiny", "--reps", "1"])

@@ -6,6 +6,7 @@ the CUDA toolkit's libNVVM and ptxas. Skipped where no CUDA toolkit is installed
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,10 +22,12 @@ KERNELS = {"cuda.update", "cuda.sumsq_partials", "cuda.finish_clip", "cuda.end_s
            "cuda_mixed.int8_update"}
 
 
-def test_every_cuda_kernel_compiles_for_sm90(tmp_path):
+@pytest.mark.parametrize("index", ["int64", "uint64"])  # kernels/cuda/runtime.py's Index
+def test_every_cuda_kernel_compiles_for_sm90(tmp_path, index):
+    env = dict(os.environ, ADAMAX_ENGINE_CUDA_INDEX=index)
     out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "ptx_check.py"),
                           "--cc", "9.0", "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env=env)
     if out.returncode == 3:
         pytest.skip("no CUDA toolkit (libNVVM) on this machine")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -39,3 +42,10 @@ def test_every_cuda_kernel_compiles_for_sm90(tmp_path):
         if report["ptxas"]:  # SASS too: no register spills in any kernel
             assert r["registers"] and r["spill_bytes"] == 0, r
     assert len(list(tmp_path.glob("*.ptx"))) == len(results)
+    # a wrapped signed index costs a 64-bit ``shr.s64 ..., 63`` (and an and and an add) per
+    # access: 12 in the float32 update with signed indices; with unsigned ones the loop wraps
+    # none and what is left is the chunk's table reads
+    ptx = next(tmp_path.glob("cuda.update.float32.*.ptx")).read_text()
+    wraps = len(re.findall(r"shr\.s64\s+%rd\d+, %rd\d+, 63;", ptx))
+    assert wraps <= 2 if index == "uint64" else wraps >= 10, wraps
+    assert ptx.count("ld.global.f32") >= 16  # the four-wide loop's p, g, m, u loads are there

@@ -21,6 +21,7 @@ from numba.extending import intrinsic
 
 from . import dense as K
 from . import lowbit as KL
+from .runtime import Index
 
 
 @intrinsic
@@ -43,11 +44,11 @@ def kernels(dtype):
 
     @cuda.jit(device=True, inline=True)
     def load(addresses, seg, i, offsets):
-        return _pointer(addresses[seg], zero)[i - offsets[seg]]
+        return _pointer(addresses[seg], zero)[Index(i) - Index(offsets[seg])]
 
     @cuda.jit(device=True, inline=True)
     def store(addresses, seg, i, offsets, value):
-        _pointer(addresses[seg], zero)[i - offsets[seg]] = value
+        _pointer(addresses[seg], zero)[Index(i) - Index(offsets[seg])] = value
 
     return SimpleNamespace(update=K.make_update(load, load, store),
                            sumsq_partials=K.make_sumsq(load),

@@ -31,7 +31,7 @@ from numba import cuda
 from ..layout import (ACTIVE, BETA1, BETA2, CLIP_MAX, CLIP_MIN, CLIP_VALUE, DECAY, DECAY_MODE,
                       EPS, GRAD_SCALE, KERAS, L1_DECAY, L2_DECAY, ONE_MINUS_BETA1, PADDLE,
                       SCALE_GRAD)
-from .runtime import NTHREADS, grid_for, simulated  # noqa: F401 (K.simulated)
+from .runtime import NTHREADS, Index, grid_for, simulated  # noqa: F401 (K.simulated)
 
 from .norms import (BY_GLOBAL_NORM, BY_NORM, NO_NORM_CLIP, ClipTables, NormInputs,  # noqa: F401
                     finish_clip, make_sumsq)
@@ -148,13 +148,16 @@ def make_update(load_param, load_grad, store):
             if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are rows.py's)
                 s = segment_scalars(step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
                                             steps), hyper, flags, seg, flavor)
-                step = cuda.blockDim.x
-                i = chunks[c, 1] + cuda.threadIdx.x
-                end = chunks[c, 2]
+                # unsigned flat indices (runtime.Index: no wraparound code per access)
+                step = Index(cuda.blockDim.x)
+                step2 = step + step
+                step3, step4 = step2 + step, step2 + step2
+                i = Index(chunks[c, 1]) + Index(cuda.threadIdx.x)
+                end = Index(chunks[c, 2])
                 # four elements per thread and pass, all loads issued before any store: enough
                 # bytes in flight per SM to approach HBM bandwidth (one at a time reached ~half)
-                while i + 3 * step < end:
-                    i1, i2, i3 = i + step, i + 2 * step, i + 3 * step
+                while i + step3 < end:
+                    i1, i2, i3 = i + step, i + step2, i + step3
                     p0, g0 = load_param(params, seg, i, where), load_grad(grads, seg, i, where)
                     p1, g1 = load_param(params, seg, i1, where), load_grad(grads, seg, i1, where)
                     p2, g2 = load_param(params, seg, i2, where), load_grad(grads, seg, i2, where)
@@ -171,7 +174,7 @@ def make_update(load_param, load_grad, store):
                     store(params, seg, i3, where, p3)
                     moment[i], inf_norm[i], moment[i1], inf_norm[i1] = m0, u0, m1, u1
                     moment[i2], inf_norm[i2], moment[i3], inf_norm[i3] = m2, u2, m3, u3
-                    i += 4 * step
+                    i += step4
                 while i < end:
                     p, m, u = element(load_param(params, seg, i, where),
                                       load_grad(grads, seg, i, where), moment[i], inf_norm[i],

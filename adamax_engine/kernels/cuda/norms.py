@@ -11,7 +11,7 @@ import numba
 from numba import cuda
 
 from ..layout import ACTIVE, GRAD_SCALE, SCALE_GRAD
-from .runtime import NTHREADS
+from .runtime import NTHREADS, Index
 
 # clip kinds of the per-segment clip table (column 0); column 1 is the global-norm group index
 NO_NORM_CLIP, BY_NORM, BY_GLOBAL_NORM = 0, 1, 2
@@ -56,14 +56,14 @@ def make_sumsq(load):
                                                   or clip_table[seg, 0] != NO_NORM_CLIP)
             s = partial.dtype.type(0)
             nonfinite = 0
-            if wanted:
-                i = chunks[c, 1] + t
-                while i < chunks[c, 2]:
+            if wanted:  # unsigned flat indices (runtime.Index: no wraparound code per access)
+                i, end, step = Index(chunks[c, 1]) + Index(t), Index(chunks[c, 2]), Index(NTHREADS)
+                while i < end:
                     g = load(grads, seg, i, store)
                     s += g * g
                     if not math.isfinite(g):
                         nonfinite = 1
-                    i += NTHREADS
+                    i += step
             acc[t] = s
             flag[t] = nonfinite
             cuda.syncthreads()

@@ -1,5 +1,24 @@
 """What every CUDA launch needs besides its kernel: is there a device, is it the simulator,
-how many threads and blocks. Importing this module imports no numba.cuda."""
+how many threads and blocks, the type of flat indices. Importing this module imports no
+numba.cuda."""
+import os
+
+import numba
+
+#: the type of the update's and the norm pass's flat element indices. numba wraps a negative
+#: signed index (a shift, an and and an add, each 64-bit, before every array access in the
+#: PTX); an unsigned one it uses as it is, and NVVM then walks pointers (one add per access)
+#: but keeps more of them live (float32 update: 80 registers against 60, 3 blocks of 256
+#: threads per SM against 4). Which is faster is for a GPU to say, so the default stays the
+#: signed one, the variant measured on an H200; ADAMAX_ENGINE_CUDA_INDEX=uint64, read at
+#: import, builds the other (scripts/gpu_check.sh times both). Every operand of an index's
+#: arithmetic must be of this type too: numba types uint64 with int64 as float64.
+INDEX_TYPES = {"int64": numba.int64, "uint64": numba.uint64}
+INDEX_NAME = os.environ.get("ADAMAX_ENGINE_CUDA_INDEX", "int64")
+if INDEX_NAME not in INDEX_TYPES:
+    raise ValueError(f"ADAMAX_ENGINE_CUDA_INDEX: expected one of {sorted(INDEX_TYPES)}, "
+                     f"got {INDEX_NAME!r}")
+Index = INDEX_TYPES[INDEX_NAME]
 
 #: threads per block of every kernel, on a GPU and in the simulator (which runs each thread as a
 #: Python thread); powers of two, as the tree reductions assume
