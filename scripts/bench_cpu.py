@@ -67,18 +67,20 @@ def fmt(t):
     return "skipped (not installed)" if t is None else f"{t[0] * 1e3:9.3f} ms (±{t[1] * 1e3:.3f})"
 
 
-def _loop(impls, shapes, rng, reps):
-    """One round-robin loop: its rounds, and its medians printed."""
+def _loop(title, impls, shapes, rng, reps):
+    """One round-robin loop, its medians printed under ``title``: (rounds, medians, ratio of
+    two implementations' same-round times)."""
+    if title:
+        print(title)
     rounds = timeit_rounds(_build(impls, shapes, rng), reps)
     res = summary(rounds)
     for impl in impls:
         print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
-    return rounds, res
+    return rounds, res, functools.partial(paired_ratio, rounds)
 
 
 def engine_part(shapes, rng, reps):
-    rounds, _ = _loop(OWN, shapes, rng, reps)
-    r = functools.partial(paired_ratio, rounds)
+    rounds, _, r = _loop(None, OWN, shapes, rng, reps)
     floor = (rounds["ceiling"] + rounds["read_ceiling"]) / rounds["ceiling"]
     print(f"ratios (medians of same-round ratios): flat/ceiling = {r('ceiling', 'engine'):.2f}"
           f" of ceiling (target >= 0.9); borrow/flat = {r('engine_borrow', 'engine'):.2f}x "
@@ -87,21 +89,15 @@ def engine_part(shapes, rng, reps):
 
 
 def lowbit_part(shapes, rng, reps):
-    print("low-bit state, in its own loop:")
-    rounds, _ = _loop(LOWBIT, shapes, rng, reps)
-    r = functools.partial(paired_ratio, rounds)
-    print(f"bfloat16 state: {r('engine_bf16', 'engine'):.2f}x the float32 step's time "
-          f"(target <= 0.80), {r('ceiling_bf16', 'engine_bf16'):.2f} of its own ceiling "
-          f"(target >= 0.85)")
-    print(f"int8 state: {r('engine_int8', 'engine'):.2f}x the float32 step's time "
-          f"(target <= 0.70), {r('ceiling_int8', 'engine_int8'):.2f} of its own ceiling "
-          f"(target >= 0.85)")
+    _, _, r = _loop("low-bit state, in its own loop:", LOWBIT, shapes, rng, reps)
+    for state, impl, target in (("bfloat16", "bf16", 0.80), ("int8", "int8", 0.70)):
+        print(f"{state} state: {r(f'engine_{impl}', 'engine'):.2f}x the float32 step's time "
+              f"(target <= {target:.2f}), {r(f'ceiling_{impl}', f'engine_{impl}'):.2f} of its "
+              f"own ceiling (target >= 0.85)")
 
 
 def peers_part(shapes, rng, reps):
-    print("with the frameworks, in one loop:")
-    rounds, res = _loop(PEERS, shapes, rng, reps)
-    r = functools.partial(paired_ratio, rounds)
+    _, res, r = _loop("with the frameworks, in one loop:", PEERS, shapes, rng, reps)
     for peer in ("torch", "torch_foreach", "paddle"):
         if peer in res:
             print(f"speed-up vs {LABELS[peer]}: {r(peer, 'engine'):.1f}x (the memory "
