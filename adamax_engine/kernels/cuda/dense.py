@@ -148,7 +148,7 @@ def make_update(load_param, load_grad, store):
             if flags[seg, ACTIVE] == 1:  # (ACTIVE_SPARSE rows are rows.py's)
                 s = segment_scalars(step_lr(lr, seg, flavor, lr_mult, beta1_pow, beta1_f64,
                                             steps), hyper, flags, seg, flavor)
-                # unsigned flat indices (runtime.Index: no wraparound code per access)
+                # flat indices of runtime.Index's type (unsigned: no wraparound code per access)
                 step = Index(cuda.blockDim.x)
                 step2 = step + step
                 step3, step4 = step2 + step, step2 + step2

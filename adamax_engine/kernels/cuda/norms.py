@@ -56,7 +56,7 @@ def make_sumsq(load):
                                                   or clip_table[seg, 0] != NO_NORM_CLIP)
             s = partial.dtype.type(0)
             nonfinite = 0
-            if wanted:  # unsigned flat indices (runtime.Index: no wraparound code per access)
+            if wanted:  # flat indices of runtime.Index's type (see there)
                 i, end, step = Index(chunks[c, 1]) + Index(t), Index(chunks[c, 2]), Index(NTHREADS)
                 while i < end:
                     g = load(grads, seg, i, store)
