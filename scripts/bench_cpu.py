@@ -39,7 +39,8 @@ OWN = ["engine", "engine_borrow", "engine_full", "ceiling", "read_ceiling"]
 LOWBIT = ["engine", "engine_bf16", "ceiling_bf16", "engine_int8", "ceiling_int8"]
 PEERS = ["engine", "ceiling", "torch", "torch_foreach", "paddle", "engine_on_torch",
          "engine_on_paddle", "torch_front"]
-JAX = ["optax_jit", "optax_front_jit", "ceiling"]  # their own loop: XLA's thread pool
+JAX = ["optax_jit", "optax_front_jit", "optax_train_jit", "optax_front_train_jit",
+       "ceiling"]  # their own loop: XLA's thread pool
 LABELS = {"engine": "engine flat (adopt)", "ceiling": "same-traffic ceiling",
           "engine_borrow": "engine borrow", "engine_full": "engine clip+L2+sched+update",
           "read_ceiling": "read ceiling (grads once)",
@@ -49,22 +50,24 @@ LABELS = {"engine": "engine flat (adopt)", "ceiling": "same-traffic ceiling",
           "paddle": "paddle.optimizer.Adamax", "engine_on_torch": "engine on torch params",
           "engine_on_paddle": "engine on paddle params",
           "torch_front": "adamax_engine.torch.Adamax", "optax_jit": "optax.adamax under jit",
-          "optax_front_jit": "adamax_engine.optax under jit"}
+          "optax_front_jit": "adamax_engine.optax under jit",
+          "optax_train_jit": "optax train step (jax.grad)",
+          "optax_front_train_jit": "front train step (jax.grad)"}
 
 
 def _build(impls, shapes, rng):
-    """{impl: step callable} of the installed ones (a missing framework is left out)."""
-    fns = {}
+    """({impl: step callable} of those that can run here, {impl: why not} of the others)."""
+    fns, skipped = {}, {}
     for impl in impls:
         try:
             fns[impl] = peers.CPU_IMPLEMENTATIONS[impl](shapes, rng)
-        except peers.Skip:
-            pass
-    return fns
+        except peers.Skip as why:
+            skipped[impl] = str(why)
+    return fns, skipped
 
 
-def fmt(t):
-    return "skipped (not installed)" if t is None else f"{t[0] * 1e3:9.3f} ms (±{t[1] * 1e3:.3f})"
+def fmt(t, why="not installed"):
+    return f"skipped ({why})" if t is None else f"{t[0] * 1e3:9.3f} ms (±{t[1] * 1e3:.3f})"
 
 
 def _loop(title, impls, shapes, rng, reps):
@@ -72,10 +75,11 @@ def _loop(title, impls, shapes, rng, reps):
     two implementations' same-round times)."""
     if title:
         print(title)
-    rounds = timeit_rounds(_build(impls, shapes, rng), reps)
+    fns, skipped = _build(impls, shapes, rng)
+    rounds = timeit_rounds(fns, reps)
     res = summary(rounds)
     for impl in impls:
-        print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
+        print(f"{LABELS[impl]:30s} {fmt(res.get(impl), skipped.get(impl))}")
     return rounds, res, functools.partial(paired_ratio, rounds)
 
 
@@ -115,14 +119,19 @@ def peers_part(shapes, rng, reps):
 
 
 def jax_part(shapes, rng, reps):
-    rounds = timeit_rounds(_build(JAX, shapes, rng), reps)
-    res = summary(rounds)
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return  # no jax here: nothing to print
+    rounds, res, _ = _loop("jax, in their own loop:", JAX, shapes, rng, reps)
     if "optax_jit" in res:
-        print("jax, in their own loop:")
-        for impl in JAX:
-            print(f"{LABELS[impl]:30s} {fmt(res.get(impl))}")
         print(f"optax front under jit: {paired_ratio(rounds, 'optax_jit', 'optax_front_jit'):.2f}x"
               " the speed of optax.adamax under jit (>1: faster)")
+    if "optax_train_jit" in res:
+        print("training step with grads from jax.grad (XLA holds them in buffers, as a model's "
+              f"backward pass does): the front at "
+              f"{paired_ratio(rounds, 'optax_train_jit', 'optax_front_train_jit'):.2f}x the speed"
+              " of optax.adamax")
 
 
 PARTS = {"engine": engine_part, "lowbit": lowbit_part, "peers": peers_part, "jax": jax_part}

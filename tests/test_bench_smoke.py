@@ -18,6 +18,13 @@ def test_bench_cpu_tiny_runs():
     assert "floor here" in out.stdout and "the memory ceiling itself" in out.stdout
     assert "import + first step" in out.stdout
     assert "int8 state:" in out.stdout and "low-bit state, in its own loop" in out.stdout
+    try:
+        import jax, optax  # noqa: F401, E401
+    except ImportError:
+        return
+    # both optax comparisons: the optimizer alone, and a training step with jax.grad's grads
+    assert out.stdout.count("optax front under jit:") == 2
+    assert out.stdout.count("training step with grads from jax.grad") == 2
 
 
 def test_bench_cpu_parts_runs_only_the_named_loops():

@@ -202,31 +202,64 @@ def torch_front(shapes, rng):
     return opt.step
 
 
-def optax_jit(shapes, rng, front=False):
-    """optax.adamax (or, ``front``, adamax_engine.optax.adamax) under jax.jit."""
+def _optax(front):
+    """jax, optax and the transformation: optax.adamax, or (``front``) the engine's front."""
     try:
         import jax
         import optax
     except ImportError:
         raise Skip("jax/optax are not installed") from None
-    params = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
-    grads = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
     if front:
         from ..optax import adamax as front_adamax
-        tx = front_adamax(1e-3)
-    else:
-        tx = optax.adamax(1e-3)
+        return jax, optax, front_adamax(1e-3)
+    return jax, optax, optax.adamax(1e-3)
+
+
+def _jitted(jax, params, tx, step, *extra):
+    """A call of ``step(p, s, *extra)`` under jax.jit, params and state donated."""
     box = {"p": params, "s": tx.init(params)}
+    step = jax.jit(step, donate_argnums=(0, 1))
+
+    def call():
+        box["p"], box["s"] = step(box["p"], box["s"], *extra)
+        jax.block_until_ready(box["p"])
+    return call
+
+
+def optax_jit(shapes, rng, front=False):
+    """optax.adamax (or, ``front``, adamax_engine.optax.adamax) under jax.jit, the grads
+    passed in: the optimizer's step alone."""
+    jax, optax, tx = _optax(front)
+    params = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
+    grads = [jax.numpy.asarray(a) for a in _numpy_params(shapes, rng)]
 
     def step(p, s, g):
         updates, s = tx.update(g, s, p)
         return optax.apply_updates(p, updates), s
-    step = jax.jit(step, donate_argnums=(0, 1))
+    return _jitted(jax, params, tx, step, grads)
 
-    def call():
-        box["p"], box["s"] = step(box["p"], box["s"], grads)
-        jax.block_until_ready(box["p"])
-    return call
+
+def optax_train_jit(shapes, rng, front=False):
+    """A training step under jax.jit, its grads from jax.grad of a small loss (each matrix
+    times a fixed batch of 8 rows through tanh; vectors squared): XLA holds them in buffers,
+    as a model's backward pass does. Grads computed by elementwise code would instead fuse
+    with optax.adamax's own loop, which no opaque call can join."""
+    if len(shapes) > 100:  # XLA compiles 2000 leaves' grads for minutes
+        raise Skip("the training step is timed on models of at most 100 tensors")
+    jax, optax, tx = _optax(front)
+    jnp = jax.numpy
+    params = [jnp.asarray(a * np.float32(0.02)) for a in _numpy_params(shapes, rng)]
+    batch = {d: jnp.asarray(rng.standard_normal((8, d)).astype(np.float32))
+             for d in {s[0] for s in shapes if len(s) == 2}}
+
+    def loss(p):
+        return sum(jnp.mean(jnp.tanh(batch[w.shape[0]] @ w) ** 2) if w.ndim == 2
+                   else 1e-3 * jnp.sum(w ** 2) for w in p)
+
+    def step(p, s):
+        updates, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, updates), s
+    return _jitted(jax, params, tx, step)
 
 
 def reference(shapes, rng):
@@ -249,6 +282,8 @@ CPU_IMPLEMENTATIONS = {
     "paddle": paddle_adamax,
     "optax_jit": optax_jit,
     "optax_front_jit": lambda s, r: optax_jit(s, r, front=True),
+    "optax_train_jit": optax_train_jit,
+    "optax_front_train_jit": lambda s, r: optax_train_jit(s, r, front=True),
     "torch_front": torch_front,
     "engine_on_torch": engine_on_torch,
     "engine_on_paddle": engine_on_paddle,
